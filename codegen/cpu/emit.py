@@ -1,0 +1,522 @@
+"""Stage codegen (CPU): a kernel group (a sub-Graph) becomes the source of
+one self-contained Python module holding one `numba.njit` kernel.
+
+Input: the group's sub-Graph (its invars are the kernel's input arrays, its
+outvars its outputs), a name, and whether to emit the parallel variant.
+Output: a KernelSource: module text, the explicit Numba signature, and the
+`dims` vector (every size the kernel needs, passed at run time, so a new batch
+size reuses the compiled kernel).
+
+How it works: the kernel loops over the outputs' shape (the domain) and asks
+for each output's value at the loop indices. `value_at(var, index)` emits the
+statements computing `var` at an index, recursing into producers; each
+statement is placed in the outermost loop its inputs depend on (so a row
+maximum is computed once per row, before the inner loop), and memoised per
+(var, index). A reduction opens its own loop at the place its index allows.
+This is the elemental emitter of XLA's CPU backend, in miniature: fusing more
+equations into a group needs no new code here.
+"""
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ...ir.core import Lit
+from ...ir.primitives import reduce_identity
+from . import rules
+from .rules import CTOR, const
+
+
+class Scope:
+    """A block of generated code: the function body or one loop."""
+
+    def __init__(self, header, parent):
+        self.header = header
+        self.parent = parent
+        self.level = 0 if parent is None else parent.level + 1
+        self.items = []          # lines (str) and child Scopes
+        self.open = []           # open child scopes, innermost last
+
+    def emit(self, line):
+        if self.open:
+            pos = next(i for i, it in enumerate(self.items) if it is self.open[-1])
+            self.items.insert(pos, line)
+        else:
+            self.items.append(line)
+
+    def child(self, header):
+        s = Scope(header, self)
+        self.emit(s)
+        self.open.append(s)
+        return s
+
+    def close(self, s):
+        assert self.open and self.open[-1] is s
+        self.open.pop()
+
+    def chain(self):
+        s, out = self, []
+        while s is not None:
+            out.append(s)
+            s = s.parent
+        return out
+
+    def render(self, indent):
+        pad = "    " * indent
+        lines = []
+        if self.header:
+            lines.append(pad + self.header)
+            indent += 1
+            pad = "    " * indent
+        for it in self.items:
+            if isinstance(it, Scope):
+                lines.extend(it.render(indent))
+            else:
+                lines.extend(pad + ln for ln in it.split("\n"))
+        if self.header and len(lines) == 1:
+            lines.append(pad + "pass")
+        return lines
+
+
+@dataclass
+class KernelSource:
+    name: str
+    source: str
+    signature: str
+    dims: list = field(default_factory=list)      # concrete sizes, in slot order
+    parallel: bool = False
+
+    @property
+    def key(self):
+        return hashlib.sha256(self.source.encode()).hexdigest()[:24]
+
+
+def numba_type(aval):
+    base = "boolean" if aval.dtype == np.bool_ else aval.dtype.name
+    if aval.ndim == 0:
+        return f"Array({base}, 0, 'C')"
+    return f"{base}[{', '.join([':'] * (aval.ndim - 1) + ['::1'])}]"
+
+
+class _Idx:
+    """One index entry: expression text and the scope it is valid in."""
+    __slots__ = ("text", "scope")
+
+    def __init__(self, text, scope):
+        self.text, self.scope = text, scope
+
+
+class KernelEmitter:
+    def __init__(self, graph, name="kernel", parallel=False):
+        self.g = graph
+        self.name = name
+        self.parallel = parallel
+        self.producer = {v: e for e in graph.eqns for v in e.outs}
+        self.args = {v: f"a{k}" for k, v in enumerate(graph.invars)}
+        self.root = Scope(None, None)
+        self.cur = self.root
+        self.memo = {}
+        self.dim_slots = {}
+        self.dim_values = []
+        self.counter = 0
+
+    # -- helpers --------------------------------------------------------------
+    def fresh(self, prefix="v"):
+        self.counter += 1
+        return f"{prefix}{self.counter}"
+
+    def dim(self, var, axis):
+        key = (var, axis)
+        if key not in self.dim_slots:
+            self.dim_slots[key] = len(self.dim_values)
+            self.dim_values.append(int(var.aval.shape[axis]))
+        return f"d{self.dim_slots[key]}"
+
+    def deepest(self, scopes):
+        best = self.root
+        for s in scopes:
+            if s.level > best.level:
+                best = s
+        return best
+
+    def define(self, expr, scope, dtype=None, prefix="v"):
+        name = self.fresh(prefix)
+        if dtype is not None and np.dtype(dtype) != np.bool_:
+            expr = f"{CTOR[np.dtype(dtype)]}({expr})"
+        scope.emit(f"{name} = {expr}")
+        return name
+
+    def open_loop(self, parent, var, extent, prange=False):
+        rng = "numba.prange" if prange else "range"
+        s = parent.child(f"for {var} in {rng}({extent}):")
+        return s
+
+    # -- values ---------------------------------------------------------------
+    def value_at(self, var, idx):
+        """(name, scope) of `var` at index `idx` (tuple of _Idx)."""
+        if isinstance(var, Lit):
+            return const(var.val, var.aval.dtype), self.root
+        key = (var, tuple(i.text for i in idx))
+        hit = self.memo.get(key)
+        if hit is not None and hit[1] in self.cur.chain():
+            return hit
+        if var in self.args:
+            scope = self.deepest(i.scope for i in idx)
+            sub = ", ".join(i.text for i in idx) if idx else "()"
+            out = (self.define(f"{self.args[var]}[{sub}]", scope), scope)
+        else:
+            e = self.producer[var]
+            rule = getattr(self, "_emit_" + e.prim.name, None)
+            if rule is None:
+                rule = self._emit_elementwise
+            out = rule(e, idx)
+        self.memo[key] = out
+        return out
+
+    def operand(self, x, idx):
+        return self.value_at(x, () if x.aval.ndim == 0 else idx)
+
+    def _emit_elementwise(self, e, idx):
+        vals = [self.operand(x, idx) for x in e.inputs]
+        scope = self.deepest(s for _, s in vals)
+        names = [n for n, _ in vals]
+        dt_in = e.inputs[0].aval.dtype
+        name = e.prim.name
+        if name in rules.UNARY_RULES:
+            expr = rules.UNARY_RULES[name](names[0], dt_in)
+        elif name in rules.BINARY_RULES:
+            expr = rules.BINARY_RULES[name](names[0], names[1], dt_in)
+        else:
+            raise NotImplementedError(f"CPU codegen has no emit rule for primitive "
+                                      f"'{name}'")
+        return self.define(expr, scope, e.outs[0].aval.dtype), scope
+
+    def _emit_integer_pow(self, e, idx):
+        n, s = self.operand(e.inputs[0], idx)
+        dt = e.outs[0].aval.dtype
+        return self.define(rules.integer_pow(n, e.params["y"], dt), s, dt), s
+
+    def _emit_convert_element_type(self, e, idx):
+        n, s = self.operand(e.inputs[0], idx)
+        src, dst = e.inputs[0].aval.dtype, e.outs[0].aval.dtype
+        return self.define(rules.convert(n, src, dst), s), s
+
+    def _emit_select(self, e, idx):
+        vals = [self.operand(x, idx) for x in e.inputs]
+        scope = self.deepest(s for _, s in vals)
+        return self.define(rules.select(*[n for n, _ in vals]), scope), scope
+
+    # -- structural: remap the index ---------------------------------------------
+    def _emit_broadcast_in_dim(self, e, idx):
+        x = e.inputs[0]
+        bd = e.params["broadcast_dimensions"]
+        xi = tuple(_Idx("0", self.root) if x.aval.shape[i] == 1 else idx[b]
+                   for i, b in enumerate(bd))
+        return self.value_at(x, xi)
+
+    def _emit_transpose(self, e, idx):
+        perm = e.params["permutation"]
+        xi = [None] * len(perm)
+        for k, p in enumerate(perm):
+            xi[p] = idx[k]
+        return self.value_at(e.inputs[0], tuple(xi))
+
+    def _emit_slice(self, e, idx):
+        xi = []
+        for i, s, st in zip(idx, e.params["start_indices"],
+                            e.params["strides"] or (1,) * len(idx)):
+            t = i.text if st == 1 else f"{i.text} * {st}"
+            xi.append(_Idx(f"({t} + {s})" if s else t, i.scope))
+        return self.value_at(e.inputs[0], tuple(xi))
+
+    def _emit_rev(self, e, idx):
+        x = e.inputs[0]
+        xi = list(idx)
+        for d in e.params["dimensions"]:
+            xi[d] = _Idx(f"({self.dim(x, d)} - 1 - {idx[d].text})", idx[d].scope)
+        return self.value_at(x, tuple(xi))
+
+    def _emit_reshape(self, e, idx):
+        x, out = e.inputs[0], e.outs[0]
+        xs, os_ = x.aval.shape, out.aval.shape
+        if [n for n in xs if n != 1] == [n for n in os_ if n != 1]:
+            # Only size-1 axes inserted or removed: map the others one to one.
+            it = iter([i for i, n in zip(idx, os_) if n != 1])
+            xi = tuple(_Idx("0", self.root) if n == 1 else next(it) for n in xs)
+            return self.value_at(x, xi)
+        scope = self.deepest(i.scope for i in idx)
+        flat = "0"
+        for d, i in enumerate(idx):
+            flat = f"({flat}) * {self.dim(out, d)} + {i.text}" if d else i.text
+        f = self.define(flat, scope, prefix="f")
+        xi = []
+        for d in reversed(range(len(xs))):
+            n = self.dim(x, d)
+            xi.append(_Idx(self.define(f"{f} % {n}", scope, prefix="f"), scope))
+            if d:
+                f = self.define(f"{f} // {n}", scope, prefix="f")
+        return self.value_at(x, tuple(reversed(xi)))
+
+    def _emit_iota(self, e, idx):
+        i = idx[e.params["dimension"]]
+        return self.define(i.text, i.scope, e.outs[0].aval.dtype), i.scope
+
+    def _clamp(self, t, n):
+        return f"min(max({t}, 0), {n} - 1)"
+
+    def _emit_concatenate(self, e, idx):
+        d = e.params["dimension"]
+        i = idx[d]
+        parts, off = [], "0"            # (value, scope, first index of the part)
+        for x in e.inputs:
+            if x.aval.shape[d] == 0:
+                continue
+            n = self.dim(x, d)
+            local = i.text if off == "0" else f"({i.text} - ({off}))"
+            xi = list(idx)
+            xi[d] = _Idx(self._clamp(local, n), i.scope)
+            val, s = self.value_at(x, tuple(xi))
+            parts.append((val, s, off))
+            off = n if off == "0" else f"{off} + {n}"
+        if not parts:                   # an empty result: the loop never runs
+            return const(0, e.outs[0].aval.dtype), self.root
+        expr = parts[-1][0]
+        for k in range(len(parts) - 2, -1, -1):
+            expr = f"({parts[k][0]} if {i.text} < {parts[k + 1][2]} else {expr})"
+        scope = self.deepest([i.scope] + [p[1] for p in parts])
+        return self.define(expr, scope), scope
+
+    def _emit_pad(self, e, idx):
+        x, padval = e.inputs
+        pv, ps = self.value_at(padval, ())
+        if x.aval.size == 0:
+            return pv, ps
+        conds, xi = [], []
+        for d, (i, (lo, hi, it)) in enumerate(zip(idx, e.params["padding_config"])):
+            n = self.dim(x, d)
+            t = f"({i.text} - {lo})" if lo else i.text
+            if it == 0 and lo == 0 and hi == 0:
+                xi.append(i)
+                continue
+            if it:
+                conds.append(f"{t} >= 0 and {t} % {it + 1} == 0 and {t} // {it + 1} < {n}")
+                src = f"{t} // {it + 1}"
+            else:
+                conds.append(f"{t} >= 0 and {t} < {n}")
+                src = t
+            xi.append(_Idx(self._clamp(src, n), i.scope))
+        xv, xs = self.value_at(x, tuple(xi))
+        scope = self.deepest([xs, ps] + [i.scope for i in idx])
+        return self.define(f"({xv} if ({' and '.join(conds)}) else {pv})", scope), scope
+
+    def _emit_gather(self, e, idx):
+        x, ind = e.inputs
+        axis = e.params["axis"]
+        k = ind.aval.ndim
+        j, js = self.operand(ind, idx[axis:axis + k])
+        n = self.dim(x, axis)
+        jj = self.define(f"min(max(i64({j}) + {n} if {j} < 0 else i64({j}), 0), {n} - 1)", js,
+                         prefix="j")
+        xi = idx[:axis] + (_Idx(jj, js),) + idx[axis + k:]
+        return self.value_at(x, xi)
+
+    # -- reductions: a loop of their own ----------------------------------------
+    def _reduce_loops(self, x, keep_idx, axes):
+        """Open loops over `axes` of x inside the scope `keep_idx` allows; return
+        (parent scope, innermost loop scope, full index of x)."""
+        parent = self.deepest(i.scope for i in keep_idx)
+        it = iter(keep_idx)
+        full, scope = [], parent
+        loops = {}
+        for d in range(x.aval.ndim):
+            if d in axes:
+                r = self.fresh("r")
+                scope = self.open_loop(scope, r, self.dim(x, d))
+                loops[d] = scope
+                full.append(_Idx(r, scope))
+            else:
+                full.append(next(it))
+        return parent, scope, tuple(full), loops
+
+    def _close(self, parent, inner):
+        s = inner
+        while s is not parent:
+            s.parent.close(s)
+            s = s.parent
+
+    def _with_scope(self, scope, fn):
+        saved, self.cur = self.cur, scope
+        try:
+            return fn()
+        finally:
+            self.cur = saved
+
+    def _emit_reduction(self, e, idx, axes):
+        x = e.inputs[0]
+        dt = x.aval.dtype
+        name = e.prim.name
+        parent = self.deepest(i.scope for i in idx)
+        acc = self.fresh("acc")
+        parent.emit(f"{acc} = {const(reduce_identity(name, dt), dt)}")
+        parent, inner, full, _ = self._reduce_loops(x, idx, axes)
+
+        def body():
+            v, _ = self.value_at(x, full)
+            if name == "reduce_sum":
+                inner.emit(f"{acc} += {v}")
+            elif name == "reduce_prod":
+                inner.emit(f"{acc} *= {v}")
+            elif name == "reduce_max":
+                inner.emit(f"{acc} = {rules._fmax(v, acc, dt)}")
+            else:
+                inner.emit(f"{acc} = {rules._fmin(v, acc, dt)}")
+        self._with_scope(inner, body)
+        self._close(parent, inner)
+        if dt != np.bool_ and dt.kind in "iu" and dt.itemsize < 8:
+            return self.define(acc, parent, dt), parent
+        return acc, parent
+
+    def _emit_reduce_sum(self, e, idx):
+        return self._emit_reduction(e, idx, e.params["axes"])
+
+    _emit_reduce_prod = _emit_reduce_max = _emit_reduce_min = _emit_reduce_sum
+
+    def _emit_argmax(self, e, idx):
+        x = e.inputs[0]
+        dt = x.aval.dtype
+        axis = e.params["axis"]
+        parent = self.deepest(i.scope for i in idx)
+        best, bi = self.fresh("best"), self.fresh("bi")
+        init = reduce_identity("reduce_max" if e.prim.name == "argmax" else "reduce_min", dt)
+        parent.emit(f"{best} = {const(init, dt)}\n{bi} = 0")
+        parent, inner, full, loops = self._reduce_loops(x, idx, (axis,))
+        r = full[axis].text
+        cmp = ">" if e.prim.name == "argmax" else "<"
+
+        def body():
+            v, _ = self.value_at(x, full)
+            nan = f" or ({v} != {v} and {best} == {best})" if dt.kind == "f" else ""
+            inner.emit(f"if {v} {cmp} {best}{nan}:\n    {best} = {v}\n    {bi} = {r}")
+        self._with_scope(inner, body)
+        self._close(parent, inner)
+        return self.define(bi, parent, e.outs[0].aval.dtype), parent
+
+    _emit_argmin = _emit_argmax
+
+    # -- roots with their own loop structure ------------------------------------
+    def _domain(self, shape_var, skip_axis=None, allow_prange=True):
+        """Open the loops of the domain (the shape of `shape_var`)."""
+        idx, scope, first = [], self.root, True
+        for d in range(shape_var.aval.ndim):
+            if d == skip_axis:
+                idx.append(None)
+                continue
+            i = self.fresh("i")
+            scope = self.open_loop(scope, i, self.dim(shape_var, d),
+                                   prange=self.parallel and first and allow_prange)
+            first = False
+            idx.append(_Idx(i, scope))
+        return idx, scope
+
+    def _store(self, out_name, idx, val, scope):
+        sub = ", ".join(i.text for i in idx) if idx else "()"
+        scope.emit(f"{out_name}[{sub}] = {val}")
+
+    def emit_body(self):
+        outs = self.g.outvars
+        roots = [self.producer.get(v) for v in outs]
+        special = [e for e in roots if e is not None and e.prim.name in
+                   ("cumsum", "scatter", "scatter_add")]
+        if special:
+            if len(outs) != 1:
+                raise NotImplementedError(f"{special[0].prim.name} must be alone in its "
+                                          f"kernel group")
+            getattr(self, "_root_" + special[0].prim.name.replace("scatter_add", "scatter"))(
+                special[0])
+            return
+        shapes = {v.aval.shape for v in outs}
+        if len(shapes) != 1:
+            raise NotImplementedError(f"kernel group outputs have different shapes {shapes}")
+        idx, scope = self._domain(outs[0])
+        self.cur = scope
+        for k, v in enumerate(outs):
+            val, _ = self.value_at(v, tuple(idx))
+            self._store(f"o{k}", idx, val, scope)
+
+    def _root_cumsum(self, e):
+        x, out = e.inputs[0], e.outs[0]
+        axis, reverse = e.params["axis"], e.params.get("reverse", False)
+        idx, scope = self._domain(out, skip_axis=axis)
+        dt = out.aval.dtype
+        acc = self.fresh("acc")
+        scope.emit(f"{acc} = {const(0, dt)}")
+        n = self.dim(out, axis)
+        k = self.fresh("k")
+        loop = self.open_loop(scope, k + "_", n)
+        loop.emit(f"{k} = {n} - 1 - {k}_" if reverse else f"{k} = {k}_")
+        idx[axis] = _Idx(k, loop)
+        self.cur = loop
+        v, _ = self.value_at(x, tuple(idx))
+        loop.emit(f"{acc} += {v}")
+        self._store("o0", idx, acc if dt.kind == "f" or dt.itemsize == 8 else
+                    f"{CTOR[dt]}({acc})", loop)
+
+    def _root_scatter(self, e):
+        x, ind, upd = e.inputs
+        out = e.outs[0]
+        axis = e.params["axis"]
+        idx, scope = self._domain(out, allow_prange=True)
+        self.cur = scope
+        v, _ = self.value_at(x, tuple(idx))
+        self._store("o0", idx, v, scope)
+        # Updates in order, serially: the last write wins, repeated adds accumulate.
+        self.cur = self.root
+        uidx, uscope = self._domain(upd, allow_prange=False)
+        self.cur = uscope
+        k = ind.aval.ndim
+        j, js = self.operand(ind, tuple(uidx[axis:axis + k]))
+        n = self.dim(x, axis)
+        jj = self.define(f"min(max(i64({j}) + {n} if {j} < 0 else i64({j}), 0), {n} - 1)", js,
+                         prefix="j")
+        u, _ = self.value_at(upd, tuple(uidx))
+        target = uidx[:axis] + [_Idx(jj, js)] + uidx[axis + k:]
+        sub = ", ".join(i.text for i in target)
+        op = "+=" if e.prim.name == "scatter_add" else "="
+        uscope.emit(f"o0[{sub}] {op} {u}")
+
+    # -- the module ---------------------------------------------------------------
+    def module(self):
+        self.emit_body()
+        params = [f"a{k}" for k in range(len(self.g.invars))] + \
+                 [f"o{k}" for k in range(len(self.g.outvars))] + ["dims"]
+        sig = "void(" + ", ".join([numba_type(v.aval) for v in self.g.invars] +
+                                  [numba_type(v.aval) for v in self.g.outvars] +
+                                  ["int64[::1]"]) + ")"
+        body = [f"    d{k} = dims[{k}]" for k in range(len(self.dim_values))]
+        body += self.root.render(1)
+        if not body:
+            body = ["    pass"]
+        flags = ("{'reassoc', 'contract', 'arcp', 'nsz', 'afn'}")
+        src = "\n".join([
+            f'"""needle CPU kernel {self.name}: generated; do not edit."""',
+            "import math",
+            "import numba",
+            "import numpy as np",
+            "f32, f64 = np.float32, np.float64",
+            "i8, i16, i32, i64 = np.int8, np.int16, np.int32, np.int64",
+            "u8, u16, u32, u64 = np.uint8, np.uint16, np.uint32, np.uint64",
+            "INF, NAN = math.inf, math.nan",
+            "",
+            "",
+            f"@numba.njit({sig!r}, cache=True, error_model='numpy', nogil=True,",
+            f"           fastmath={flags}, parallel={self.parallel})",
+            f"def {self.name}({', '.join(params)}):",
+            *body,
+            "",
+        ])
+        return KernelSource(self.name, src, sig, list(self.dim_values), self.parallel)
+
+
+def emit_kernel(graph, name="kernel", parallel=False):
+    """The KernelSource of a group sub-Graph."""
+    return KernelEmitter(graph, name, parallel).module()

@@ -1,0 +1,147 @@
+"""Stage codegen (CPU): the per-primitive emit table: how one elementwise
+primitive becomes a Numba-typed Python expression.
+
+Input: operand expressions (strings naming already-typed scalars), their
+dtypes, the output dtype and the equation's params.
+Output: an expression string; the emitter wraps it in the output dtype's
+constructor so Numba never widens float32 to float64 or int32 to int64.
+
+Structural, reduction and indexing primitives are handled by the emitter
+itself (they change how elements are indexed, not how they are combined);
+`EMITTERS` lists them so the registry test can see every primitive covered.
+"""
+import numpy as np
+
+from ...ir.primitives import BINARY, COMPARE, UNARY
+
+# Names the generated module defines for typed constructors (see emit.py).
+CTOR = {np.dtype(np.bool_): "np.bool_", np.dtype(np.int8): "i8", np.dtype(np.int16): "i16",
+        np.dtype(np.int32): "i32", np.dtype(np.int64): "i64", np.dtype(np.uint8): "u8",
+        np.dtype(np.uint16): "u16", np.dtype(np.uint32): "u32", np.dtype(np.uint64): "u64",
+        np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+
+
+def const(value, dtype):
+    """A typed constant: f32(1.5), never a bare Python float (which would turn
+    float32 arithmetic into float64)."""
+    dtype = np.dtype(dtype)
+    if dtype == np.bool_:
+        return "True" if bool(value) else "False"
+    if dtype.kind == "f":
+        v = float(value)
+        if np.isnan(v):
+            return f"{CTOR[dtype]}(NAN)"
+        if np.isinf(v):
+            return f"{CTOR[dtype]}({'-' if v < 0 else ''}INF)"
+        return f"{CTOR[dtype]}({v!r})"
+    return f"{CTOR[dtype]}({int(value)})"
+
+
+def _fmax(x, y, dt):
+    # numpy's maximum: NaN in either operand gives NaN.
+    if dt.kind == "f":
+        return f"({x} if ({x} > {y} or {x} != {x}) else {y})"
+    return f"max({x}, {y})"
+
+
+def _fmin(x, y, dt):
+    if dt.kind == "f":
+        return f"({x} if ({x} < {y} or {x} != {x}) else {y})"
+    return f"min({x}, {y})"
+
+
+def _sign(x, dt):
+    if dt.kind == "f":
+        return (f"({const(1, dt)} if {x} > 0 else ({const(-1, dt)} if {x} < 0 else {x}))")
+    if dt.kind == "u":
+        return f"({const(1, dt)} if {x} > 0 else {const(0, dt)})"
+    return f"({const(1, dt)} if {x} > 0 else ({const(-1, dt)} if {x} < 0 else {const(0, dt)}))"
+
+
+def _logistic(x, dt):
+    one = const(1, dt)
+    return f"({one} / ({one} + math.exp(-{x})))"
+
+
+def _not(x, dt):
+    return f"(not {x})" if dt == np.bool_ else f"(~{x})"
+
+
+def _div(x, y, dt):
+    return f"({x} / {y})" if dt.kind == "f" else f"({x} // {y})"
+
+
+# Each rule: (*operand exprs, operand dtype) -> expression.
+UNARY_RULES = {
+    "neg": lambda x, dt: f"(-{x})",
+    "exp": lambda x, dt: f"math.exp({x})",
+    "log": lambda x, dt: f"math.log({x})",
+    "log1p": lambda x, dt: f"math.log1p({x})",
+    "expm1": lambda x, dt: f"math.expm1({x})",
+    "sin": lambda x, dt: f"math.sin({x})",
+    "cos": lambda x, dt: f"math.cos({x})",
+    "tan": lambda x, dt: f"math.tan({x})",
+    "tanh": lambda x, dt: f"math.tanh({x})",
+    "logistic": _logistic,
+    "sqrt": lambda x, dt: f"math.sqrt({x})",
+    "rsqrt": lambda x, dt: f"({const(1, dt)} / math.sqrt({x}))",
+    "abs": lambda x, dt: f"abs({x})",
+    "sign": _sign,
+    "floor": lambda x, dt: f"np.floor({x})",
+    "ceil": lambda x, dt: f"np.ceil({x})",
+    "round": lambda x, dt: f"np.rint({x})",
+    "erf": lambda x, dt: f"math.erf({x})",
+    "not": _not,
+    "isnan": lambda x, dt: f"({x} != {x})",
+    "isinf": lambda x, dt: f"(abs({x}) == {const(np.inf, dt)})",
+}
+
+BINARY_RULES = {
+    "add": lambda x, y, dt: f"({x} + {y})",
+    "sub": lambda x, y, dt: f"({x} - {y})",
+    "mul": lambda x, y, dt: f"({x} * {y})",
+    "div": _div,
+    "rem": lambda x, y, dt: f"({x} % {y})",
+    "pow": lambda x, y, dt: f"({x} ** {y})",
+    "max": _fmax,
+    "min": _fmin,
+    "atan2": lambda x, y, dt: f"math.atan2({x}, {y})",
+    "and": lambda x, y, dt: f"({x} & {y})",
+    "or": lambda x, y, dt: f"({x} | {y})",
+    "xor": lambda x, y, dt: f"({x} ^ {y})",
+    "eq": lambda x, y, dt: f"({x} == {y})",
+    "ne": lambda x, y, dt: f"({x} != {y})",
+    "lt": lambda x, y, dt: f"({x} < {y})",
+    "le": lambda x, y, dt: f"({x} <= {y})",
+    "gt": lambda x, y, dt: f"({x} > {y})",
+    "ge": lambda x, y, dt: f"({x} >= {y})",
+}
+
+
+def integer_pow(x, y, dt):
+    if y == 0:
+        return const(1, dt)
+    if abs(y) <= 8:
+        prod = " * ".join([x] * abs(y))
+        return f"({prod})" if y > 0 else f"({const(1, dt)} / ({prod}))"
+    return f"({x} ** {const(y, dt)})"
+
+
+def convert(x, src, dst):
+    src, dst = np.dtype(src), np.dtype(dst)
+    if dst == np.bool_:
+        return f"({x} != 0)"
+    return f"{CTOR[dst]}({x})"
+
+
+def select(p, x, y):
+    return f"({x} if {p} else {y})"
+
+
+# Primitives the emitter indexes specially (no expression rule of their own).
+EMITTERS = {"broadcast_in_dim", "reshape", "transpose", "slice", "pad", "concatenate", "rev",
+            "iota", "reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "argmax", "argmin",
+            "cumsum", "gather", "scatter_add", "scatter", "select", "convert_element_type",
+            "integer_pow"}
+
+assert set(UNARY) <= set(UNARY_RULES) and set(BINARY) | set(COMPARE) <= set(BINARY_RULES)

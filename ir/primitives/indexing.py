@@ -1,0 +1,85 @@
+"""Stage ir: gather and scatter along one axis (take, one_hot, embedding
+lookups and their gradients).
+
+Input: nothing. Output: `gather_p`, `scatter_add_p`, `scatter_p`.
+
+gather(x, idx, axis): out[a..., i..., b...] = x[a..., idx[i...], b...], so the
+output shape is x.shape[:axis] + idx.shape + x.shape[axis+1:].
+scatter_add(x, idx, upd, axis) adds upd (shaped like the gather output) into
+x at those positions; scatter(x, idx, upd, axis) writes them (when an index
+repeats, the last write wins on CPU; which one is unspecified in general).
+
+Index semantics: negative indices count from the end (as numpy), and indices
+still out of range after that are clamped to [0, n-1] (numpy raises; a
+compiled kernel cannot, so needle clamps, documented in needle.numpy.take).
+"""
+import numpy as np
+
+from ..core import Primitive, ShapedArray, ShapeError
+
+__all__ = ["gather_p", "scatter_add_p", "scatter_p", "normalize_index"]
+
+
+def normalize_index(idx, n):
+    """Wrap negative indices, then clamp into [0, n-1] (n > 0)."""
+    idx = np.asarray(idx).astype(np.int64)
+    idx = np.where(idx < 0, idx + n, idx)
+    return np.clip(idx, 0, max(n - 1, 0))
+
+
+def _check(name, x, idx, axis):
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"{name}: indices must be integers, got {idx.dtype.name}")
+    if not 0 <= axis < x.ndim:
+        raise ShapeError(f"{name}: axis {axis} out of range for shape {x.shape}")
+    if x.shape[axis] == 0:
+        raise ShapeError(f"{name}: cannot index axis {axis} of size 0 (shape {x.shape})")
+    return x.shape[:axis] + idx.shape + x.shape[axis + 1:]
+
+
+def _gather_aval(x, idx, *, axis):
+    return [ShapedArray(_check("gather", x, idx, axis), x.dtype, x.weak_type)]
+
+
+def _gather_impl(x, idx, *, axis):
+    return [np.ascontiguousarray(np.take(x, normalize_index(idx, x.shape[axis]), axis=axis))]
+
+
+gather_p = Primitive("gather", kind="indexing")
+gather_p.abstract_eval, gather_p.impl = _gather_aval, _gather_impl
+
+
+def _scatter_aval(name):
+    def rule(x, idx, upd, *, axis):
+        shape = _check(name, x, idx, axis)
+        if upd.shape != shape:
+            raise ShapeError(f"{name}: updates have shape {upd.shape}, expected {shape} for "
+                             f"operand {x.shape}, indices {idx.shape}, axis {axis}")
+        if upd.dtype != x.dtype:
+            raise TypeError(f"{name}: updates dtype {upd.dtype.name} differs from operand "
+                            f"dtype {x.dtype.name}")
+        return [x]
+    return rule
+
+
+def _scatter_impl(add):
+    def impl(x, idx, upd, *, axis):
+        out = np.array(x, copy=True)
+        idx = normalize_index(idx, x.shape[axis])
+        o = np.moveaxis(out, axis, 0)                          # view: (n, a..., b...)
+        u = np.moveaxis(upd.reshape(x.shape[:axis] + (idx.size,) + x.shape[axis + 1:]),
+                        axis, 0)
+        flat = idx.reshape(-1)
+        if add:
+            np.add.at(o, flat, u)
+        else:
+            for j, i in enumerate(flat):                       # in order: the last write wins
+                o[i] = u[j]
+        return [out]
+    return impl
+
+
+scatter_add_p = Primitive("scatter_add", kind="indexing")
+scatter_add_p.abstract_eval, scatter_add_p.impl = _scatter_aval("scatter_add"), _scatter_impl(True)
+scatter_p = Primitive("scatter", kind="indexing")
+scatter_p.abstract_eval, scatter_p.impl = _scatter_aval("scatter"), _scatter_impl(False)

@@ -1,0 +1,65 @@
+"""Stage ir: dot_general, the one contraction primitive (matmul, batched
+matmul, matrix-vector, tensordot are all dot_general).
+
+Input: nothing. Output: `dot_general_p` with abstract eval and a numpy
+implementation that calls numpy's BLAS-backed matmul; the CPU runtime uses
+the same routine as its library call.
+
+dimension_numbers = ((lhs_contract, rhs_contract), (lhs_batch, rhs_batch)).
+The output's axes are: batch axes, then lhs free axes, then rhs free axes
+(JAX's convention).
+"""
+import numpy as np
+
+from ..core import Primitive, ShapedArray, ShapeError
+
+__all__ = ["dot_general_p", "dot_general_numpy"]
+
+dot_general_p = Primitive("dot_general", kind="linalg")
+
+
+def _free(ndim, *used):
+    used = set(a for u in used for a in u)
+    return [d for d in range(ndim) if d not in used]
+
+
+def _dot_aval(a, b, *, dimension_numbers):
+    (lc, rc), (lb, rb) = dimension_numbers
+    if a.dtype != b.dtype:
+        raise TypeError(f"dot_general: operand dtypes differ: {a.dtype.name} vs {b.dtype.name}")
+    if a.dtype.kind == "b":
+        raise TypeError("dot_general: bool operands are not supported")
+    if len(lc) != len(rc) or len(lb) != len(rb):
+        raise ShapeError(f"dot_general: dimension_numbers {dimension_numbers} pair unequal "
+                         f"axis lists")
+    for ax_a, ax_b, what in ((lc, rc, "contracting"), (lb, rb, "batch")):
+        for i, j in zip(ax_a, ax_b):
+            if not (0 <= i < a.ndim and 0 <= j < b.ndim) or a.shape[i] != b.shape[j]:
+                raise ShapeError(f"dot_general: {what} dimensions do not match: lhs shape "
+                                 f"{a.shape} axis {i} vs rhs shape {b.shape} axis {j}")
+    shape = ([a.shape[d] for d in lb] + [a.shape[d] for d in _free(a.ndim, lc, lb)]
+             + [b.shape[d] for d in _free(b.ndim, rc, rb)])
+    return [ShapedArray(tuple(shape), a.dtype, a.weak_type and b.weak_type)]
+
+
+def dot_general_numpy(a, b, dimension_numbers):
+    """Contract by transposing to (batch, M, K) @ (batch, K, N) and calling
+    numpy's matmul (BLAS for float32/float64)."""
+    (lc, rc), (lb, rb) = dimension_numbers
+    fa, fb = _free(a.ndim, lc, lb), _free(b.ndim, rc, rb)
+    bshape = [a.shape[d] for d in lb]
+    m = [a.shape[d] for d in fa]
+    n = [b.shape[d] for d in fb]
+    k = int(np.prod([a.shape[d] for d in lc], dtype=np.int64))
+    nb = int(np.prod(bshape, dtype=np.int64))
+    a3 = np.transpose(a, list(lb) + fa + list(lc)).reshape(
+        nb, int(np.prod(m, dtype=np.int64)), k)
+    b3 = np.transpose(b, list(rb) + list(rc) + fb).reshape(
+        nb, k, int(np.prod(n, dtype=np.int64)))
+    out = np.matmul(a3, b3)
+    return out.reshape(bshape + m + n).astype(a.dtype, copy=False)
+
+
+dot_general_p.abstract_eval = _dot_aval
+dot_general_p.impl = lambda a, b, *, dimension_numbers: [
+    dot_general_numpy(a, b, dimension_numbers)]

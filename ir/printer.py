@@ -1,0 +1,68 @@
+"""Stage ir: print a Graph like a jaxpr.
+
+Input: a Graph. Output: text, one equation per line, types as `f32[128,784]`,
+sub-graphs (kernel groups) indented under their equation.
+
+    { lambda ; a:f32[4,3] b:f32[3]. let
+        c:f32[4,3] = broadcast_in_dim[broadcast_dimensions=(1,) shape=(4, 3)] b
+        d:f32[4,3] = add a c
+      in (d,) }
+"""
+import numpy as np
+
+from .core import Graph, Lit
+
+
+class _Names:
+    def __init__(self):
+        self.names = {}
+
+    def __call__(self, v):
+        if isinstance(v, Lit):
+            val = v.val
+            if v.aval.dtype.kind == "f":
+                return repr(float(val))
+            if v.aval.dtype.kind == "b":
+                return repr(bool(val))
+            return repr(int(val))
+        if v not in self.names:
+            n, s = len(self.names), ""
+            while True:
+                s = chr(ord("a") + n % 26) + s
+                n = n // 26 - 1
+                if n < 0:
+                    break
+            self.names[v] = s
+        return self.names[v]
+
+
+def _param_str(k, v):
+    if isinstance(v, Graph):
+        return None
+    if isinstance(v, np.dtype):
+        v = v.name
+    elif isinstance(v, type):
+        v = np.dtype(v).name
+    return f"{k}={v}"
+
+
+def pp_graph(graph, indent=0, names=None):
+    names = names or _Names()
+    pad = " " * indent
+
+    def decl(vs):
+        return " ".join(f"{names(v)}:{v.aval.str_short()}" for v in vs)
+
+    lines = [f"{pad}{{ lambda {decl(graph.constvars)}; {decl(graph.invars)}. let"]
+    for e in graph.eqns:
+        params = [p for p in (_param_str(k, v) for k, v in sorted(e.params.items())) if p]
+        pstr = f"[{' '.join(params)}]" if params else ""
+        outs = " ".join(f"{names(v)}:{v.aval.str_short()}" for v in e.outs)
+        ins = " ".join(names(v) for v in e.inputs)
+        lines.append(f"{pad}    {outs} = {e.prim.name}{pstr} {ins}".rstrip())
+        for k, v in sorted(e.params.items()):
+            if isinstance(v, Graph):
+                lines.append(pp_graph(v, indent + 6, names))
+    outs = " ".join(names(v) for v in graph.outvars)
+    lines.append(f"{pad}  in ({outs}{',' if len(graph.outvars) == 1 else ''}) }}")
+    return "\n".join(lines)

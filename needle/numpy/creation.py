@@ -1,0 +1,126 @@
+"""needle.numpy: array creation: array/asarray, zeros/ones/full/empty,
+arange/linspace/eye/identity, the *_like forms, iota-based helpers.
+
+Input: shapes, values, dtypes. Output: numpy arrays (creation functions take
+no traced operands, so they run eagerly; under jit the result is captured as
+a constant, or built from iota when it depends on a traced shape-free value).
+The default float is float32 and the default int int64.
+"""
+import numpy as np
+
+from ..ir import dtypes
+from ..ir.primitives import iota_p
+from ._core import asarray as _asarray, cast, shape_of, typeof
+from ..tracer.core import Tracer
+
+
+def _dt(dtype, default=dtypes.DEFAULT_FLOAT):
+    return dtypes.canonicalize(default if dtype is None else dtype, "dtype")
+
+
+def _shape(shape):
+    return (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
+
+
+def array(object, dtype=None, copy=True):  # noqa: A002 - numpy's name
+    out = _asarray(object, dtype)
+    if isinstance(out, np.ndarray) and copy:
+        out = out.copy()
+    return out
+
+
+def asarray(a, dtype=None):
+    return _asarray(a, dtype)
+
+
+def zeros(shape, dtype=None):
+    return np.zeros(_shape(shape), _dt(dtype))
+
+
+def ones(shape, dtype=None):
+    return np.ones(_shape(shape), _dt(dtype))
+
+
+def empty(shape, dtype=None):
+    return zeros(shape, dtype)
+
+
+def full(shape, fill_value, dtype=None):
+    if isinstance(fill_value, Tracer):
+        from ._core import broadcast_to
+        return broadcast_to(cast(fill_value, dtype) if dtype else fill_value, _shape(shape))
+    dt = _dt(dtype, typeof(fill_value)[0]) if dtype is not None or not isinstance(
+        fill_value, float) else dtypes.DEFAULT_FLOAT
+    return np.full(_shape(shape), fill_value, dt)
+
+
+def _like_dtype(a, dtype):
+    return _dt(dtype) if dtype is not None else typeof(a)[0]
+
+
+def zeros_like(a, dtype=None, shape=None):
+    return zeros(shape_of(a) if shape is None else shape, _like_dtype(a, dtype))
+
+
+def ones_like(a, dtype=None, shape=None):
+    return ones(shape_of(a) if shape is None else shape, _like_dtype(a, dtype))
+
+
+def empty_like(a, dtype=None, shape=None):
+    return zeros_like(a, dtype, shape)
+
+
+def full_like(a, fill_value, dtype=None, shape=None):
+    return full(shape_of(a) if shape is None else shape, fill_value, _like_dtype(a, dtype))
+
+
+def arange(start, stop=None, step=1, dtype=None):
+    for v in (start, stop, step):
+        if isinstance(v, Tracer):
+            raise TypeError("arange: start, stop and step must be concrete (the result's "
+                            "shape depends on them); mark them static under jit")
+    if stop is None:
+        start, stop = 0, start
+    if dtype is None:
+        floats = any(isinstance(v, float) or (hasattr(v, "dtype") and np.dtype(v.dtype).kind == "f")
+                     for v in (start, stop, step))
+        dtype = dtypes.DEFAULT_FLOAT if floats else dtypes.DEFAULT_INT
+    n = len(range(0, int(np.ceil((stop - start) / step)))) if step else 0
+    if float(start).is_integer() and float(step).is_integer() and n >= 0:
+        return (np.arange(n, dtype=np.float64) * step + start).astype(_dt(dtype))
+    return np.arange(start, stop, step).astype(_dt(dtype))
+
+
+def linspace(start, stop, num=50, endpoint=True, dtype=None):
+    return np.linspace(start, stop, num, endpoint=endpoint).astype(_dt(dtype))
+
+
+def eye(N, M=None, k=0, dtype=None):
+    return np.eye(N, M, k, dtype=_dt(dtype))
+
+
+def identity(n, dtype=None):
+    return eye(n, dtype=dtype)
+
+
+def iota(dtype, shape, dimension=0):
+    """Indices along `dimension`, broadcast over `shape` (lax.iota's cousin)."""
+    return iota_p.bind(dtype=_dt(dtype), shape=_shape(shape), dimension=dimension)
+
+
+def tri(N, M=None, k=0, dtype=None):
+    return np.tri(N, M, k, dtype=_dt(dtype))
+
+
+def tril(m, k=0):
+    from .math import where
+    m = _asarray(m)
+    n, mm = shape_of(m)[-2:]
+    return where(np.tri(n, mm, k, dtype=bool), m, 0)
+
+
+def triu(m, k=0):
+    from .math import where
+    m = _asarray(m)
+    n, mm = shape_of(m)[-2:]
+    return where(np.tri(n, mm, k - 1, dtype=bool), 0, m)

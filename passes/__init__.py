@@ -1,0 +1,9 @@
+"""Stage passes: Graph -> Graph transformations (constant folding, CSE, DCE;
+fusion and autodiff join as their issues land) and the ordered pipeline.
+
+Input: ir.ClosedGraph. Output: ir.ClosedGraph.
+"""
+from .cse import cse  # noqa: F401
+from .dce import dce  # noqa: F401
+from .fold import fold_constants  # noqa: F401
+from .pipeline import PIPELINE, run_pipeline  # noqa: F401

@@ -1,0 +1,45 @@
+"""Stage passes: common-subexpression elimination.
+
+Input: a ClosedGraph. Output: a ClosedGraph where equations that bind the
+same primitive to the same inputs with equal params are computed once.
+"""
+import numpy as np
+
+from ..ir.core import ClosedGraph, Eqn, Graph, Lit
+
+
+def _atom_key(x, env):
+    if isinstance(x, Lit):
+        return ("lit", x.aval.dtype.str, x.val.item())
+    return env.get(x, x)
+
+
+def _param_key(v):
+    if isinstance(v, (list, tuple)):
+        return tuple(_param_key(e) for e in v)
+    if isinstance(v, dict):
+        return tuple(sorted((k, _param_key(e)) for k, e in v.items()))
+    if isinstance(v, np.dtype):
+        return v.str
+    try:
+        hash(v)
+        return v
+    except TypeError:
+        return id(v)
+
+
+def cse(cg):
+    g = cg.graph
+    env, seen, eqns = {}, {}, []
+    for e in g.eqns:
+        inputs = [env.get(x, x) if not isinstance(x, Lit) else x for x in e.inputs]
+        key = (e.prim, tuple(_atom_key(x, env) for x in inputs), _param_key(e.params))
+        prev = seen.get(key)
+        if prev is not None:
+            env.update(zip(e.outs, prev.outs))
+            continue
+        new = Eqn(e.prim, inputs, e.params, e.outs, e.source)
+        seen[key] = new
+        eqns.append(new)
+    outvars = [env.get(v, v) if not isinstance(v, Lit) else v for v in g.outvars]
+    return ClosedGraph(Graph(g.constvars, g.invars, eqns, outvars), cg.consts)

@@ -1,0 +1,11 @@
+"""Stage runtime: kernel cache (memory + disk), compilation of graphs into
+executables, launches, devices, stage dumps and the cache counters.
+
+Input: ir.ClosedGraph after the passes. Output: runtime.Executable.
+"""
+from . import parallel  # noqa: F401  (sets OMP_WAIT_POLICY before numba loads)
+from .compile import compile_executable  # noqa: F401
+from .devices import devices, resolve_device  # noqa: F401
+from .dump import dump_stages  # noqa: F401
+from .kernel_cache import KernelCompileError, cache_dir, clear_memory_cache  # noqa: F401
+from .stats import cache_info, reset_cache_info, stats  # noqa: F401
