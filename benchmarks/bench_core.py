@@ -1,0 +1,109 @@
+"""Core CPU benchmarks: needle's jit against numpy (and JAX / PyTorch when
+installed) on the workloads of the spine issue.
+
+Run: python benchmarks/bench_core.py [--small]
+Prints one table; the ratio columns are peer time / needle time (above 1:
+needle is faster), all measured in one run, interleaved.
+"""
+import argparse
+import sys
+
+import numpy as np
+
+import needle
+import needle.numpy as nnp
+import needle.nn as nnn
+
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from common import print_table, timeit_side_by_side, try_jax, try_torch  # noqa: E402
+
+
+def chain(x):
+    return nnp.tanh(x * 0.7 + 0.1) * 0.5 + x * x
+
+
+def chain_np(x):
+    return np.tanh(x * np.float32(0.7) + np.float32(0.1)) * np.float32(0.5) + x * x
+
+
+def softmax_np(x):
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def layernorm(x, g, b):
+    m = nnp.mean(x, axis=-1, keepdims=True)
+    v = nnp.mean((x - m) ** 2, axis=-1, keepdims=True)
+    return (x - m) * nnp.rsqrt(v + 1e-5) * g + b
+
+
+def layernorm_np(x, g, b):
+    m = x.mean(axis=-1, keepdims=True)
+    v = ((x - m) ** 2).mean(axis=-1, keepdims=True)
+    return (x - m) / np.sqrt(v + np.float32(1e-5)) * g + b
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--small", action="store_true", help="small sizes (a smoke run)")
+    ap.add_argument("--repeats", type=int, default=15)
+    args = ap.parse_args()
+    s = 16 if args.small else 1
+    rng = np.random.default_rng(0)
+    jax, torch = try_jax(), try_torch()
+    rows = []
+
+    def add(name, needle_fn, np_fn, jax_fn, torch_fn, *arrays):
+        fns = {"needle": lambda: needle_fn(*arrays), "numpy": lambda: np_fn(*arrays)}
+        if jax is not None and jax_fn is not None:
+            ja = [jax.device_put(a) for a in arrays]
+            jf = jax.jit(jax_fn)
+            fns["jax"] = lambda: jf(*ja)
+        if torch is not None and torch_fn is not None:
+            ta = [torch.from_numpy(a) for a in arrays]
+            fns["torch"] = lambda: torch_fn(*ta)
+        rows.append((name, timeit_side_by_side(fns, repeats=args.repeats)))
+
+    n = (1 << 24) // s
+    x = rng.standard_normal(n).astype(np.float32)
+    jnp = jax.numpy if jax else None
+    add(f"chain {n} f32", needle.jit(chain), chain_np,
+        (lambda x: jnp.tanh(x * 0.7 + 0.1) * 0.5 + x * x) if jax else None,
+        (lambda x: torch.tanh(x * 0.7 + 0.1) * 0.5 + x * x) if torch else None, x)
+
+    r = 4096 // s
+    xs = rng.standard_normal((r, 4096 // s)).astype(np.float32)
+    add(f"softmax {r}x{4096 // s} f32", needle.jit(lambda x: nnn.softmax(x, axis=1)), softmax_np,
+        (lambda x: jax.nn.softmax(x, axis=1)) if jax else None,
+        (lambda x: torch.softmax(x, dim=1)) if torch else None, xs)
+
+    rl = 8192 // s
+    xl = rng.standard_normal((rl, 1024)).astype(np.float32)
+    g = rng.standard_normal(1024).astype(np.float32)
+    b = rng.standard_normal(1024).astype(np.float32)
+    add(f"layernorm {rl}x1024 f32", needle.jit(layernorm), layernorm_np,
+        (lambda x, g, b: layernorm_jax(jnp, x, g, b)) if jax else None,
+        (lambda x, g, b: torch.nn.functional.layer_norm(x, (1024,), g, b)) if torch else None,
+        xl, g, b)
+
+    m = 1024 // s
+    a = rng.standard_normal((m, m)).astype(np.float32)
+    bb = rng.standard_normal((m, m)).astype(np.float32)
+    add(f"matmul {m}^3 f32", needle.jit(lambda a, b: a @ b), lambda a, b: a @ b,
+        (lambda a, b: a @ b) if jax else None, (lambda a, b: a @ b) if torch else None, a, bb)
+
+    print_table(rows)
+    t = rows[0][1]["needle"]
+    print(f"\nchain: {3 * 4 * n / t / 1e9:.1f} GB/s effective (read x, write out: "
+          f"{2 * 4 * n / t / 1e9:.1f} GB/s of compulsory traffic)")
+    print(needle.cache_info())
+
+
+def layernorm_jax(jnp, x, g, b):
+    m = x.mean(axis=-1, keepdims=True)
+    v = ((x - m) ** 2).mean(axis=-1, keepdims=True)
+    return (x - m) / jnp.sqrt(v + 1e-5) * g + b
+
+
+if __name__ == "__main__":
+    main()
