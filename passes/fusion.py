@@ -1,19 +1,38 @@
-"""Stage passes: partition a graph into kernel groups for a backend.
+"""Stage passes: fusion: partition a graph into kernel groups for a backend.
 
-Input: a ClosedGraph and a backend name ('cpu').
-Output: a ClosedGraph whose equations are `kernel` groups (each holding a
+Input: a ClosedGraph (after simplification) and a backend name ('cpu').
+Output: a ClosedGraph whose equations are `kernel` groups (each holding the
 sub-Graph that codegen turns into one kernel), library calls (dot_general:
-BLAS on CPU) and views (reshape of a contiguous buffer costs nothing).
+BLAS on CPU) and views (a reshape between groups costs nothing).
 
-This first partition gives every computing equation its own group; the
-emitter already compiles multi-equation groups, so fusion policy (issue:
-fusion and simplification passes) changes only this file.
+Policy, consumers first (reverse topological order):
+1. producer into consumer: an equation whose result only one group reads
+   moves into that group (its result is never written to memory);
+2. duplication: a cheap equation (elementwise arithmetic, broadcasts,
+   index remaps) read by several groups is copied into each, instead of
+   writing and re-reading its result;
+3. siblings: groups with the same loop domain that read a common input and
+   do not depend on each other merge into one multi-output kernel.
+Every tentative group is emitted (codegen is pure Python and fast) and
+rejected if it would recompute expensive work: a reduction more than once
+per output element, or a transcendental / gather more than twice
+(`codegen.cpu.emit.recompute_factors`). Where two neighbours were not fused,
+the group's `why` param says why, and the fused-stage dump prints it.
 """
+from ..codegen.cpu.emit import recompute_factors
 from ..ir.core import ClosedGraph, Eqn, Graph, Var
 from ..ir.primitives import kernel_p
 
 LIBRARY = {"cpu": {"dot_general"}}
 VIEWS = {"reshape"}
+# Roots with a loop structure of their own: they can absorb producers but
+# cannot be inlined into consumers.
+ROOT_ONLY = {"cumsum", "scatter", "scatter_add"}
+EXPENSIVE = {"exp", "log", "log1p", "expm1", "sin", "cos", "tan", "tanh", "logistic", "erf",
+             "pow", "atan2", "sqrt", "rsqrt", "gather"}
+MAX_REDUCTION_RECOMPUTE = 1.0
+MAX_EXPENSIVE_RECOMPUTE = 2.0
+MAX_GROUP_EQNS = 64
 
 
 def is_library(eqn, backend="cpu"):
@@ -24,8 +43,27 @@ def is_view(eqn):
     return eqn.prim.name in VIEWS
 
 
-def _group(eqns, name):
-    """One kernel equation computing `eqns` (a connected set, in order)."""
+def _cheap(e):
+    return e.prim.kind in ("elementwise", "structural") and e.prim.name not in EXPENSIVE
+
+
+class _Group:
+    """Equations computed by one kernel; `roots` are those whose results the
+    kernel stores (read by other steps or returned)."""
+    __slots__ = ("roots", "eqns", "why")
+
+    def __init__(self, root):
+        self.roots = [root]
+        self.eqns = [root]              # kept in program order
+        self.why = []
+
+    def outs(self):
+        return [v for r in self.roots for v in r.outs]
+
+
+def _subgraph(eqns, outs):
+    """The sub-Graph computing `outs` from `eqns` (in order); returns
+    (sub-Graph, outer input Vars)."""
     defined = {v for e in eqns for v in e.outs}
     inputs, seen = [], set()
     for e in eqns:
@@ -33,25 +71,189 @@ def _group(eqns, name):
             if isinstance(x, Var) and x not in defined and x not in seen:
                 seen.add(x)
                 inputs.append(x)
-    outs = [v for v in eqns[-1].outs]
-    sub_in = {v: Var(v.aval) for v in inputs}
+    env = {v: Var(v.aval) for v in inputs}
     sub_eqns = []
-    env = dict(sub_in)
     for e in eqns:
         new_outs = [Var(v.aval) for v in e.outs]
-        env.update(zip(e.outs, new_outs))
         sub_eqns.append(Eqn(e.prim, [env.get(x, x) for x in e.inputs], e.params, new_outs,
                             e.source))
-    sub = Graph([], [sub_in[v] for v in inputs], sub_eqns, [env[v] for v in outs])
-    return Eqn(kernel_p, inputs, {"graph": sub, "name": name}, outs, eqns[-1].source)
+        env.update(zip(e.outs, new_outs))
+    return Graph([], [env[v] for v in inputs], sub_eqns, [env[v] for v in outs]), inputs
+
+
+def _acceptable(eqns, outs):
+    """Why a candidate group is bad, or None if it is fine."""
+    if len(eqns) > MAX_GROUP_EQNS:
+        return f"the group would exceed {MAX_GROUP_EQNS} equations"
+    if len({v.aval.shape for v in outs}) > 1:
+        return "their results have different shapes"
+    roots = [e for e in eqns if e.prim.name in ROOT_ONLY]
+    if roots and (len(outs) != 1 or outs[0] not in roots[0].outs or len(roots) > 1):
+        return f"{roots[0].prim.name} must be its kernel's only result"
+    sub, _ = _subgraph(eqns, outs)
+    try:
+        factors = recompute_factors(sub)
+    except NotImplementedError as e:
+        return str(e)
+    prims = {v: e.prim for e in sub.eqns for v in e.outs}
+    for v, f in factors.items():
+        p = prims[v]
+        if p.kind == "reduction" and f > MAX_REDUCTION_RECOMPUTE + 1e-9:
+            return f"{p.name} would be recomputed {f:g}x"
+        if p.name in EXPENSIVE and f > MAX_EXPENSIVE_RECOMPUTE + 1e-9:
+            return f"{p.name} would be recomputed {f:g}x"
+    return None
 
 
 def partition(cg, backend="cpu"):
     g = cg.graph
-    eqns = []
-    for k, e in enumerate(g.eqns):
-        if is_library(e, backend) or is_view(e):
-            eqns.append(e)
+    order = {e: k for k, e in enumerate(g.eqns)}
+    consumers = {}
+    for e in g.eqns:
+        for x in e.inputs:
+            if isinstance(x, Var):
+                consumers.setdefault(x, []).append(e)
+    graph_outs = {v for v in g.outvars if isinstance(v, Var)}
+    groups_of = {}                      # eqn -> groups that compute it
+    groups = []
+    views = set()                       # reshapes left as runtime views
+
+    def try_add(group, e):
+        cand = sorted(group.eqns + [e], key=order.__getitem__)
+        why = _acceptable(cand, group.outs())
+        if why is None:
+            group.eqns = cand
+            groups_of.setdefault(e, []).append(group)
+            return True
+        group.why.append(f"{e.prim.name} not fused in: {why}")
+        return False
+
+    for e in reversed(g.eqns):
+        if is_library(e, backend):
+            continue
+        cons = [c for v in e.outs for c in consumers.get(v, ())]
+        cgroups = []
+        for c in cons:
+            for gr in groups_of.get(c, ()):
+                if gr not in cgroups:
+                    cgroups.append(gr)
+        # Read by a library call, a view step, or returned: it must be stored.
+        stored = any(v in graph_outs for v in e.outs) or any(not groups_of.get(c)
+                                                             for c in cons)
+        placed = False
+        if e.prim.name not in ROOT_ONLY and cgroups:
+            if len(cgroups) == 1 and not stored:
+                placed = try_add(cgroups[0], e)
+            elif _cheap(e):
+                placed = all([try_add(gr, e) for gr in cgroups]) and not stored
+        if placed:
+            continue
+        if is_view(e):
+            views.add(e)                # stays a free view of its input
+            continue
+        gr = _Group(e)
+        groups.append(gr)
+        groups_of.setdefault(e, []).append(gr)
+    groups.reverse()
+    others = [e for e in g.eqns if is_library(e, backend) or e in views]
+    groups = _merge_siblings(groups, others, order)
+    return _build(cg, groups, others, order)
+
+
+def _steps(groups, others):
+    """Every step: kernel groups, library calls and views."""
+    return list(groups) + list(others)
+
+
+def _step_io(step):
+    if isinstance(step, _Group):
+        defined = {v for e in step.eqns for v in e.outs}
+        ins = {x for e in step.eqns for x in e.inputs if isinstance(x, Var) and x not in defined}
+        return ins, set(step.outs())
+    return {x for x in step.inputs if isinstance(x, Var)}, set(step.outs)
+
+
+def _toposort(steps, order):
+    io = [_step_io(s) for s in steps]
+    producer = {v: k for k, (_, outs) in enumerate(io) for v in outs}
+    deps = [{producer[v] for v in ins if v in producer} for ins, _ in io]
+    key = [min(order[e] for e in (s.roots if isinstance(s, _Group) else [s])) for s in steps]
+    done, out = set(), []
+    pending = sorted(range(len(steps)), key=key.__getitem__)
+    while pending:
+        for k in pending:
+            if deps[k] <= done:
+                done.add(k)
+                out.append(k)
+                pending.remove(k)
+                break
         else:
-            eqns.append(_group([e], f"{e.prim.name}_{k}"))
+            raise AssertionError("fusion produced a cycle")  # pragma: no cover
+    return [steps[k] for k in out], deps, out
+
+
+def _reaches(steps, deps):
+    """reach[a] = set of steps that a depends on, transitively."""
+    reach = []
+    for k in range(len(steps)):
+        r, stack = set(), list(deps[k])
+        while stack:
+            j = stack.pop()
+            if j not in r:
+                r.add(j)
+                stack.extend(deps[j])
+        reach.append(r)
+    return reach
+
+
+def _merge_siblings(groups, others, order):
+    """Merge independent groups with one loop domain that read a common input."""
+    changed = True
+    while changed:
+        changed = False
+        steps = _steps(groups, others)
+        io = [_step_io(s) for s in steps]
+        producer = {v: k for k, (_, outs) in enumerate(io) for v in outs}
+        deps = [{producer[v] for v in ins if v in producer} for ins, _ in io]
+        reach = _reaches(steps, deps)
+        idx = {id(s): k for k, s in enumerate(steps)}
+        for a_i, a in enumerate(groups):
+            for b in groups[a_i + 1:]:
+                ka, kb = idx[id(a)], idx[id(b)]
+                if ka in reach[kb] or kb in reach[ka]:
+                    continue
+                if {v.aval.shape for v in a.outs()} != {v.aval.shape for v in b.outs()}:
+                    continue
+                if not (io[ka][0] & io[kb][0]):
+                    continue
+                eqns = sorted(set(a.eqns) | set(b.eqns), key=order.__getitem__)
+                outs = a.outs() + b.outs()
+                why = _acceptable(eqns, outs)
+                if why is not None:
+                    continue
+                a.roots, a.eqns = a.roots + b.roots, eqns
+                a.why += b.why
+                groups.remove(b)
+                changed = True
+                break
+            if changed:
+                break
+    return groups
+
+
+def _build(cg, groups, others, order):
+    g = cg.graph
+    steps, _, _ = _toposort(_steps(groups, others), order)
+    eqns = []
+    for k, s in enumerate(steps):
+        if not isinstance(s, _Group):
+            eqns.append(s)
+            continue
+        outs = s.outs()
+        sub, inputs = _subgraph(s.eqns, outs)
+        name = "_".join(dict.fromkeys(e.prim.name for e in reversed(s.eqns)))[:48] + f"_{k}"
+        params = {"graph": sub, "name": name}
+        if s.why:
+            params["why"] = "; ".join(dict.fromkeys(s.why))
+        eqns.append(Eqn(kernel_p, inputs, params, outs, s.roots[-1].source))
     return ClosedGraph(Graph(g.constvars, g.invars, eqns, g.outvars), cg.consts)

@@ -30,10 +30,12 @@ from .rules import CTOR, const
 class Scope:
     """A block of generated code: the function body or one loop."""
 
-    def __init__(self, header, parent):
+    def __init__(self, header, parent, extent=1):
         self.header = header
         self.parent = parent
         self.level = 0 if parent is None else parent.level + 1
+        # How many times this block runs (for fusion's recompute guard).
+        self.count = extent * (1 if parent is None else parent.count)
         self.items = []          # lines (str) and child Scopes
         self.open = []           # open child scopes, innermost last
 
@@ -44,8 +46,8 @@ class Scope:
         else:
             self.items.append(line)
 
-    def child(self, header):
-        s = Scope(header, self)
+    def child(self, header, extent=1):
+        s = Scope(header, self, extent)
         self.emit(s)
         self.open.append(s)
         return s
@@ -119,6 +121,7 @@ class KernelEmitter:
         self.dim_slots = {}
         self.dim_values = []
         self.counter = 0
+        self.executions = {}     # Var -> how often its defining code runs
 
     # -- helpers --------------------------------------------------------------
     def fresh(self, prefix="v"):
@@ -147,9 +150,13 @@ class KernelEmitter:
         return name
 
     def open_loop(self, parent, var, extent, prange=False):
+        """A loop over `extent` (a dims name `dK`) inside `parent`."""
         rng = "numba.prange" if prange else "range"
-        s = parent.child(f"for {var} in {rng}({extent}):")
-        return s
+        size = self.dim_values[int(extent[1:])] if extent.startswith("d") else 1
+        return parent.child(f"for {var} in {rng}({extent}):", size)
+
+    def _count(self, var, scope):
+        self.executions[var] = self.executions.get(var, 0) + scope.count
 
     # -- values ---------------------------------------------------------------
     def value_at(self, var, idx):
@@ -170,6 +177,8 @@ class KernelEmitter:
             if rule is None:
                 rule = self._emit_elementwise
             out = rule(e, idx)
+            if e.prim.kind != "reduction":
+                self._count(var, out[1])
         self.memo[key] = out
         return out
 
@@ -360,6 +369,8 @@ class KernelEmitter:
         parent.emit(f"{acc} = {const(reduce_identity(name, dt), dt)}")
         parent, inner, full, _ = self._reduce_loops(x, idx, axes)
 
+        self._count(e.outs[0], inner)
+
         def body():
             v, _ = self.value_at(x, full)
             if name == "reduce_sum":
@@ -392,6 +403,7 @@ class KernelEmitter:
         parent, inner, full, loops = self._reduce_loops(x, idx, (axis,))
         r = full[axis].text
         cmp = ">" if e.prim.name == "argmax" else "<"
+        self._count(e.outs[0], inner)
 
         def body():
             v, _ = self.value_at(x, full)
@@ -520,3 +532,18 @@ class KernelEmitter:
 def emit_kernel(graph, name="kernel", parallel=False):
     """The KernelSource of a group sub-Graph."""
     return KernelEmitter(graph, name, parallel).module()
+
+
+def recompute_factors(graph):
+    """{Var: how many times the kernel computes each element of it}, measured
+    by emitting the group: 1.0 means no recomputation. A reduction counts the
+    runs of its loop body against the size of its operand."""
+    em = KernelEmitter(graph)
+    em.emit_body()
+    out = {}
+    producer = em.producer
+    for v, n in em.executions.items():
+        e = producer[v]
+        natural = e.inputs[0].aval.size if e.prim.kind == "reduction" else v.aval.size
+        out[v] = n / max(natural, 1)
+    return out
