@@ -24,6 +24,7 @@ import numpy as np
 from ...ir.core import Lit
 from ...ir.primitives import reduce_identity
 from . import rules
+from .fastmath import FAST32, HELPERS
 from .rules import CTOR, const
 
 
@@ -192,7 +193,7 @@ class KernelEmitter:
         dt_in = e.inputs[0].aval.dtype
         name = e.prim.name
         if name in rules.UNARY_RULES:
-            expr = rules.UNARY_RULES[name](names[0], dt_in)
+            expr = rules.unary(name, names[0], dt_in)
         elif name in rules.BINARY_RULES:
             expr = rules.BINARY_RULES[name](names[0], names[1], dt_in)
         else:
@@ -509,6 +510,7 @@ class KernelEmitter:
         if not body:
             body = ["    pass"]
         flags = ("{'reassoc', 'contract', 'arcp', 'nsz', 'afn'}")
+        uses_fast = any(h + "(" in ln for ln in body for h in FAST32.values())
         src = "\n".join([
             f'"""needle CPU kernel {self.name}: generated; do not edit."""',
             "import math",
@@ -518,7 +520,7 @@ class KernelEmitter:
             "i8, i16, i32, i64 = np.int8, np.int16, np.int32, np.int64",
             "u8, u16, u32, u64 = np.uint8, np.uint16, np.uint32, np.uint64",
             "INF, NAN = math.inf, math.nan",
-            "",
+            HELPERS if uses_fast else "",
             "",
             f"@numba.njit({sig!r}, cache=True, error_model='numpy', nogil=True,",
             f"           fastmath={flags}, parallel={self.parallel})",

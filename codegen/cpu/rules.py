@@ -13,6 +13,7 @@ itself (they change how elements are indexed, not how they are combined);
 import numpy as np
 
 from ...ir.primitives import BINARY, COMPARE, UNARY
+from .fastmath import FAST32
 
 # Names the generated module defines for typed constructors (see emit.py).
 CTOR = {np.dtype(np.bool_): "np.bool_", np.dtype(np.int8): "i8", np.dtype(np.int16): "i16",
@@ -95,6 +96,14 @@ UNARY_RULES = {
     "isnan": lambda x, dt: f"({x} != {x})",
     "isinf": lambda x, dt: f"(abs({x}) == {const(np.inf, dt)})",
 }
+
+def unary(name, x, dt):
+    """Expression for unary primitive `name`: float32 transcendental functions
+    use needle's vectorisable approximations (codegen/cpu/fastmath.py)."""
+    if np.dtype(dt) == np.float32 and name in FAST32:
+        return f"{FAST32[name]}({x})"
+    return UNARY_RULES[name](x, dt)
+
 
 BINARY_RULES = {
     "add": lambda x, y, dt: f"({x} + {y})",

@@ -1,0 +1,142 @@
+"""Stage codegen (CPU): call-free float32 approximations of exp, log, tanh,
+logistic, expm1 and log1p, written into every generated module that uses them.
+
+Input: nothing (a table of helper source). Output: `HELPERS` (the module text
+defining the helpers) and `FAST32` (primitive name -> helper name).
+
+Why: the pip build of llvmlite has no vectorised math library, so
+`math.exp` in a Numba loop is a scalar libm call, 6-45x slower per element
+than numpy's SIMD ufuncs; a fused kernel calling it loses to unfused numpy.
+These helpers are plain arithmetic, selects and integer bit operations, so
+LLVM inlines and vectorises them. They are compiled with only the 'contract'
+fast-math flag (never 'reassoc': Cody-Waite range reduction and the scaling
+by 2^n rely on the order of operations), as separate functions, so the
+kernel's own flags do not reach them.
+
+Accuracy (tests/test_fastmath.py sweeps the whole float32 range against
+numpy in float64): exp, log, expm1, log1p, logistic within 2 ulp, tanh within
+5 ulp; inf, -inf, NaN, +-0, denormal inputs and results, and the overflow
+thresholds are exact. float64 kernels keep exact libm math (`math.*`).
+Sources of the polynomials: Cephes (expf, logf), Eigen (ptanh_float).
+"""
+
+FAST32 = {"exp": "_fexp", "log": "_flog", "tanh": "_ftanh", "logistic": "_flogistic",
+          "expm1": "_fexpm1", "log1p": "_flog1p"}
+
+HELPERS = '''
+from numba.core import types as _types
+from numba.extending import intrinsic as _intrinsic
+
+
+@_intrinsic
+def _i2f(typingctx, x):
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], context.get_value_type(_types.float32))
+    return _types.float32(_types.int32), codegen
+
+
+@_intrinsic
+def _f2i(typingctx, x):
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], context.get_value_type(_types.int32))
+    return _types.int32(_types.float32), codegen
+
+
+_FM = {"contract"}
+
+
+@numba.njit(error_model="numpy", fastmath=_FM)
+def _fexp(x):
+    # exp(x) = 2^n * exp(r), r = x - n ln2 in [-ln2/2, ln2/2] (Cody-Waite).
+    xc = f32(-104.0) if x < f32(-104.0) else (f32(89.0) if x > f32(89.0) else x)
+    n = np.rint(xc * f32(1.44269504088896341))
+    r = xc - n * f32(0.693359375) - n * f32(-2.12194440e-4)
+    z = r * r
+    y = ((((((f32(1.9875691500e-4) * r + f32(1.3981999507e-3)) * r + f32(8.3334519073e-3)) * r
+            + f32(4.1665795894e-2)) * r + f32(1.6666665459e-1)) * r + f32(5.0000001201e-1)) * z
+         + r + f32(1.0))
+    ni = i32(n)
+    # Normal results: add n to y's exponent field. Denormal results: one
+    # multiply by 2^n, itself a denormal, so the result rounds once.
+    rb = _f2i(y) + (ni << 23)
+    res = _i2f(rb)
+    res = y * _i2f(i32(1) << (ni + 149)) if ni < -126 else res
+    res = f32(INF) if (x > f32(88.72283935546875) or rb >= 2139095040) else res
+    res = f32(0.0) if x < f32(-103.97208404541015625) else res
+    return x if x != x else res
+
+
+@numba.njit(error_model="numpy", fastmath=_FM)
+def _flog(x):
+    # log(x) = e ln2 + log(m), m in [sqrt(1/2), sqrt(2)); denormals scaled first.
+    small = x < f32(1.17549435e-38)
+    xs = x * f32(8388608.0) if small else x
+    bits = _f2i(xs)
+    e = f32(((bits >> 23) & 255) - 127) - (f32(23.0) if small else f32(0.0))
+    m = _i2f(i32((bits & 8388607) | 1065353216))
+    big = m > f32(1.41421356)
+    m = m * f32(0.5) if big else m
+    e = e + f32(1.0) if big else e
+    f = m - f32(1.0)
+    z = f * f
+    y = ((((((((f32(7.0376836292e-2) * f - f32(1.1514610310e-1)) * f + f32(1.1676998740e-1)) * f
+             - f32(1.2420140846e-1)) * f + f32(1.4249322787e-1)) * f - f32(1.6668057665e-1)) * f
+          + f32(2.0000714765e-1)) * f - f32(2.4999993993e-1)) * f + f32(3.3333331174e-1)) * f * z
+    y = y + f32(-2.12194440e-4) * e - f32(0.5) * z
+    r = f + y + f32(0.693359375) * e
+    r = x if x == f32(INF) else r
+    r = f32(-INF) if x == f32(0.0) else r
+    return f32(NAN) if (x < f32(0.0) or x != x) else r
+
+
+@numba.njit(error_model="numpy", fastmath=_FM)
+def _ftanh(x):
+    # Rational minimax approximation on [-7.9, 7.9] (Eigen's ptanh_float).
+    c = f32(7.90531110763549805)
+    xc = -c if x < -c else (c if x > c else x)
+    x2 = xc * xc
+    p = f32(-2.76076847742355e-16)
+    p = p * x2 + f32(2.00018790482477e-13)
+    p = p * x2 + f32(-8.60467152213735e-11)
+    p = p * x2 + f32(5.12229709037114e-08)
+    p = p * x2 + f32(1.48572235717979e-05)
+    p = p * x2 + f32(6.37261928875436e-04)
+    p = p * x2 + f32(4.89352455891786e-03)
+    q = f32(1.19825839466702e-06)
+    q = q * x2 + f32(1.18534705686654e-04)
+    q = q * x2 + f32(2.26843463243900e-03)
+    q = q * x2 + f32(4.89352518554385e-03)
+    r = p * xc / q
+    r = x if abs(x) < f32(0.0004) else r
+    return (f32(1.0) if x > f32(0.0) else f32(-1.0)) if abs(x) > f32(9.0) else r
+
+
+@numba.njit(error_model="numpy", fastmath=_FM)
+def _flogistic(x):
+    # 1 / (1 + e^-x): e^-x -> inf gives 0, -> 0 gives 1; no NaN for finite x.
+    return f32(1.0) / (f32(1.0) + _fexp(-x))
+
+
+@numba.njit(error_model="numpy", fastmath=_FM)
+def _fexpm1(x):
+    # Taylor series near 0 (where exp(x) - 1 would cancel), exp(x) - 1 elsewhere.
+    p = f32(1.0 / 40320.0)
+    p = p * x + f32(1.0 / 5040.0)
+    p = p * x + f32(1.0 / 720.0)
+    p = p * x + f32(1.0 / 120.0)
+    p = p * x + f32(1.0 / 24.0)
+    p = p * x + f32(1.0 / 6.0)
+    p = p * x + f32(0.5)
+    small = x * (f32(1.0) + p * x)
+    return small if abs(x) < f32(0.35) else _fexp(x) - f32(1.0)
+
+
+@numba.njit(error_model="numpy", fastmath=_FM)
+def _flog1p(x):
+    # log(u) - ((u - 1) - x) / u with u = 1 + x corrects u's rounding error.
+    u = f32(1.0) + x
+    d = u - f32(1.0)
+    r = _flog(u) - (d - x) / u
+    r = x if d == f32(0.0) else r
+    return x if x == f32(INF) else r
+'''
