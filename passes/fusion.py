@@ -138,8 +138,8 @@ def partition(cg, backend="cpu"):
                 if gr not in cgroups:
                     cgroups.append(gr)
         # Read by a library call, a view step, or returned: it must be stored.
-        stored = any(v in graph_outs for v in e.outs) or any(not groups_of.get(c)
-                                                             for c in cons)
+        stored = any(v in graph_outs for v in e.outs) or any(
+            not groups_of.get(c) or c in views for c in cons)
         placed = False
         if e.prim.name not in ROOT_ONLY and cgroups:
             if len(cgroups) == 1 and not stored:

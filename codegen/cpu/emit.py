@@ -127,7 +127,7 @@ class KernelEmitter:
     # -- helpers --------------------------------------------------------------
     def fresh(self, prefix="v"):
         self.counter += 1
-        return f"{prefix}{self.counter}"
+        return f"{prefix}_{self.counter}"     # "_" keeps clear of f32, i8, ...
 
     def dim(self, var, axis):
         key = (var, axis)
@@ -509,7 +509,10 @@ class KernelEmitter:
         body += self.root.render(1)
         if not body:
             body = ["    pass"]
-        flags = ("{'reassoc', 'contract', 'arcp', 'nsz', 'afn'}")
+        # Not 'arcp' (1/sqrt(x) becomes an rsqrt estimate: NaN at 0 and inf, -inf
+        # for denormals) nor 'afn' (pow(x, float(int)) becomes powi, a libcall
+        # llvmlite leaves unresolved: the kernel segfaults).
+        flags = ("{'reassoc', 'contract', 'nsz'}")
         uses_fast = any(h + "(" in ln for ln in body for h in FAST32.values())
         src = "\n".join([
             f'"""needle CPU kernel {self.name}: generated; do not edit."""',

@@ -60,7 +60,7 @@ def _fexp(x):
     # multiply by 2^n, itself a denormal, so the result rounds once.
     rb = _f2i(y) + (ni << 23)
     res = _i2f(rb)
-    res = y * _i2f(i32(1) << (ni + 149)) if ni < -126 else res
+    res = y * _i2f(i32(1) << (ni + 149)) if ni < -125 else res
     res = f32(INF) if (x > f32(88.72283935546875) or rb >= 2139095040) else res
     res = f32(0.0) if x < f32(-103.97208404541015625) else res
     return x if x != x else res
@@ -113,14 +113,21 @@ def _ftanh(x):
 
 @numba.njit(error_model="numpy", fastmath=_FM)
 def _flogistic(x):
-    # 1 / (1 + e^-x): e^-x -> inf gives 0, -> 0 gives 1; no NaN for finite x.
-    return f32(1.0) / (f32(1.0) + _fexp(-x))
+    # With e = exp(-|x|) <= 1 nothing overflows: 1/(1+e) for x >= 0, e/(1+e) below,
+    # so results down to the denormals keep their precision.
+    e = _fexp(-abs(x))
+    d = f32(1.0) + e
+    return f32(1.0) / d if x >= f32(0.0) else e / d
 
 
 @numba.njit(error_model="numpy", fastmath=_FM)
 def _fexpm1(x):
-    # Taylor series near 0 (where exp(x) - 1 would cancel), exp(x) - 1 elsewhere.
-    p = f32(1.0 / 40320.0)
+    # Taylor series on |x| < 1 (where exp(x) - 1 would cancel), exp(x) - 1 elsewhere.
+    p = f32(1.0 / 479001600.0)
+    p = p * x + f32(1.0 / 39916800.0)
+    p = p * x + f32(1.0 / 3628800.0)
+    p = p * x + f32(1.0 / 362880.0)
+    p = p * x + f32(1.0 / 40320.0)
     p = p * x + f32(1.0 / 5040.0)
     p = p * x + f32(1.0 / 720.0)
     p = p * x + f32(1.0 / 120.0)
@@ -128,7 +135,7 @@ def _fexpm1(x):
     p = p * x + f32(1.0 / 6.0)
     p = p * x + f32(0.5)
     small = x * (f32(1.0) + p * x)
-    return small if abs(x) < f32(0.35) else _fexp(x) - f32(1.0)
+    return small if abs(x) < f32(1.0) else _fexp(x) - f32(1.0)
 
 
 @numba.njit(error_model="numpy", fastmath=_FM)
@@ -138,5 +145,6 @@ def _flog1p(x):
     d = u - f32(1.0)
     r = _flog(u) - (d - x) / u
     r = x if d == f32(0.0) else r
+    r = f32(-INF) if u == f32(0.0) else r
     return x if x == f32(INF) else r
 '''
