@@ -1,5 +1,5 @@
 """Stage passes: Graph -> Graph transformations (constant folding, CSE, DCE;
-fusion and autodiff join as their issues land) and the ordered pipeline.
+simplification, fusion; autodiff joins with its issue) and the ordered pipeline.
 
 Input: ir.ClosedGraph. Output: ir.ClosedGraph.
 """
@@ -7,3 +7,4 @@ from .cse import cse  # noqa: F401
 from .dce import dce  # noqa: F401
 from .fold import fold_constants  # noqa: F401
 from .pipeline import PIPELINE, run_pipeline  # noqa: F401
+from .simplify import simplify  # noqa: F401
