@@ -13,6 +13,7 @@ import functools
 import inspect
 import os
 import sys
+import threading
 
 import numpy as np
 
@@ -20,6 +21,7 @@ from . import runtime
 from .passes import run_pipeline
 from .tracer import pytree
 from .tracer.core import TracingError, abstractify, current_trace, trace_to_graph
+from .tracer.source import user_line
 
 _FLOAT_SIG = ("py", float)
 _INT_SIG = ("py", int)
@@ -94,15 +96,26 @@ class Jitted:
         except (TypeError, ValueError):
             self._sig = None
         if self._sig is not None:
-            params = list(self._sig.parameters)
+            # As JAX: a static argument is static however it is passed, so
+            # static_argnums and static_argnames each imply the other.
+            positional = [n for n, p in self._sig.parameters.items()
+                          if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
             for name in self.static_argnames:
-                if name in params:
-                    i = params.index(name)
+                if name in positional:
+                    i = positional.index(name)
                     if i not in self.static_argnums:
-                        self.static_argnums += (i,)
+                        self.static_argnums = tuple(sorted(self.static_argnums + (i,)))
+            for i in self.static_argnums:
+                if i < len(positional) and positional[i] not in self.static_argnames and \
+                        self._sig.parameters[positional[i]].kind != \
+                        inspect.Parameter.POSITIONAL_ONLY:
+                    self.static_argnames += (positional[i],)
+        self.donate_argnums = (donate_argnums,) if isinstance(donate_argnums, int) else \
+            tuple(donate_argnums)
         self.device = runtime.resolve_device(device)
         self._cache = {}
         self._last_key = None
+        self._lock = threading.RLock()      # one trace per signature, even from threads
         self._simple = not self.static_argnums and not self.static_argnames
 
     # -- calling --------------------------------------------------------------
@@ -136,15 +149,22 @@ class Jitted:
                 try:
                     hash(a)
                 except TypeError:
-                    raise TypeError(f"{self.name}: static argument {i} has unhashable type "
-                                    f"{type(a).__name__}; static arguments must be "
-                                    f"hashable") from None
+                    raise TypeError(f"{self.name}: static argument {self._arg_name(i)} has "
+                                    f"unhashable type {type(a).__name__}; static arguments "
+                                    f"must be hashable (use a tuple instead of a list)"
+                                    ) from None
                 statics.append((i, a))
             else:
                 dyn_args.append(a)
         dyn_kwargs = {}
         for k, v in kwargs.items():
             if k in self.static_argnames:
+                try:
+                    hash(v)
+                except TypeError:
+                    raise TypeError(f"{self.name}: static argument {k} has unhashable type "
+                                    f"{type(v).__name__}; static arguments must be "
+                                    f"hashable (use a tuple instead of a list)") from None
                 statics.append((k, v))
             else:
                 dyn_kwargs[k] = v
@@ -170,7 +190,6 @@ class Jitted:
         paths = pytree.leaf_paths(treedef)
         if self._sig is None:
             return [f"args{p}" for p in paths]
-        names = list(self._sig.parameters)
         out = []
         for p in paths:
             # p looks like "[i]..." for positional args (or "[0][i]..." when split)
@@ -180,14 +199,29 @@ class Jitted:
                 out.append(p[3:].replace("['", "", 1).replace("']", "", 1))
                 continue
             i = int(p[1:p.index("]")])
-            pos = [k for k in range(len(names) + 64) if k not in self.static_argnums]
-            j = pos[i] if i < len(pos) else i
-            name = names[j] if j < len(names) else f"args[{j}]"
-            out.append(name + p[p.index("]") + 1:])
+            dyn = [k for k in range(i + len(self.static_argnums) + 1)
+                   if k not in self.static_argnums]
+            out.append(self._arg_name(dyn[i]) + p[p.index("]") + 1:])
         return out
 
+    def _arg_name(self, j):
+        """The name of positional argument j (`xs[1]` for `*xs`)."""
+        if self._sig is None:
+            return f"args[{j}]"
+        params = list(self._sig.parameters.values())
+        for k, p in enumerate(params):
+            if p.kind == p.VAR_POSITIONAL:
+                return p.name if j < k else f"{p.name}[{j - k}]"
+            if k == j:
+                return p.name
+        return f"args[{j}]"
+
     def _abstract(self, leaves, paths):
-        return [abstractify(x, f"{self.name}: argument {p}") for x, p in zip(leaves, paths)]
+        try:
+            return [abstractify(x, f"{self.name}: argument {p}") for x, p in zip(leaves, paths)]
+        except TracingError as e:
+            where = user_line(2)
+            raise TracingError(f"{e}\n  at {where}" if where else str(e)) from None
 
     def _trace(self, args, kwargs):
         split = not (self._simple and not kwargs)
@@ -204,16 +238,39 @@ class Jitted:
         return cg, out_tree, leaves, paths
 
     def _compile(self, key, args, kwargs, leaves, treedef):
+        with self._lock:
+            entry = self._cache.get(key)     # another thread may have compiled it
+            if entry is not None:
+                runtime.stats.hits += 1
+                return entry
+            return self._compile_locked(key, args, kwargs, treedef)
+
+    def _compile_locked(self, key, args, kwargs, treedef):
         if _log_compiles():
             self._explain_miss(key, treedef)
         cg, out_tree, _, _ = self._trace(args, kwargs)
         cg, stages = run_pipeline(cg)
-        exe = runtime.compile_executable(cg, self.device, name=self.name)
+        exe = runtime.compile_executable(cg, self.device, name=self.name,
+                                         donated=self._donated_leaves(args))
         runtime.dump_stages(self.name, stages, exe)
         entry = (exe, out_tree, Lowered(self.name, stages, exe))
         self._cache[key] = entry
         self._last_key = (key, treedef)
         return entry
+
+    def _donated_leaves(self, args):
+        """Flat input positions of the leaves of the donated positional args."""
+        if not self.donate_argnums:
+            return ()
+        out, pos = [], 0
+        for i, a in enumerate(args):
+            if i in self.static_argnums:
+                continue
+            n = len(pytree.tree_leaves(a))
+            if i in self.donate_argnums:
+                out.extend(range(pos, pos + n))
+            pos += n
+        return tuple(out)
 
     def _explain_miss(self, key, treedef):
         msg = f"needle: compiling {self.name}"
@@ -230,7 +287,18 @@ class Jitted:
                     if a != b:
                         reasons.append(f"argument {p} changed {_fmt_sig(a)} -> {_fmt_sig(b)}")
                 if len(old) > 2 and old[2] != key[2]:
-                    reasons.append(f"static arguments changed {old[2]} -> {key[2]}")
+                    def named(statics):
+                        return {self._arg_name(k) if isinstance(k, int) else k: v
+                                for k, v in statics}
+                    was, now = named(old[2]), named(key[2])
+                    if was == now:
+                        reasons.append("static arguments passed by keyword instead of by "
+                                       "position, or back (each way is cached apart)")
+                    for k in sorted(set(was) | set(now)):
+                        if was.get(k, _MISSING) != now.get(k, _MISSING):
+                            reasons.append(f"static argument {k} changed "
+                                           f"{was.get(k, '(not passed)')!r} -> "
+                                           f"{now.get(k, '(not passed)')!r}")
             msg += ": " + ("; ".join(reasons) if reasons else "new signature")
         print(msg, file=sys.stderr)
 
@@ -253,6 +321,9 @@ class Jitted:
         self._cache.clear()
 
 
+_MISSING = object()
+
+
 def _fmt_sig(s):
     if s is None:
         return "unsupported"
@@ -268,6 +339,11 @@ def jit(fun=None, *, static_argnums=(), static_argnames=(), donate_argnums=(), d
     pytrees; static arguments are hashable Python values that the function
     may branch on. Arrays the function closes over are captured as constants
     at trace time: changing them later does not retrace (as in JAX).
+
+    donate_argnums: positional arguments the caller gives up. Their buffers
+    may be overwritten with results of the same shape and dtype (by a kernel
+    that reads them element for element, as an optimizer update does), which
+    saves an allocation per call. Do not use a donated array after the call.
     """
     if fun is None:
         return lambda f: jit(f, static_argnums=static_argnums, static_argnames=static_argnames,

@@ -1,6 +1,7 @@
 """Stage runtime: from an optimised graph to an Executable.
 
-Input: a ClosedGraph after the pass pipeline, and a device ('cpu').
+Input: a ClosedGraph after the pass pipeline, a device ('cpu'), and the flat
+input positions the caller donated.
 Output: an Executable whose stages 'fused' (kernel groups) and 'kernels'
 (the generated Numba source of every kernel) can be printed.
 
@@ -9,6 +10,11 @@ Kernel groups go through codegen and the kernel cache; library calls
 A group whose loop domain has at least PARALLEL_MIN_SIZE elements gets the
 parallel (prange) variant; smaller ones the serial variant. Just two variants
 per group, chosen by size, so a shape class compiles predictably.
+
+Memory plan: each intermediate is released after its last reader (its pool
+block then serves later allocations). A donated input whose last reader is
+a kernel that reads it element-for-element gives that kernel's output of the
+same shape and dtype its buffer.
 """
 import os
 
@@ -18,21 +24,21 @@ from ..codegen.cpu.emit import emit_kernel
 from ..ir.core import Lit
 from ..ir.primitives.linalg import dot_general_numpy
 from ..passes.fusion import is_library, is_view, partition
-from . import parallel
+from . import memory, parallel
 from .executable import Executable, call_step, kernel_step, slot_or_value, view_step
 from .kernel_cache import load_kernel
 
 PARALLEL_MIN_SIZE = int(os.environ.get("NEEDLE_PARALLEL_MIN_SIZE", 1 << 16))
 
 LIBRARY_CALLS = {"dot_general": lambda a, b, dimension_numbers: dot_general_numpy(
-    a, b, dimension_numbers)}
+    a, b, dimension_numbers, empty=memory.empty)}
 
 
 def _domain_size(sub):
     return max((int(np.prod(v.aval.shape, dtype=np.int64)) for v in sub.outvars), default=0)
 
 
-def compile_executable(cg, device="cpu", name="f"):
+def compile_executable(cg, device="cpu", name="f", donated=()):
     fused = partition(cg, device)
     g = fused.graph
     slots = {}
@@ -40,9 +46,16 @@ def compile_executable(cg, device="cpu", name="f"):
         slots.setdefault(v, len(slots))
     const_slots = [slots[v] for v in g.constvars]
     in_slots = [slots[v] for v in g.invars]
+    donated_vars = {g.invars[k] for k in donated}
+    out_vars = {v for v in g.outvars if not isinstance(v, Lit)}
+    last_use = {}
+    for k, e in enumerate(g.eqns):
+        for x in e.inputs:
+            if not isinstance(x, Lit):
+                last_use[x] = k
     steps, sources = [], []
     n_kernels = n_lib = 0
-    for e in g.eqns:
+    for k, e in enumerate(g.eqns):
         for v in e.outs:
             slots[v] = len(slots)
         ins = [slot_or_value(slots, x) for x in e.inputs]
@@ -59,7 +72,18 @@ def compile_executable(cg, device="cpu", name="f"):
             specs = [(v.aval.shape, v.aval.dtype) for v in e.outs]
             if any(not isinstance(i, int) for i in ins):
                 raise AssertionError("kernel group inputs must be variables")
-            steps.append(kernel_step(fn, ins, outs, specs, dims))
+            inplace, taken = {}, set()
+            for pos in ks.aligned:
+                x = e.inputs[pos]
+                if x in donated_vars and last_use.get(x) == k and x not in out_vars \
+                        and x not in taken:
+                    for j, v in enumerate(e.outs):
+                        if j not in inplace and v.aval.dtype == x.aval.dtype and \
+                                v.aval.shape == x.aval.shape:
+                            inplace[j] = slots[x]
+                            taken.add(x)
+                            break
+            steps.append(kernel_step(fn, ins, outs, specs, dims, inplace))
             sources.append((e.params["name"], ks))
             n_kernels += 1
         elif is_library(e, device):
@@ -73,6 +97,17 @@ def compile_executable(cg, device="cpu", name="f"):
                 steps.append(view_step(ins[0], outs[0], e.outs[0].aval.shape))
         else:
             raise NotImplementedError(f"the CPU runtime cannot run equation {e.prim.name}")
+    # Release each intermediate (and each input) after its last reader, so its
+    # buffer can return to the pool mid-call; outputs are kept.
+    release = [[] for _ in g.eqns]
+    for v, k in last_use.items():
+        if v not in out_vars and v not in g.constvars:
+            release[k].append(slots[v])
+    for k, e in enumerate(g.eqns):
+        for v in e.outs:
+            if v not in last_use and v not in out_vars:
+                release[k].append(slots[v])
+    plan = list(zip(steps, release))
     inputs = set(g.invars) | set(g.constvars)
     outs = []
     for v in g.outvars:
@@ -89,6 +124,4 @@ def compile_executable(cg, device="cpu", name="f"):
         return "\n".join(parts) if parts else "# no kernels"
     stage_texts = {"fused": str(g), "kernels": kernels_text}
     return Executable(name, [v.aval for v in g.invars], len(slots), const_slots,
-                      fused.consts, in_slots, steps, outs, stage_texts, n_kernels, n_lib)
-
-
+                      fused.consts, in_slots, plan, outs, stage_texts, n_kernels, n_lib)

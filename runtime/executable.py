@@ -5,16 +5,19 @@ loaded kernels. Output: an `Executable`, called with the flat argument leaves
 and returning the flat outputs (numpy arrays on CPU).
 
 Every Var gets a slot in a list; a step reads its input slots and fills its
-output slots. Outputs of kernels are allocated per call (results belong to
-the caller); arrays are C-contiguous throughout, so a reshape is a free view.
+output slots. Buffers come from the pool (runtime/memory.py); the memory plan
+releases each intermediate right after its last reader, so its block serves
+the next allocation of that size in the same call or the next one. Arrays are
+C-contiguous throughout, so a reshape is a free view.
 """
 import numpy as np
 
 from ..ir.core import Lit, Var
+from . import memory
 
 
 class Executable:
-    def __init__(self, name, in_avals, n_slots, const_slots, consts, in_slots, steps,
+    def __init__(self, name, in_avals, n_slots, const_slots, consts, in_slots, plan,
                  outs, stage_texts, kernel_count, library_call_count):
         self.name = name
         self.in_avals = in_avals
@@ -22,8 +25,8 @@ class Executable:
         for s, c in zip(const_slots, consts):
             self._template[s] = c
         self._in = list(zip(in_slots, [a.dtype for a in in_avals]))
-        self._steps = steps
-        self._outs = outs                  # ('slot', k, copy?) or ('value', array)
+        self._plan = plan                  # [(step, slots to release after it)]
+        self._outs = outs                  # ('slot', k, copy?) or ('value', array, _)
         self._stage_texts = stage_texts
         self.kernel_count = kernel_count
         self.library_call_count = library_call_count
@@ -41,10 +44,14 @@ class Executable:
         env = self._template.copy()
         for (slot, dt), x in zip(self._in, args):
             if type(x) is not np.ndarray or x.dtype != dt or not x.flags.c_contiguous:
-                x = np.ascontiguousarray(x, dtype=dt)
+                # np.asarray, not np.ascontiguousarray: the latter turns a
+                # scalar (a weakly typed Python float) into shape (1,).
+                x = np.asarray(x, dtype=dt, order="C")
             env[slot] = x
-        for step in self._steps:
+        for step, release in self._plan:
             step(env)
+            for s in release:
+                env[s] = None
         out = []
         for kind, v, copy in self._outs:
             if kind == "slot":
@@ -54,19 +61,24 @@ class Executable:
         return out
 
 
-def kernel_step(fn, ins, outs, out_specs, dims):
-    """Launch: allocate outputs, call the kernel with inputs, outputs, dims."""
-    if len(outs) == 1:
+def kernel_step(fn, ins, outs, out_specs, dims, inplace=None):
+    """Launch: allocate outputs, call the kernel with inputs, outputs, dims.
+    `inplace` maps an output position to the input slot whose buffer it
+    reuses (a donated argument read only element-for-element)."""
+    inplace = inplace or {}
+    empty = memory.empty
+    if len(outs) == 1 and not inplace:
         (o,), ((shape, dt),) = outs, out_specs
 
         def step(env):
-            r = np.empty(shape, dt)
+            r = empty(shape, dt)
             fn(*[env[i] for i in ins], r, dims)
             env[o] = r
         return step
 
     def step(env):
-        rs = [np.empty(shape, dt) for shape, dt in out_specs]
+        rs = [env[inplace[k]] if k in inplace else empty(shape, dt)
+              for k, (shape, dt) in enumerate(out_specs)]
         fn(*[env[i] for i in ins], *rs, dims)
         for o, r in zip(outs, rs):
             env[o] = r

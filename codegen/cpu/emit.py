@@ -88,6 +88,9 @@ class KernelSource:
     signature: str
     dims: list = field(default_factory=list)      # concrete sizes, in slot order
     parallel: bool = False
+    # Inputs read only at the very element each output stores (same shape as
+    # the domain): an output may then overwrite such an input in place.
+    aligned: tuple = ()
 
     @property
     def key(self):
@@ -123,6 +126,8 @@ class KernelEmitter:
         self.dim_values = []
         self.counter = 0
         self.executions = {}     # Var -> how often its defining code runs
+        self.reads = {}          # input Var -> set of index tuples read
+        self.domain_idx = None
 
     # -- helpers --------------------------------------------------------------
     def fresh(self, prefix="v"):
@@ -169,6 +174,7 @@ class KernelEmitter:
         if hit is not None and hit[1] in self.cur.chain():
             return hit
         if var in self.args:
+            self.reads.setdefault(var, set()).add(key[1])
             scope = self.deepest(i.scope for i in idx)
             sub = ", ".join(i.text for i in idx) if idx else "()"
             out = (self.define(f"{self.args[var]}[{sub}]", scope), scope)
@@ -452,8 +458,11 @@ class KernelEmitter:
             raise NotImplementedError(f"kernel group outputs have different shapes {shapes}")
         idx, scope = self._domain(outs[0])
         self.cur = scope
-        for k, v in enumerate(outs):
-            val, _ = self.value_at(v, tuple(idx))
+        self.domain_idx = tuple(i.text for i in idx)
+        # Every value first, then the stores: an output may share its buffer
+        # with an aligned input (donation), which must be read before written.
+        vals = [self.value_at(v, tuple(idx))[0] for v in outs]
+        for k, val in enumerate(vals):
             self._store(f"o{k}", idx, val, scope)
 
     def _root_cumsum(self, e):
@@ -531,7 +540,11 @@ class KernelEmitter:
             *body,
             "",
         ])
-        return KernelSource(self.name, src, sig, list(self.dim_values), self.parallel)
+        shape = self.g.outvars[0].aval.shape if self.g.outvars else None
+        aligned = tuple(k for k, v in enumerate(self.g.invars)
+                        if self.domain_idx is not None and v.aval.shape == shape
+                        and self.reads.get(v, set()) <= {self.domain_idx})
+        return KernelSource(self.name, src, sig, list(self.dim_values), self.parallel, aligned)
 
 
 def emit_kernel(graph, name="kernel", parallel=False):

@@ -42,9 +42,10 @@ def _dot_aval(a, b, *, dimension_numbers):
     return [ShapedArray(tuple(shape), a.dtype, a.weak_type and b.weak_type)]
 
 
-def dot_general_numpy(a, b, dimension_numbers):
+def dot_general_numpy(a, b, dimension_numbers, empty=None):
     """Contract by transposing to (batch, M, K) @ (batch, K, N) and calling
-    numpy's matmul (BLAS for float32/float64)."""
+    numpy's matmul (BLAS for float32/float64). `empty(shape, dtype)`, when
+    given, allocates the result (the runtime passes its buffer pool)."""
     (lc, rc), (lb, rb) = dimension_numbers
     fa, fb = _free(a.ndim, lc, lb), _free(b.ndim, rc, rb)
     bshape = [a.shape[d] for d in lb]
@@ -56,7 +57,11 @@ def dot_general_numpy(a, b, dimension_numbers):
         nb, int(np.prod(m, dtype=np.int64)), k)
     b3 = np.transpose(b, list(rb) + list(rc) + fb).reshape(
         nb, k, int(np.prod(n, dtype=np.int64)))
-    out = np.matmul(a3, b3)
+    if empty is not None and a.dtype.kind == "f":
+        out = empty((nb, a3.shape[1], b3.shape[2]), a.dtype)
+        np.matmul(a3, b3, out=out)
+    else:
+        out = np.matmul(a3, b3)
     return out.reshape(bshape + m + n).astype(a.dtype, copy=False)
 
 
