@@ -1,5 +1,7 @@
 """The float32 approximations in generated kernels (codegen/cpu/fastmath.py),
 swept over the float32 range against numpy in float64, plus special values."""
+import math
+
 import numpy as np
 import pytest
 
@@ -15,6 +17,7 @@ CASES = {
     "logistic": (nnn.sigmoid, lambda x: 1 / (1 + np.exp(-x)), (-110.0, 110.0), 3.0),
     "expm1": (nnp.expm1, np.expm1, (-20.0, 89.0), 2.0),
     "log1p": (nnp.log1p, np.log1p, (-0.999999, 3.0e38), 2.0),
+    "erf": (nnp.erf, np.vectorize(math.erf), (-8.0, 8.0), 5.0),
 }
 
 
