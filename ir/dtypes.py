@@ -134,6 +134,9 @@ def promote_types(a, b):
 
 def scalar_type(x):
     """(dtype, weak) of a Python scalar, numpy scalar or array."""
+    if isinstance(x, (np.ndarray, np.generic)):
+        # First: np.float64 subclasses Python's float, but is strongly typed.
+        return canonicalize(x.dtype), False
     if isinstance(x, bool):
         return bool_, False
     if isinstance(x, int):

@@ -63,6 +63,6 @@ def pp_graph(graph, indent=0, names=None):
         for k, v in sorted(e.params.items()):
             if isinstance(v, Graph):
                 lines.append(pp_graph(v, indent + 6, names))
-    outs = " ".join(names(v) for v in graph.outvars)
+    outs = ", ".join(names(v) for v in graph.outvars)      # as a jaxpr: (a, b)
     lines.append(f"{pad}  in ({outs}{',' if len(graph.outvars) == 1 else ''}) }}")
     return "\n".join(lines)

@@ -1,12 +1,16 @@
 """needle: a JIT tracing compiler for deep learning, numpy-style, on Numba.
 
-The public API: `jit`, `make_ir`, `eval_shape`, `cache_info`, `devices`, and
+The public API: `jit`, `make_ir`, `eval_shape`, `cache_info`, `devices`, the
+differentiation transformations (`grad`, `value_and_grad`, `vjp`, `jvp`,
+`jacfwd`, `jacrev`, `hessian`, `stop_gradient`, `custom_vjp`), and
 the modules `needle.numpy`, `needle.nn`, `needle.scipy`, `needle.tree_util`.
 Names and semantics follow JAX where they overlap.
 """
 from . import runtime as _runtime  # noqa: F401  (first: sets OMP_WAIT_POLICY)
 from . import numpy, nn, scipy, tree_util  # noqa: F401,A004
 from .api import Jitted, Lowered, eval_shape, jit, make_ir  # noqa: F401
+from .autodiff import (custom_vjp, grad, hessian, jacfwd, jacrev, jvp,  # noqa: F401
+                       stop_gradient, value_and_grad, vjp)
 from .ir.core import ShapedArray, ShapeError  # noqa: F401
 from .ir.dtypes import DTypeError  # noqa: F401
 from .runtime import KernelCompileError, cache_info, devices, reset_cache_info  # noqa: F401

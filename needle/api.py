@@ -18,6 +18,7 @@ import threading
 import numpy as np
 
 from . import runtime
+from .ir.core import ShapedArray
 from .passes import run_pipeline
 from .tracer import pytree
 from .tracer.core import TracingError, abstractify, current_trace, trace_to_graph
@@ -42,7 +43,14 @@ def _leaf_sig(x):
         return ((), x.dtype)
     if isinstance(x, np.ndarray):
         return (x.shape, x.dtype)
-    return None
+    if isinstance(x, ShapedArray):       # lower() / eval_shape on abstract values
+        return (x.shape, x.dtype, x.weak_type)
+    if hasattr(x, "shape") and hasattr(x, "dtype"):   # a ShapeDtypeStruct-like spec
+        try:
+            return (tuple(x.shape), np.dtype(x.dtype))
+        except TypeError:
+            return None
+    return None          # unsupported: abstractify raises, naming the argument
 
 
 def _log_compiles():
@@ -329,7 +337,7 @@ def _fmt_sig(s):
         return "unsupported"
     if s[0] == "py":
         return f"Python {s[1].__name__}"
-    return f"{tuple(s[0])} {s[1].name}"
+    return f"{tuple(s[0])} {s[1].name}" + (" (weak)" if s[2:] == (True,) else "")
 
 
 def jit(fun=None, *, static_argnums=(), static_argnames=(), donate_argnums=(), device=None):

@@ -10,7 +10,8 @@ from ..ir.core import ClosedGraph, Eqn, Graph, Lit
 
 def _atom_key(x, env):
     if isinstance(x, Lit):
-        return ("lit", x.aval.dtype.str, x.val.item())
+        # By bits, not by value: 0.0 == -0.0 would merge x * 0.0 with x * -0.0.
+        return ("lit", x.aval.dtype.str, np.asarray(x.val).tobytes())
     return env.get(x, x)
 
 

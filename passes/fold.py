@@ -44,6 +44,6 @@ def fold_constants(cg):
             else:
                 known[var] = val
                 new_constvars.append(var)
-                new_consts.append(np.ascontiguousarray(val))
+                new_consts.append(np.asarray(val, order="C"))
     outvars = [read(v) for v in g.outvars]
     return ClosedGraph(Graph(new_constvars, g.invars, eqns, outvars), new_consts)

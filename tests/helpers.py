@@ -47,3 +47,53 @@ def assert_close(got, want, dtype=None):
         np.testing.assert_allclose(got, want, equal_nan=True, **t)
     else:
         np.testing.assert_array_equal(got, want)
+
+
+# --- differential testing against numpy (eager and under needle.jit) --------
+MODES = ["eager", "jit"]
+
+# The dtypes tests draw, lowest to highest on JAX's lattice restricted to them:
+# for these five the join is simply the higher rank (int64 + float32 is float32).
+_RANK = [np.dtype(np.bool_), np.dtype(np.int32), np.dtype(np.int64), np.dtype(np.float32),
+         np.dtype(np.float64)]
+
+
+def expected_dtype(*operands, to_float=False):
+    """The dtype JAX (x64 on) gives an op on `operands`: numpy arrays and numpy
+    scalars are strong, Python scalars weak. Written independently of needle."""
+    strong = [np.dtype(x.dtype) for x in operands if isinstance(x, (np.ndarray, np.generic))]
+    weak = [type(x) for x in operands if isinstance(x, (bool, int, float))]
+    if strong:
+        dt = max(strong, key=_RANK.index)
+        if float in weak and dt.kind != "f":
+            dt = np.dtype(np.float32)
+        elif int in weak and dt == np.bool_:
+            dt = np.dtype(np.int64)
+    elif float in weak:
+        dt = np.dtype(np.float32)
+    elif int in weak:
+        dt = np.dtype(np.int64)
+    else:
+        dt = np.dtype(np.bool_)
+    if to_float and dt.kind != "f":
+        dt = np.dtype(np.float32)
+    return dt
+
+
+def run(fn, args, mode):
+    """fn(*args), eagerly on numpy arrays or compiled with needle.jit."""
+    if mode == "jit":
+        import needle
+        return needle.jit(fn)(*args)
+    return fn(*args)
+
+
+def reference(np_fn, *args, dtype):
+    """numpy's answer computed in float64 (int64 for integer results), then
+    cast to `dtype`."""
+    dtype = np.dtype(dtype)
+    wide = [np.asarray(a, np.float64) if dtype.kind == "f" and not isinstance(a, bool)
+            else a for a in args]
+    with np.errstate(all="ignore"):
+        out = np.asarray(np_fn(*wide))
+        return out.astype(dtype)

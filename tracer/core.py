@@ -11,6 +11,8 @@ otherwise the innermost trace records an equation. Tracers from an outer
 trace met inside an inner one are lifted to constants of the inner graph
 (closure conversion), which is how `grad` nested in `jit` works.
 """
+import threading
+
 import numpy as np
 
 from ..ir import dtypes
@@ -44,16 +46,23 @@ def with_location(err, location):
     return new
 
 
-_STACK = []          # active GraphTraces, innermost last
+class _Stack(threading.local):
+    """The active GraphTraces of this thread, innermost last. Per thread: a
+    trace running in one thread must not capture another thread's calls."""
+    def __init__(self):
+        self.traces = []
+
+
+_STACK = _Stack()
 
 
 class GraphTrace:
     def __init__(self, name="f"):
-        self.level = len(_STACK)
+        self.level = len(_STACK.traces)
         self.name = name
         self.eqns = []
         self.constvars, self.const_vals = [], []
-        self._const_ids = {}
+        self._const_ids, self._keep = {}, []
         self.active = True
 
     def new_tracer(self, aval, source=""):
@@ -77,16 +86,22 @@ class GraphTrace:
                                                 and np.ndim(x) == 0):
             return Lit(x)
         arr = np.asarray(x)
-        return self._const(arr, aval_of(arr))
+        return self._const(arr, aval_of(arr), snapshot=True)
 
-    def _const(self, val, aval):
+    def _const(self, val, aval, snapshot=False):
+        # Keyed by identity: the same captured array used twice is one constvar.
+        # `_keep` holds the originals so no id is reused while tracing.
         key = id(val)
         v = self._const_ids.get(key)
         if v is None:
             v = Var(aval.strong() if not isinstance(val, Tracer) else aval)
             self._const_ids[key] = v
+            self._keep.append(val)
             self.constvars.append(v)
-            self.const_vals.append(val)
+            # A captured array is a snapshot taken at trace time (as in JAX):
+            # mutating it in place later changes neither the program nor its
+            # results; rebinding the name does not retrace either.
+            self.const_vals.append(np.array(val, copy=True) if snapshot else val)
         return v
 
     def process(self, prim, args, params):
@@ -111,7 +126,7 @@ def _leaked(x):
 
 
 def current_trace():
-    return _STACK[-1] if _STACK else None
+    return _STACK.traces[-1] if _STACK.traces else None
 
 
 def bind(prim, args, params):
@@ -163,6 +178,8 @@ class Tracer:
         return f"Traced<{self.aval}>"
 
     def _concrete(self, what, fix):
+        if not self._trace.active:
+            raise _leaked(self)
         raise ConcretizationError(
             f"{what} of a traced value ({self.aval.str_short()}) at {user_line(3)}: the "
             f"value is not known while {self._trace.name} is traced. {fix}")
@@ -195,9 +212,9 @@ class Tracer:
 
     def __setitem__(self, idx, val):
         raise TypeError(
-            f"traced arrays are immutable: in-place assignment x[...] = v at "
-            f"{user_line(2)} is not supported. Use the functional form "
-            f"x = x.at[idx].set(v) (or .add / .mul).")
+            f"traced arrays are immutable: in-place assignment x[...] = v to a traced "
+            f"{self.aval.str_short()} at {user_line(2)} is not supported. Use the "
+            f"functional form x = x.at[idx].set(v) (or .add / .mul).")
 
     def __hash__(self):
         raise TypeError("traced arrays are not hashable")
@@ -209,7 +226,7 @@ def trace_to_graph(fn, in_avals, name="f", arg_paths=None):
     `fn` takes flat positional arrays and returns any pytree of arrays.
     """
     trace = GraphTrace(name)
-    _STACK.append(trace)
+    _STACK.traces.append(trace)
     try:
         tracers = [trace.new_tracer(a, f"argument {p}" if arg_paths else "an argument")
                    for a, p in zip(in_avals, arg_paths or [""] * len(in_avals))]
@@ -224,7 +241,7 @@ def trace_to_graph(fn, in_avals, name="f", arg_paths=None):
                                    f"scalars (pytrees of them)")
             outvars.append(trace.to_atom(leaf))
     finally:
-        _STACK.pop()
+        _STACK.traces.pop()
         trace.active = False
     graph = Graph(trace.constvars, [t._var for t in tracers], trace.eqns, outvars)
     return ClosedGraph(graph, trace.const_vals), out_tree
@@ -233,6 +250,8 @@ def trace_to_graph(fn, in_avals, name="f", arg_paths=None):
 def abstractify(x, path="argument"):
     """ShapedArray of a jit argument leaf, with an error naming its path."""
     if isinstance(x, Tracer):
+        if not x._trace.active:
+            raise _leaked(x)
         return x.aval
     if isinstance(x, ShapedArray):
         return x
@@ -241,8 +260,14 @@ def abstractify(x, path="argument"):
     if isinstance(x, (np.ndarray, np.generic, bool, int, float)):
         try:
             return aval_of(x)
+        except dtypes.DTypeError:
+            pass
+        try:
+            dtypes.canonicalize(np.asarray(x).dtype, f"{path} (shape {np.shape(x)})")
         except dtypes.DTypeError as e:
-            raise TracingError(f"{path}: {e}") from None
+            raise TracingError(f"{e}; convert it first, e.g. x.astype(numpy.float32)"
+                               ) from None
+        raise AssertionError("unreachable")  # pragma: no cover
     raise TracingError(f"{path} has type {type(x).__name__}, which needle cannot trace: "
                        f"arguments must be numpy arrays, numpy scalars or Python scalars "
                        f"(in tuples, lists, dicts or registered pytrees); pass other values "

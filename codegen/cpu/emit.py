@@ -491,6 +491,7 @@ class KernelEmitter:
         self.cur = scope
         v, _ = self.value_at(x, tuple(idx))
         self._store("o0", idx, v, scope)
+        self._close(self.root, scope)          # the copy finishes before any update
         # Updates in order, serially: the last write wins, repeated adds accumulate.
         self.cur = self.root
         uidx, uscope = self._domain(upd, allow_prange=False)

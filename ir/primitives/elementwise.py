@@ -122,7 +122,7 @@ _def_unary("sign", np.sign, "fiu")
 _def_unary("floor", np.floor, "f")
 _def_unary("ceil", np.ceil, "f")
 _def_unary("round", _round, "f")
-_def_unary("erf", lambda x: _erf(x).astype(x.dtype), "f")
+_def_unary("erf", lambda x: np.asarray(_erf(x), np.float64).astype(x.dtype), "f")
 _def_unary("not", _not, "biu")
 _def_unary("isnan", np.isnan, "f", out_dtype=dtypes.bool_)
 _def_unary("isinf", np.isinf, "f", out_dtype=dtypes.bool_)
@@ -137,12 +137,25 @@ def _rem(x, y):
     return np.remainder(x, y)
 
 
+def _pow(x, y):
+    if x.dtype.kind == "f":
+        return np.power(x, y)
+    # numpy raises for negative integer exponents; a kernel cannot, so needle
+    # truncates 1 / x**n toward zero (as C and Numba do): 1 for x == 1, +-1 for
+    # x == -1, 0 otherwise (0 also for x == 0).
+    neg = y < 0
+    r = np.power(x, np.where(neg, 0, y).astype(y.dtype))
+    odd = (np.abs(y) % 2).astype(bool)
+    inv = np.where(x == 1, 1, np.where(x == -1, np.where(odd, -1, 1), 0))
+    return np.where(neg, inv, r)
+
+
 _def_binary("add", np.add)
 _def_binary("sub", np.subtract)
 _def_binary("mul", np.multiply)
 _def_binary("div", _floordiv)            # true division on floats, floor division on ints
 _def_binary("rem", _rem)
-_def_binary("pow", np.power, "f")
+_def_binary("pow", _pow, "fiu")           # integers: x ** -n truncates 1 / x**n
 _def_binary("max", np.maximum)           # NaN-propagating, as numpy's maximum
 _def_binary("min", np.minimum)
 _def_binary("atan2", np.arctan2, "f")

@@ -42,7 +42,7 @@ def _gather_aval(x, idx, *, axis):
 
 
 def _gather_impl(x, idx, *, axis):
-    return [np.ascontiguousarray(np.take(x, normalize_index(idx, x.shape[axis]), axis=axis))]
+    return [np.asarray(np.take(x, normalize_index(idx, x.shape[axis]), axis=axis), order="C")]
 
 
 gather_p = Primitive("gather", kind="indexing")

@@ -54,7 +54,7 @@ def _reshape_aval(x, *, new_sizes):
 
 
 reshape_p = _prim("reshape", _reshape_aval,
-                  lambda x, *, new_sizes: [np.ascontiguousarray(x).reshape(new_sizes)])
+                  lambda x, *, new_sizes: [np.asarray(np.reshape(x, new_sizes), order="C")])
 
 
 def _transpose_aval(x, *, permutation):
@@ -65,7 +65,7 @@ def _transpose_aval(x, *, permutation):
 
 
 transpose_p = _prim("transpose", _transpose_aval,
-                    lambda x, *, permutation: [np.ascontiguousarray(np.transpose(x, permutation))])
+                    lambda x, *, permutation: [np.asarray(np.transpose(x, permutation), order="C")])
 
 
 def _slice_aval(x, *, start_indices, limit_indices, strides=None):
@@ -85,7 +85,7 @@ def _slice_aval(x, *, start_indices, limit_indices, strides=None):
 def _slice_impl(x, *, start_indices, limit_indices, strides=None):
     strides = strides or (1,) * x.ndim
     idx = tuple(slice(s, l, st) for s, l, st in zip(start_indices, limit_indices, strides))
-    return [np.ascontiguousarray(x[idx])]
+    return [np.asarray(x[idx], order="C")]
 
 
 slice_p = _prim("slice", _slice_aval, _slice_impl)
@@ -149,7 +149,7 @@ def _rev_aval(x, *, dimensions):
 
 
 rev_p = _prim("rev", _rev_aval,
-              lambda x, *, dimensions: [np.ascontiguousarray(np.flip(x, tuple(dimensions)))])
+              lambda x, *, dimensions: [np.asarray(np.flip(x, tuple(dimensions)), order="C")])
 
 
 def _iota_aval(*, dtype, shape, dimension):

@@ -144,10 +144,14 @@ def unary(prim, to_float=False):
     return fn
 
 
-def binary(prim, name=None, to_float=False):
+def binary(prim, name=None, to_float=False, bool_prim=None):
+    """numpy-style binary function: promote, broadcast, bind `prim` (or
+    `bool_prim` when the operands are bool)."""
     def fn(x, y):
         x, y = promote(x, y, to_float=to_float)
         x, y = broadcast_arrays(x, y, name=name or prim.name)
+        if bool_prim is not None and typeof(x)[0] == dtypes.bool_:
+            return bool_prim.bind(x, y)
         return prim.bind(x, y)
     fn.__name__ = name or prim.name
     return fn

@@ -4,11 +4,14 @@ Input: arrays, scalars or tracers. Output: the result, eagerly (numpy) or as
 a tracer under a trace. Broadcasting and JAX type promotion as in _core;
 transcendental functions of integers return the default float (float32).
 """
+import math as _math
+
 import numpy as np
 
 from ..ir import dtypes
 from ..ir.primitives import (BINARY, COMPARE, UNARY, integer_pow_p, select_p)
-from ._core import (asarray, binary, broadcast_arrays, cast, promote, typeof, unary)
+from ._core import (asarray, binary, broadcast_arrays, cast, promote, result_type, typeof,
+                    unary)
 
 _U, _B = UNARY, {**BINARY, **COMPARE}
 
@@ -28,11 +31,15 @@ isnan_ = unary(_U["isnan"], to_float=True)
 
 
 def rint(x):
-    dt, _ = typeof(x)
-    return _U["round"].bind(promote(x)[0]) if dt.kind == "f" else asarray(x)
+    """Round half to even; integers become the default float (as jnp.rint)."""
+    return _U["round"].bind(promote(x, to_float=True)[0])
 
 
 def round(x, decimals=0):  # noqa: A001 - numpy's name
+    """Round half to even; integers are returned unchanged for decimals >= 0
+    (as jnp.round)."""
+    if typeof(x)[0].kind != "f" and decimals >= 0:
+        return asarray(x)
     if decimals == 0:
         return rint(x)
     scale = 10.0 ** decimals
@@ -75,11 +82,12 @@ def _false_like(x):
     return zeros(np.shape(x) if not hasattr(x, "shape") else x.shape, dtype=np.bool_)
 
 
-add = binary(_B["add"])
+# On bools, add and maximum are `or`, multiply and minimum are `and` (numpy, JAX).
+add = binary(_B["add"], bool_prim=_B["or"])
 subtract = binary(_B["sub"], "subtract")
-multiply = binary(_B["mul"], "multiply")
-maximum = binary(_B["max"], "maximum")
-minimum = binary(_B["min"], "minimum")
+multiply = binary(_B["mul"], "multiply", bool_prim=_B["and"])
+maximum = binary(_B["max"], "maximum", bool_prim=_B["or"])
+minimum = binary(_B["min"], "minimum", bool_prim=_B["and"])
 remainder = binary(_B["rem"], "remainder")
 mod = remainder
 arctan2 = binary(_B["atan2"], "arctan2", to_float=True)
@@ -103,19 +111,33 @@ divide = true_divide
 
 
 def floor_divide(x, y):
+    """x // y. Integers: floor division, 0 where y == 0 (numpy). Floats: the
+    quotient of numpy's divmod, (x - remainder(x, y)) / y rounded to an integer,
+    which floor(x / y) is not when x / y rounds up to one (1.0 // 0.1 is 9)."""
     x, y = promote(x, y)
     x, y = broadcast_arrays(x, y, name="floor_divide")
-    if typeof(x)[0].kind == "f":
-        return floor(_B["div"].bind(x, y))
-    return _B["div"].bind(x, y)
+    if typeof(x)[0].kind != "f":
+        return _B["div"].bind(x, y)
+    q = rint(_B["div"].bind(subtract(x, remainder(x, y)), y))
+    # remainder(-1, inf) is inf (numpy), so the formula fails for an infinite
+    # divisor: there the quotient is -1 when the signs differ, else 0.
+    q = where(logical_and(isinf(y), isfinite(x)),
+              where(less(multiply(x, y), 0), -1.0, 0.0), q)
+    return where(equal(y, 0), _B["div"].bind(x, y), q)
 
 
 def power(x, y):
+    """x ** y. A Python int y is integer_pow (any dtype, no negative powers of
+    integers); integer arrays to integer arrays stay integers (numpy, JAX);
+    otherwise the result is floating point."""
     if isinstance(y, int) and not isinstance(y, bool):
         (x,) = promote(x) if typeof(x)[0] != np.bool_ else [cast(asarray(x), dtypes.DEFAULT_INT)]
         if y < 0 and typeof(x)[0].kind != "f":
             raise ValueError("power: integers to negative integer powers are not allowed")
         return integer_pow_p.bind(x, y=y)
+    dt, _ = result_type(x, y)
+    if dt.kind in "iu":
+        return binary(_B["pow"], "power")(x, y)
     return binary(_B["pow"], "power", to_float=True)(x, y)
 
 
@@ -186,15 +208,15 @@ def rsqrt(x):
 
 
 def exp2(x):
-    return exp(multiply(promote(x, to_float=True)[0], np.log(2.0)))
+    return exp(multiply(promote(x, to_float=True)[0], _math.log(2.0)))
 
 
 def log2(x):
-    return divide(log(x), np.log(2.0))
+    return divide(log(x), _math.log(2.0))
 
 
 def log10(x):
-    return divide(log(x), np.log(10.0))
+    return divide(log(x), _math.log(10.0))
 
 
 def sinh(x):

@@ -1,0 +1,439 @@
+"""needle's differentiation API: grad, value_and_grad, vjp, jvp, jacfwd,
+jacrev, hessian, stop_gradient, custom_vjp.
+
+Input: a user's Python function over arrays (pytrees of them) and the point
+to differentiate at. Output: values, gradients with the structure of the
+arguments, Jacobians, or a `vjp_fn`.
+
+Transformations act at trace time (DESIGN.md): `grad(f)(*args)` traces `f`
+into a Graph (outer tracers are closed over as constants), runs the autodiff
+pass (needle.passes.autodiff: linearize = JVP + partial evaluation, then
+transpose the linear part), cleans the result, and evaluates it with
+`ir.eval_graph`. Eagerly that runs numpy; under `jit` (or under another
+`grad`) it records the primal and backward programs into the outer trace,
+so `jit(grad(f))`, `grad(jit(f))`, `grad(grad(f))` and `jit(grad(jit(f)))`
+all work.
+
+As in JAX: `grad` needs a scalar floating-point output and floating-point
+arguments; `vjp` and `jvp` accept integer inputs (their cotangents /
+tangents are zeros); jacfwd / jacrev build the Jacobian one basis vector at a
+time (needle has no vmap yet), so they suit small inputs / outputs.
+"""
+import functools
+
+import numpy as np
+
+from .ir.interpreter import eval_graph
+from .passes.autodiff import (ad_active, ad_context, cleanup, custom_vjp_call_p,
+                              jvp_graph, linearize, stop_gradient_p)
+from .passes.autodiff.markers import custom_lin_p
+from .tracer import pytree
+from .tracer.core import Tracer, abstractify, trace_to_graph
+
+__all__ = ["grad", "value_and_grad", "vjp", "jvp", "jacfwd", "jacrev", "hessian",
+           "stop_gradient", "custom_vjp"]
+
+
+# --- tracing a function of pytrees ------------------------------------------------
+
+def _fname(f):
+    return getattr(f, "__name__", type(f).__name__)
+
+
+class _Traced:
+    """`f` traced at flat arguments: its ClosedGraph and the pytree bookkeeping
+    (with has_aux, the aux outputs are traced but not differentiated)."""
+
+    def __init__(self, f, args, has_aux=False, what="grad", paths=None):
+        self.flat_args, self.in_tree = pytree.tree_flatten(args)
+        self.paths = paths or [f"argument{p}" for p in pytree.leaf_paths(self.in_tree)]
+        self.in_avals = [abstractify(x, f"{what}({_fname(f)}): {p}")
+                         for x, p in zip(self.flat_args, self.paths)]
+        # Eager evaluation must see the traced dtypes (a Python float is f32).
+        self.flat_args = [x if isinstance(x, Tracer) else np.asarray(x, dtype=a.dtype)
+                          for x, a in zip(self.flat_args, self.in_avals)]
+        self.has_aux = has_aux
+        self.name = _fname(f)
+        trees = {}
+
+        def flat_f(*leaves):
+            out = f(*pytree.tree_unflatten(self.in_tree, leaves))
+            if has_aux:
+                if not (isinstance(out, (tuple, list)) and len(out) == 2):
+                    raise TypeError(f"{what}({_fname(f)}, has_aux=True): the function must "
+                                    f"return a pair (output, aux), got "
+                                    f"{type(out).__name__}")
+                out, aux = out
+            else:
+                aux = None
+            outs, trees["out"] = pytree.tree_flatten(out)
+            auxs, trees["aux"] = pytree.tree_flatten(aux)
+            self.n_out = len(outs)
+            return outs + auxs
+
+        with ad_context():
+            self.cg, _ = trace_to_graph(flat_f, self.in_avals, _fname(f), self.paths)
+        self.out_tree, self.aux_tree = trees["out"], trees["aux"]
+        self.out_avals = self.cg.graph.out_avals[:self.n_out]
+        self.out_wrt = [i < self.n_out for i in range(len(self.cg.graph.outvars))]
+
+    def split(self, outs):
+        out = pytree.tree_unflatten(self.out_tree, outs[:self.n_out])
+        aux = pytree.tree_unflatten(self.aux_tree, outs[self.n_out:]) if self.has_aux else None
+        return out, aux
+
+
+def _concrete(vals, avals):
+    """Outputs of an eager evaluation as numpy arrays of the declared dtype."""
+    return [v if isinstance(v, Tracer) else np.asarray(v, dtype=a.dtype)
+            for v, a in zip(vals, avals)]
+
+
+def _zeros(aval):
+    return np.zeros(aval.shape, aval.dtype)
+
+
+def _as_ct(x, aval, path):
+    if isinstance(x, Tracer):
+        if x.shape != aval.shape:
+            raise ValueError(f"cotangent / tangent{path} has shape {x.shape}, expected "
+                             f"{aval.shape}")
+        if x.dtype != aval.dtype:
+            from .numpy._core import cast
+            x = cast(x, aval.dtype)
+        return x
+    arr = np.asarray(x)
+    if arr.shape != tuple(aval.shape):
+        raise ValueError(f"cotangent / tangent{path} has shape {arr.shape}, expected "
+                         f"{tuple(aval.shape)} (the shape of the function's output)")
+    return arr.astype(aval.dtype, copy=False)
+
+
+# --- reverse mode ---------------------------------------------------------------------
+
+class _VJP:
+    """Linearize once, evaluate the primal program, keep the residuals; each
+    call of the backward program pulls one cotangent back."""
+
+    def __init__(self, traced, keep_outputs=True, seed=None):
+        self.t = traced
+        cg = traced.cg
+        wrt = [a.dtype.kind == "f" for a in traced.in_avals]
+        self.lin = linearize(cg, wrt, traced.out_wrt, keep_outputs=keep_outputs, cts=seed,
+                             name=traced.name)
+        vals = eval_graph(self.lin.primal.graph, self.lin.primal.consts, traced.flat_args)
+        n = len(vals) - self.lin.n_res
+        self.outs = _concrete(vals[:n], cg.graph.out_avals)
+        self.res = vals[n:]
+
+    def pull(self, cts=None):
+        """Cotangents of the flat inputs, given those of the differentiated
+        outputs (None when the seed was fixed at linearization)."""
+        lin = self.lin
+        ct_in = [] if cts is None else [c for c, nz in zip(cts, lin.nonzero) if nz]
+        grads = eval_graph(lin.backward.graph, lin.backward.consts, list(self.res) + ct_in)
+        it = iter(grads)
+        out = []
+        for a, w in zip(self.t.in_avals, lin.wrt):
+            out.append(next(it) if w else _zeros(a))
+        return _concrete(out, self.t.in_avals)
+
+
+def vjp(f, *primals, has_aux=False):
+    """(f(*primals), vjp_fn) where vjp_fn(ct) returns one cotangent per primal
+    (a tuple, each with that primal's structure). With has_aux, f returns
+    (out, aux) and vjp returns (out, vjp_fn, aux)."""
+    t = _Traced(f, primals, has_aux, "vjp")
+    v = _VJP(t)
+    out, aux = t.split(v.outs)
+
+    def vjp_fn(ct):
+        leaves, tree = pytree.tree_flatten(ct)
+        if tree != t.out_tree:
+            raise ValueError(f"vjp: the cotangent's structure {tree} differs from the "
+                             f"output's {t.out_tree}")
+        paths = pytree.leaf_paths(tree)
+        cts = [_as_ct(c, a, p) for c, a, p in zip(leaves, t.out_avals, paths)]
+        cts += [None] * (len(t.cg.graph.outvars) - t.n_out)
+        return pytree.tree_unflatten(t.in_tree, v.pull(cts))
+
+    return (out, vjp_fn, aux) if has_aux else (out, vjp_fn)
+
+
+def _argnums_tuple(argnums, nargs, name):
+    nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+    for i in nums:
+        if not isinstance(i, int) or not -nargs <= i < nargs:
+            raise ValueError(f"{name}: argnums {argnums!r} out of range for {nargs} "
+                             f"positional arguments")
+    return tuple(i % nargs for i in nums)
+
+
+def _partial_args(f, args, kwargs, nums):
+    """f as a function of the arguments at `nums` only; the others are closed
+    over as they are (Python values stay usable in Python control flow)."""
+    def g(*diff):
+        full = list(args)
+        for i, d in zip(nums, diff):
+            full[i] = d
+        return f(*full, **kwargs)
+    return g
+
+
+def _arg_paths(diff, nums):
+    """'argument 2['w']' for each leaf of the differentiated arguments."""
+    out = []
+    for p in pytree.leaf_paths(pytree.tree_structure(diff)):
+        close = p.index("]")
+        out.append(f"argument {nums[int(p[1:close])]}{p[close + 1:]}")
+    return out
+
+
+def _check_float_args(fname, name, args, nums):
+    for i, a in zip(nums, args):
+        leaves, tree = pytree.tree_flatten(a)
+        for leaf, p in zip(leaves, pytree.leaf_paths(tree)):
+            dt = leaf.dtype if hasattr(leaf, "dtype") else abstractify(leaf).dtype
+            if np.dtype(dt).kind != "f":
+                raise TypeError(
+                    f"{name}({fname}): argument {i}{p} has dtype {np.dtype(dt).name}; {name} "
+                    f"differentiates only with respect to floating-point inputs. Pass it as "
+                    f"a float (e.g. x.astype(numpy.float32)), leave it out of argnums, or "
+                    f"use needle.vjp, which gives integer inputs zero cotangents.")
+
+
+def value_and_grad(f, argnums=0, has_aux=False):
+    """value_and_grad(f)(*args) -> (f(*args), gradient of f w.r.t. args[argnums]);
+    with has_aux, ((value, aux), gradient)."""
+    name = "value_and_grad"
+
+    @functools.wraps(f)
+    def vg(*args, **kwargs):
+        return _value_and_grad(f, argnums, has_aux, args, kwargs, name, keep=True)
+    return vg
+
+
+def grad(f, argnums=0, has_aux=False):
+    """grad(f)(*args): the gradient of a scalar function w.r.t. args[argnums]
+    (an int, or a tuple giving a tuple of gradients), with the structure of
+    those arguments; with has_aux, (gradient, aux)."""
+    @functools.wraps(f)
+    def g(*args, **kwargs):
+        value, gr = _value_and_grad(f, argnums, has_aux, args, kwargs, "grad", keep=False)
+        return (gr, value[1]) if has_aux else gr
+    return g
+
+
+def _value_and_grad(f, argnums, has_aux, args, kwargs, name, keep):
+    fname = _fname(f)
+    nums = _argnums_tuple(argnums, len(args), f"{name}({fname})")
+    diff = tuple(args[i] for i in nums)
+    _check_float_args(fname, name, diff, nums)
+    t = _Traced(_partial_args(f, args, kwargs, nums), diff, has_aux, name,
+                paths=_arg_paths(diff, nums))
+    if t.n_out != 1 or t.out_avals[0].shape != ():
+        shapes = ", ".join(a.str_short() for a in t.out_avals) or "nothing"
+        raise TypeError(f"{name}({fname}): the function must return a scalar (a 0-d "
+                        f"array), got {shapes}; for non-scalar outputs use needle.vjp or "
+                        f"needle.jacrev")
+    if t.out_avals[0].dtype.kind != "f":
+        raise TypeError(f"{name}({fname}): the function must return a floating-point "
+                        f"scalar, got {t.out_avals[0].str_short()}")
+    seed = [np.ones((), t.out_avals[0].dtype)] + [None] * (len(t.cg.graph.outvars) - 1)
+    v = _VJP(t, keep_outputs=keep or has_aux, seed=seed)
+    grads = pytree.tree_unflatten(t.in_tree, v.pull())
+    gr = grads[0] if isinstance(argnums, int) else grads
+    if not (keep or has_aux):
+        return None, gr
+    out, aux = t.split(v.outs)
+    return ((out, aux) if has_aux else out), gr
+
+
+# --- forward mode ------------------------------------------------------------------------
+
+def jvp(f, primals, tangents, has_aux=False):
+    """(f(*primals), the directional derivative along `tangents`); tangents have
+    the primals' structure (shapes must match; integer inputs' tangents are
+    ignored, integer outputs get zero tangents)."""
+    if not isinstance(primals, (tuple, list)) or not isinstance(tangents, (tuple, list)):
+        raise TypeError("jvp: primals and tangents must be tuples (one entry per argument)")
+    t = _Traced(f, tuple(primals), has_aux, "jvp")
+    tleaves, ttree = pytree.tree_flatten(tuple(tangents))
+    if ttree != t.in_tree:
+        raise ValueError(f"jvp: tangents' structure {ttree} differs from primals' "
+                         f"{t.in_tree}")
+    wrt = [a.dtype.kind == "f" for a in t.in_avals]
+    tvals = []
+    for tv, a, p, w in zip(tleaves, t.in_avals, t.paths, wrt):
+        if w:
+            tvals.append(_as_ct(tv, a, p))
+    J, nonzero = jvp_graph(t.cg, wrt, t.out_wrt, name=f"jvp({_fname(f)})")
+    J = cleanup(J)
+    if any(e.prim is custom_lin_p for e in J.graph.eqns):
+        raise TypeError(f"jvp({_fname(f)}): the function calls a needle.custom_vjp function, "
+                        f"which has no forward-mode rule; use grad / vjp / jacrev")
+    vals = eval_graph(J.graph, J.consts, list(t.flat_args) + tvals)
+    n = len(t.cg.graph.outvars)
+    outs = _concrete(vals[:n], t.cg.graph.out_avals)
+    it = iter(vals[n:])
+    touts = [next(it) if nz else _zeros(a) for nz, a in zip(nonzero, t.cg.graph.out_avals)]
+    touts = _concrete(touts, t.cg.graph.out_avals)
+    out, aux = t.split(outs)
+    tout = pytree.tree_unflatten(t.out_tree, touts[:t.n_out])
+    return (out, tout, aux) if has_aux else (out, tout)
+
+
+# --- Jacobians -------------------------------------------------------------------------
+
+def _stack_leading(xs, shape):
+    """Stack values along a new leading axis and reshape it to `shape`."""
+    from . import numpy as nnp
+    return nnp.reshape(nnp.stack([nnp.asarray(x) for x in xs]), tuple(shape) + tuple(
+        np.shape(xs[0]) if not hasattr(xs[0], "shape") else xs[0].shape))
+
+
+def _move_leading_to_back(x, n_lead):
+    from . import numpy as nnp
+    nd = len(x.shape)
+    return nnp.transpose(x, tuple(range(n_lead, nd)) + tuple(range(n_lead)))
+
+
+def _jac_setup(f, argnums, args, kwargs, name):
+    fname = _fname(f)
+    nums = _argnums_tuple(argnums, len(args), f"{name}({fname})")
+    diff = tuple(args[i] for i in nums)
+    _check_float_args(fname, name, diff, nums)
+    t = _Traced(_partial_args(f, args, kwargs, nums), diff, False, name)
+    return t, nums
+
+
+def _jac_tree(t, argnums, blocks):
+    """blocks[k][j]: d out_k / d in_j -> the pytree JAX returns: the output's
+    structure, each leaf holding the argument(s)' structure."""
+    per_out = []
+    for row in blocks:
+        arg_tree = pytree.tree_unflatten(t.in_tree, row)
+        per_out.append(arg_tree[0] if isinstance(argnums, int) else arg_tree)
+    return pytree.tree_unflatten(t.out_tree, per_out)
+
+
+def jacrev(f, argnums=0):
+    """The Jacobian by reverse mode: one backward pass per output element.
+    Each block has shape out.shape + arg.shape."""
+    @functools.wraps(f)
+    def jac(*args, **kwargs):
+        t, _ = _jac_setup(f, argnums, args, kwargs, "jacrev")
+        v = _VJP(t)
+        blocks = []
+        for k, a in enumerate(t.out_avals):
+            rows = []
+            for e in range(a.size):
+                cts = [_zeros(b) for b in t.out_avals]
+                basis = np.zeros(a.size, a.dtype)
+                basis[e] = 1
+                cts[k] = basis.reshape(a.shape)
+                rows.append(v.pull(cts))
+            blocks.append([_stack_leading([r[j] for r in rows], a.shape) if rows else
+                           np.zeros(tuple(a.shape) + tuple(ia.shape), ia.dtype)
+                           for j, ia in enumerate(t.in_avals)])
+        return _jac_tree(t, argnums, blocks)
+    return jac
+
+
+def jacfwd(f, argnums=0):
+    """The Jacobian by forward mode: one JVP per input element. Each block has
+    shape out.shape + arg.shape."""
+    @functools.wraps(f)
+    def jac(*args, **kwargs):
+        t, _ = _jac_setup(f, argnums, args, kwargs, "jacfwd")
+        wrt = [True] * len(t.in_avals)
+        lin = linearize(t.cg, wrt, t.out_wrt, keep_outputs=False, name=_fname(f))
+        res = eval_graph(lin.primal.graph, lin.primal.consts, t.flat_args)
+        if any(e.prim is custom_lin_p for e in lin.forward.graph.eqns):
+            raise TypeError(f"jacfwd({_fname(f)}): the function calls a needle.custom_vjp "
+                            f"function, which has no forward-mode rule; use jacrev")
+        cols = []                                    # cols[j][e] = [d out_k for k]
+        for j, ia in enumerate(t.in_avals):
+            col = []
+            for e in range(ia.size):
+                basis = np.zeros(ia.size, ia.dtype)
+                basis[e] = 1
+                tans = [_zeros(b) for b in t.in_avals]
+                tans[j] = basis.reshape(ia.shape)
+                vals = eval_graph(lin.forward.graph, lin.forward.consts, list(res) + tans)
+                it = iter(vals)
+                col.append(_concrete([next(it) if nz else _zeros(a)
+                                      for nz, a in zip(lin.nonzero, t.out_avals)],
+                                     t.out_avals))
+            cols.append(col)
+        blocks = []
+        for k, a in enumerate(t.out_avals):
+            row = []
+            for j, ia in enumerate(t.in_avals):
+                if ia.size == 0:
+                    row.append(np.zeros(tuple(a.shape) + tuple(ia.shape), a.dtype))
+                    continue
+                stacked = _stack_leading([c[k] for c in cols[j]], ia.shape)
+                row.append(_move_leading_to_back(stacked, len(ia.shape)))
+            blocks.append(row)
+        return _jac_tree(t, argnums, blocks)
+    return jac
+
+
+def hessian(f, argnums=0):
+    """The Hessian of a scalar function: jacfwd(jacrev(f))."""
+    return jacfwd(jacrev(f, argnums), argnums)
+
+
+# --- stop_gradient and custom_vjp --------------------------------------------------------
+
+def stop_gradient(x):
+    """The identity on values, with a zero derivative (pytrees allowed)."""
+    def leaf(v):
+        if ad_active() and isinstance(v, Tracer) and v.dtype.kind == "f":
+            return stop_gradient_p.bind(v)
+        return v
+    return pytree.tree_map(leaf, x)
+
+
+class custom_vjp:  # noqa: N801 - JAX's name
+    """A function with a user-defined reverse-mode rule.
+
+        @needle.custom_vjp
+        def f(x): ...
+        def f_fwd(x): return f(x), residuals
+        def f_bwd(residuals, ct): return (ct_x,)       # one entry per argument
+        f.defvjp(f_fwd, f_bwd)
+
+    Outside differentiation `f` runs as written (also under jit). Under grad /
+    vjp / jacrev the derivative comes from f_bwd; fwd and bwd are traced
+    inline, so a second derivative differentiates through them. Arrays the
+    function closes over are treated as constants. Forward mode (jvp,
+    jacfwd) is not supported, as in JAX.
+    """
+
+    def __init__(self, fun):
+        functools.update_wrapper(self, fun)
+        self.fun = fun
+        self.fwd = self.bwd = None
+
+    def defvjp(self, fwd, bwd):
+        self.fwd, self.bwd = fwd, bwd
+        return self
+
+    def __call__(self, *args):
+        if self.fwd is None:
+            raise TypeError(f"custom_vjp function {_fname(self.fun)} has no rule: call "
+                            f"{_fname(self.fun)}.defvjp(fwd, bwd) first")
+        if not ad_active():
+            return self.fun(*args)
+        leaves, in_tree = pytree.tree_flatten(args)
+        avals = [abstractify(x, f"{_fname(self.fun)}: argument{p}")
+                 for x, p in zip(leaves, pytree.leaf_paths(in_tree))]
+        cg, out_tree = trace_to_graph(lambda *xs: self.fun(*pytree.tree_unflatten(in_tree, xs)),
+                                      avals, _fname(self.fun))
+        outs = custom_vjp_call_p.bind(*cg.consts, *leaves, graph=cg.graph,
+                                      n_consts=len(cg.consts), fwd=self.fwd, bwd=self.bwd,
+                                      in_tree=in_tree, out_tree=out_tree)
+        return pytree.tree_unflatten(out_tree, list(outs))
+
