@@ -10,9 +10,10 @@ Policy, consumers first (reverse topological order):
    moves into that group (its result is never written to memory);
 2. duplication: a cheap equation (elementwise arithmetic, broadcasts,
    index remaps) read by several groups is copied into each, instead of
-   writing and re-reading its result;
+   writing and re-reading its result; a transcendental one into at most two;
 3. siblings: groups with the same loop domain that read a common input and
-   do not depend on each other merge into one multi-output kernel.
+   do not depend on each other merge into one multi-output kernel, and a
+   group whose results only one other group reads then moves into it.
 Every tentative group is emitted (codegen is pure Python and fast) and
 rejected if it would recompute expensive work: a reduction more than once
 per output element, or a transcendental / gather more than twice
@@ -144,7 +145,9 @@ def partition(cg, backend="cpu"):
         if e.prim.name not in ROOT_ONLY and cgroups:
             if len(cgroups) == 1 and not stored:
                 placed = try_add(cgroups[0], e)
-            elif _cheap(e):
+            elif _cheap(e) or (e.prim.kind == "elementwise" and len(cgroups) <= 2):
+                # Recomputing even a transcendental in a second kernel costs less
+                # than storing it and loading it back (memory bound).
                 placed = all([try_add(gr, e) for gr in cgroups]) and not stored
         if placed:
             continue
@@ -156,8 +159,35 @@ def partition(cg, backend="cpu"):
         groups_of.setdefault(e, []).append(gr)
     groups.reverse()
     others = [e for e in g.eqns if is_library(e, backend) or e in views]
-    groups = _merge_siblings(groups, others, order)
+    while True:
+        groups = _merge_siblings(groups, others, order)
+        if not _absorb_into_sole_consumer(groups, others, order, graph_outs):
+            break
     return _build(cg, groups, others, order)
+
+
+def _absorb_into_sole_consumer(groups, others, order, graph_outs):
+    """Move a group into the one group that reads all of its results (which
+    sibling merging may have just made): its results then stay in registers.
+    Returns True if a group moved."""
+    steps = _steps(groups, others)
+    io = [_step_io(s) for s in steps]
+    for p in groups:
+        outs = set(p.outs())
+        if outs & graph_outs:
+            continue
+        readers = [s for s, (ins, _) in zip(steps, io) if ins & outs]
+        if len(readers) != 1 or not isinstance(readers[0], _Group) or readers[0] is p:
+            continue
+        c = readers[0]
+        eqns = sorted(set(c.eqns) | set(p.eqns), key=order.__getitem__)
+        why = _acceptable(eqns, c.outs())
+        if why is None:
+            c.eqns = eqns
+            groups.remove(p)
+            return True
+        c.why.append(f"{'/'.join(e.prim.name for e in p.roots)} not fused in: {why}")
+    return False
 
 
 def _steps(groups, others):

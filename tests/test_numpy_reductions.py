@@ -209,7 +209,8 @@ def test_special_values(dt, mode):
               (x,), mode)
     for n, (_, np_fn) in fns.items():
         for g, axis in zip(got[n], (1, 0, None)):
-            want = np.asarray(np_fn(x, axis=axis))
+            with np.errstate(invalid="ignore"):       # numpy's inf + -inf
+                want = np.asarray(np_fn(x, axis=axis))
             want = want.astype(I64 if n.startswith("arg") else dt)
             try:
                 _close(g, want, want.dtype)

@@ -129,6 +129,11 @@ def current_trace():
     return _STACK.traces[-1] if _STACK.traces else None
 
 
+# Primitives whose result is larger than their operands: with constant operands
+# under an active trace they are staged into the trace rather than computed.
+STAGED_WHEN_TRACING = {"broadcast_in_dim", "iota"}
+
+
 def bind(prim, args, params):
     top = None
     for a in args:
@@ -140,6 +145,11 @@ def bind(prim, args, params):
                 top = t
     if top is not None:
         return top.process(prim, args, params)
+    if prim.name in STAGED_WHEN_TRACING and _STACK.traces:
+        # A broadcast of a constant under a trace is recorded, not evaluated:
+        # the kernel makes its elements for free, a captured array would be
+        # read from memory.
+        return _STACK.traces[-1].process(prim, args, params)
     # Eager: every argument is concrete.
     vals = [np.asarray(a) if not isinstance(a, Lit) else np.asarray(a.val) for a in args]
     try:

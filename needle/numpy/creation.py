@@ -9,9 +9,9 @@ The default float is float32 and the default int int64.
 import numpy as np
 
 from ..ir import dtypes
-from ..ir.primitives import iota_p
+from ..ir.primitives import broadcast_in_dim_p, iota_p
 from ._core import asarray as _asarray, cast, shape_of, typeof
-from ..tracer.core import Tracer
+from ..tracer.core import Tracer, current_trace
 
 
 def _dt(dtype, default=dtypes.DEFAULT_FLOAT):
@@ -33,12 +33,21 @@ def asarray(a, dtype=None):
     return _asarray(a, dtype)
 
 
+def _filled(shape, value, dtype):
+    """np.full eagerly; under a trace, a broadcast of the scalar (made inside
+    the kernels that read it, never stored)."""
+    shape, dtype = _shape(shape), np.dtype(dtype)
+    if current_trace() is not None and shape:
+        return broadcast_in_dim_p.bind(dtype.type(value), shape=shape, broadcast_dimensions=())
+    return np.full(shape, value, dtype)
+
+
 def zeros(shape, dtype=None):
-    return np.zeros(_shape(shape), _dt(dtype))
+    return _filled(shape, 0, _dt(dtype))
 
 
 def ones(shape, dtype=None):
-    return np.ones(_shape(shape), _dt(dtype))
+    return _filled(shape, 1, _dt(dtype))
 
 
 def empty(shape, dtype=None):
@@ -51,7 +60,7 @@ def full(shape, fill_value, dtype=None):
         return broadcast_to(cast(fill_value, dtype) if dtype else fill_value, _shape(shape))
     dt = _dt(dtype, typeof(fill_value)[0]) if dtype is not None or not isinstance(
         fill_value, float) else dtypes.DEFAULT_FLOAT
-    return np.full(_shape(shape), fill_value, dt)
+    return _filled(shape, fill_value, dt)
 
 
 def _like_dtype(a, dtype):

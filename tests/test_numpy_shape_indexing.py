@@ -1,0 +1,362 @@
+"""Differential tests: needle.numpy's shape manipulation and indexing against
+numpy, eagerly and under needle.jit: reshape, transpose, swapaxes, moveaxis,
+expand_dims, squeeze, broadcast_to, concatenate, stack, split, flip, pad,
+take, take_along_axis, basic and integer-array indexing, and the functional
+updates `x.at[idx].set / add / mul / min / max`.
+
+Values move without arithmetic, so results must match numpy exactly; each
+hypothesis example draws its dtype too.
+"""
+import numpy as np
+import pytest
+from hypothesis import assume, given, strategies as st
+from hypothesis.extra import numpy as hnp
+
+import needle
+import needle.numpy as nnp
+from helpers import MODES, arrays, assert_close, expected_dtype, run, shapes
+
+F32, F64, I32, I64, B = (np.dtype(t) for t in (np.float32, np.float64, np.int32, np.int64,
+                                               np.bool_))
+ALL5 = [F32, F64, I32, I64, B]
+
+
+def dtypes(mode):
+    """Eagerly every dtype; under jit float32 and int32 (each is other kernels)."""
+    return st.sampled_from(ALL5 if mode == "eager" else [F32, I32])
+
+
+def _array(data, mode, **shape_kw):
+    dt = data.draw(dtypes(mode), label="dtype")
+    return data.draw(arrays(dt, shapes(**shape_kw)), label="x")
+
+
+def _same(got, want):
+    assert_close(got, np.asarray(want), np.asarray(want).dtype)
+
+
+# ----------------------------------------------------------------------------
+# shape manipulation
+
+
+@pytest.mark.parametrize("mode", MODES)
+@given(data=st.data())
+def test_reshape(mode, data):
+    x = _array(data, mode)
+    shape = x.shape
+    targets = [(-1,), (1,) + shape + (1,), shape[::-1], (x.size, -1)]
+    if len(shape) >= 2:
+        targets.append((shape[0] * shape[1], -1) + shape[2:])
+    new = data.draw(st.sampled_from(targets), label="newshape")
+    got = run(lambda a: [nnp.reshape(a, new), nnp.ravel(a)], (x,), mode)
+    _same(got[0], np.reshape(x, new))
+    _same(got[1], np.ravel(x))
+    if mode == "jit":
+        _same(needle.jit(lambda a: a.reshape(new))(x), np.reshape(x, new))
+
+
+@pytest.mark.parametrize("mode", MODES)
+@given(data=st.data())
+def test_transpose_swapaxes_moveaxis(mode, data):
+    x = _array(data, mode)
+    nd = x.ndim
+    perm = data.draw(st.permutations(range(nd)), label="perm")
+    got = run(lambda a: [nnp.transpose(a), nnp.transpose(a, perm)], (x,), mode)
+    _same(got[0], np.transpose(x))
+    _same(got[1], np.transpose(x, perm))
+    if nd:
+        i, j = data.draw(st.tuples(st.integers(-nd, nd - 1), st.integers(-nd, nd - 1)),
+                         label="axes")
+        got = run(lambda a: [nnp.swapaxes(a, i, j), nnp.moveaxis(a, i, j)], (x,), mode)
+        _same(got[0], np.swapaxes(x, i, j))
+        _same(got[1], np.moveaxis(x, i, j))
+    if mode == "jit":
+        _same(needle.jit(lambda a: a.T)(x), x.T)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@given(data=st.data())
+def test_expand_dims_squeeze(mode, data):
+    x = _array(data, mode, min_side=1, max_side=2)
+    nd = x.ndim
+    axis = data.draw(st.integers(-nd - 1, nd), label="axis")
+    ones = [d for d, n in enumerate(x.shape) if n == 1]
+    sq = data.draw(st.none() | st.lists(st.sampled_from(ones), unique=True).map(tuple)
+                   if ones else st.none(), label="squeeze_axis")
+    got = run(lambda a: [nnp.expand_dims(a, axis), nnp.squeeze(a, sq)], (x,), mode)
+    _same(got[0], np.expand_dims(x, axis))
+    _same(got[1], np.squeeze(x, sq))
+
+
+@pytest.mark.parametrize("mode", MODES)
+@given(data=st.data())
+def test_broadcast_to(mode, data):
+    dt = data.draw(dtypes(mode), label="dtype")
+    target = data.draw(shapes(max_dims=4), label="target")
+    keep = data.draw(st.integers(0, len(target)), label="ndim")
+    ones = data.draw(st.lists(st.booleans(), min_size=keep, max_size=keep), label="ones")
+    shape = tuple(1 if o else n for o, n in zip(ones, target[len(target) - keep:]))
+    x = data.draw(arrays(dt, shape), label="x")
+    _same(run(lambda a: nnp.broadcast_to(a, target), (x,), mode), np.broadcast_to(x, target))
+
+
+@pytest.mark.parametrize("mode", MODES)
+@given(data=st.data())
+def test_concatenate_stack(mode, data):
+    dt = data.draw(dtypes(mode), label="dtype")
+    shape = data.draw(shapes(min_dims=1), label="shape")
+    nd = len(shape)
+    axis = data.draw(st.integers(-nd, nd - 1), label="axis")
+    sizes = data.draw(st.lists(st.integers(1, 3), min_size=1, max_size=3), label="sizes")
+    xs = [data.draw(arrays(dt, shape[:axis % nd] + (n,) + shape[axis % nd + 1:]))
+          for n in sizes]
+    ys = [data.draw(arrays(dt, shape)) for _ in sizes]
+    sax = data.draw(st.integers(-nd - 1, nd), label="stack_axis")
+    got = run(lambda xs, ys: [nnp.concatenate(xs, axis), nnp.stack(ys, sax),
+                              nnp.concatenate(ys, axis=None)], (xs, ys), mode)
+    _same(got[0], np.concatenate(xs, axis))
+    _same(got[1], np.stack(ys, sax))
+    _same(got[2], np.concatenate(ys, axis=None))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_concatenate_promotes(mode):
+    xs = (np.ones((2, 2), np.int32), np.zeros((1, 2), np.float32), np.ones((1, 2), np.bool_))
+    got = run(lambda *xs: nnp.concatenate(xs), xs, mode)
+    assert_close(got, np.concatenate(xs).astype(np.float32), expected_dtype(*xs))
+
+
+@pytest.mark.parametrize("mode", MODES)
+@given(data=st.data())
+def test_split(mode, data):
+    dt = data.draw(dtypes(mode), label="dtype")
+    shape = data.draw(shapes(min_dims=1, max_side=6), label="shape")
+    nd = len(shape)
+    axis = data.draw(st.integers(-nd, nd - 1), label="axis")
+    n = shape[axis]
+    x = data.draw(arrays(dt, shape), label="x")
+    how = data.draw(st.sampled_from([k for k in range(1, n + 1) if n % k == 0])
+                    | st.lists(st.integers(0, n), max_size=3).map(sorted), label="sections")
+    got = run(lambda a: nnp.split(a, how, axis), (x,), mode)
+    want = np.split(x, how, axis)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        _same(g, w)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@given(data=st.data())
+def test_flip(mode, data):
+    x = _array(data, mode)
+    nd = x.ndim
+    axis = data.draw(st.none() | hnp.valid_tuple_axes(nd, min_size=1)
+                     | st.integers(-nd, nd - 1) if nd else st.none(), label="axis")
+    _same(run(lambda a: nnp.flip(a, axis), (x,), mode), np.flip(x, axis))
+
+
+@pytest.mark.parametrize("mode", MODES)
+@given(data=st.data())
+def test_pad(mode, data):
+    x = _array(data, mode)
+    nd = x.ndim
+    pair = st.tuples(st.integers(0, 2), st.integers(0, 2))
+    width = data.draw(st.one_of(st.integers(0, 2), pair,
+                                st.lists(pair, min_size=nd, max_size=nd) if nd else pair),
+                      label="pad_width")
+    value = data.draw(st.sampled_from([0, 1]), label="constant_values")
+    got = run(lambda a: nnp.pad(a, width, constant_values=value), (x,), mode)
+    _same(got, np.pad(x, width, constant_values=np.asarray(value, x.dtype)))
+
+
+# ----------------------------------------------------------------------------
+# take, take_along_axis
+
+
+@pytest.mark.parametrize("mode", MODES)
+@given(data=st.data())
+def test_take(mode, data):
+    """Negative indices count from the end; indices can be traced arguments."""
+    x = _array(data, mode, min_dims=1)
+    nd = x.ndim
+    axis = data.draw(st.none() | st.integers(-nd, nd - 1), label="axis")
+    n = x.size if axis is None else x.shape[axis]
+    idx = data.draw(hnp.arrays(data.draw(st.sampled_from([I32, I64])),
+                               shapes(max_dims=2), elements=st.integers(-n, n - 1)), label="idx")
+    _same(run(lambda a, i: nnp.take(a, i, axis=axis), (x, idx), mode), np.take(x, idx, axis))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_take_clamps_out_of_range(mode):
+    """needle clamps indices still out of range after wrapping negatives (a
+    kernel cannot raise): numpy's mode='clip' on the wrapped indices."""
+    x = np.arange(10, dtype=np.float32).reshape(2, 5)
+    idx = np.array([-7, -6, -1, 0, 4, 5, 9], np.int64)
+    want = np.take(x, np.where(idx < 0, idx + 5, idx), axis=1, mode="clip")
+    _same(run(lambda a, i: nnp.take(a, i, axis=1), (x, idx), mode), want)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@given(data=st.data())
+def test_take_along_axis(mode, data):
+    x = _array(data, mode, min_dims=1)
+    nd = x.ndim
+    axis = data.draw(st.integers(-nd, nd - 1), label="axis")
+    n = x.shape[axis]
+    ishape = list(x.shape)
+    ishape[axis] = data.draw(st.integers(1, 4), label="k")
+    ishape = [1 if d != axis % nd and data.draw(st.booleans()) else s
+              for d, s in enumerate(ishape)]
+    idx = data.draw(hnp.arrays(I64, tuple(ishape), elements=st.integers(-n, n - 1)), label="idx")
+    got = run(lambda a, i: nnp.take_along_axis(a, i, axis), (x, idx), mode)
+    _same(got, np.take_along_axis(x, idx, axis))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_take_along_axis_argsort(mode):
+    x = np.array([[3.0, 1.0, 2.0], [0.5, 9.0, -1.0]], np.float32)
+    idx = np.argsort(x, axis=1)
+    _same(run(lambda a, i: nnp.take_along_axis(a, i, axis=1), (x, idx), mode), np.sort(x, 1))
+    _same(run(lambda a, i: nnp.take_along_axis(a, i, axis=None), (x, idx.ravel()), mode),
+          np.take_along_axis(x, idx.ravel(), None))
+
+
+# ----------------------------------------------------------------------------
+# indexing
+
+
+@pytest.mark.parametrize("mode", MODES)
+@given(data=st.data())
+def test_basic_indexing(mode, data):
+    """ints, negative ints, slices (steps, negative steps), None, Ellipsis."""
+    x = _array(data, mode, max_dims=4)
+    idx = data.draw(hnp.basic_indices(x.shape, allow_newaxis=True, allow_ellipsis=True),
+                    label="index")
+    _same(run(lambda a: a[idx] if mode == "jit" else nnp.indexing.getitem(a, idx), (x,), mode),
+          x[idx])
+
+
+@st.composite
+def _array_index(draw, shape):
+    """A tuple index with one integer array (values in [-n, n)), the other
+    entries ints, slices or full slices."""
+    nd = len(shape)
+    k = draw(st.integers(0, nd - 1), label="array_axis")
+    n = shape[k]
+    arr = draw(hnp.arrays(st.sampled_from([I32, I64]), shapes(max_dims=2, max_side=3),
+                          elements=st.integers(-n, n - 1)), label="index_array")
+    idx = []
+    for d, m in enumerate(shape):
+        if d == k:
+            idx.append(arr)
+        else:
+            idx.append(draw(st.sampled_from([slice(None), slice(None, None, -1),
+                                             slice(1, None), m - 1, -m])))
+    cut = draw(st.integers(k + 1, nd), label="length")      # trailing entries implicit
+    return tuple(idx[:cut])
+
+
+@pytest.mark.parametrize("traced", [False, True], ids=["const_index", "traced_index"])
+@pytest.mark.parametrize("mode", MODES)
+@given(data=st.data())
+def test_integer_array_indexing(mode, traced, data):
+    """One integer-array index, with ints and slices beside it (numpy moves the
+    array's dims first when an int separates them); under jit the index array is
+    a traced argument or a captured constant."""
+    if mode == "eager" and traced:
+        return
+    x = _array(data, mode, min_dims=1)
+    idx = data.draw(_array_index(x.shape))
+    want = x[idx]
+    k = next(i for i, e in enumerate(idx) if isinstance(e, np.ndarray))
+    if traced:
+        got = needle.jit(lambda a, arr: a[idx[:k] + (arr,) + idx[k + 1:]])(x, idx[k])
+    else:
+        got = run(lambda a: a[idx] if mode == "jit" else nnp.indexing.getitem(a, idx), (x,), mode)
+    _same(got, want)
+
+
+# ----------------------------------------------------------------------------
+# x.at[idx] updates
+
+
+def _at(mode, a, idx):
+    return a.at[idx] if mode == "jit" else nnp.at(a)[idx]
+
+
+_NP_AT = {"set": None, "add": np.add, "mul": np.multiply, "min": np.minimum, "max": np.maximum}
+
+
+def _np_at(x, idx, how, v):
+    out = x.copy()
+    if how == "set":
+        out[idx] = v
+    else:
+        _NP_AT[how].at(out, idx, v)
+    return out
+
+
+@st.composite
+def _update_index(draw, shape, unique):
+    """A basic index, or one integer array (unique entries, or repeats allowed)."""
+    if draw(st.booleans(), label="basic"):
+        return draw(hnp.basic_indices(shape, allow_newaxis=False, allow_ellipsis=True))
+    n = shape[0]
+    vals = st.integers(-n, n - 1)
+    arr = draw(st.lists(vals, min_size=1, max_size=4,
+                        unique_by=(lambda i: i % n) if unique else None), label="index")
+    return np.array(arr, np.int64)
+
+
+@pytest.mark.parametrize("how", list(_NP_AT))
+@pytest.mark.parametrize("mode", MODES)
+@given(data=st.data())
+def test_at_update(how, mode, data):
+    x = _array(data, mode, min_dims=1)
+    assume(not (how in ("add", "mul") and x.dtype == B))
+    idx = data.draw(_update_index(x.shape, unique=True))
+    sub = x[idx].shape
+    vshape = data.draw(st.sampled_from([(), sub, sub[1:]] if sub else [()]), label="vshape")
+    v = data.draw(arrays(x.dtype, vshape), label="values")
+    got = run(lambda a, v: getattr(_at(mode, a, idx), how)(v), (x, v), mode)
+    _same(got, _np_at(x, idx, how, v))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_at_get_and_scalar_values(mode):
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    got = run(lambda a: [_at(mode, a, (1, slice(None, None, 2))).get(),
+                         _at(mode, a, (..., -1)).set(7),
+                         _at(mode, a, 0).add(0.5)], (x,), mode)
+    _same(got[0], x[1, ::2])
+    _same(got[1], _np_at(x, (..., -1), "set", 7))
+    _same(got[2], _np_at(x, 0, "add", np.float32(0.5)))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_at_traced_index(mode):
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    idx = np.array([2, -1, 0], np.int64)
+    got = run(lambda a, i: [_at(mode, a, i).set(-1.0), _at(mode, a, (slice(None), i)).add(1.0)],
+              (x, idx), mode)
+    _same(got[0], _np_at(x, idx, "set", np.float32(-1)))
+    _same(got[1], _np_at(x, (slice(None), idx), "add", np.float32(1)))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_at_add_repeated_indices(mode):
+    """Repeated indices accumulate, as np.add.at and JAX's .at[].add."""
+    x = np.zeros((4, 2), np.float32)
+    idx = np.array([1, 3, 1, 1, -1], np.int64)
+    v = np.arange(10, dtype=np.float32).reshape(5, 2)
+    _same(run(lambda a, v: _at(mode, a, idx).add(v), (x, v), mode), _np_at(x, idx, "add", v))
+
+
+@pytest.mark.xfail(strict=True, reason="at[].mul/min/max gather, combine and scatter once: "
+                   "with a repeated index only the last update applies (JAX applies all); "
+                   "needs scatter_mul/min/max primitives")
+@pytest.mark.parametrize("how", ["mul", "min", "max"])
+def test_at_repeated_indices_combine_all(how):
+    x = np.full((3,), 2.0, np.float32)
+    idx = np.array([1, 1, 1], np.int64)
+    v = np.array([0.5, 3.0, 1.5], np.float32)
+    _same(getattr(nnp.at(x)[idx], how)(v), _np_at(x, idx, how, v))
