@@ -53,6 +53,14 @@ def _leaf_sig(x):
     return None          # unsupported: abstractify raises, naming the argument
 
 
+def _flat_array_key(args):
+    """Cache key for calls whose arguments are all numpy arrays, or None."""
+    for a in args:
+        if type(a) is not np.ndarray:
+            return None
+    return ("arrays",) + tuple((a.shape, a.dtype) for a in args)
+
+
 def _log_compiles():
     return os.environ.get("NEEDLE_LOG_COMPILES", "") not in ("", "0")
 
@@ -131,6 +139,15 @@ class Jitted:
         if current_trace() is not None:
             return self.fun(*args, **kwargs)          # inlined into the outer trace
         if self._simple and not kwargs:
+            # Fast path: positional numpy arrays need no pytree walk.
+            flat_key = _flat_array_key(args)
+            if flat_key is not None:
+                entry = self._cache.get(flat_key)
+                if entry is not None:
+                    runtime.stats.hits += 1
+                    outs = entry[0](*args)
+                    return outs[0] if entry[1] is pytree.LEAF else \
+                        pytree.tree_unflatten(entry[1], outs)
             leaves, treedef = pytree.tree_flatten(args)
             sigs = tuple(_leaf_sig(x) for x in leaves)
             entry = self._cache.get((treedef, sigs))
@@ -138,6 +155,10 @@ class Jitted:
                 runtime.stats.hits += 1
                 return pytree.tree_unflatten(entry[1], entry[0](*leaves))
             key, statics = (treedef, sigs), ()
+            if flat_key is not None:
+                entry = self._compile(key, args, kwargs, leaves, treedef)
+                self._cache[flat_key] = entry
+                return pytree.tree_unflatten(entry[1], entry[0](*leaves))
         else:
             statics, leaves, treedef = self._split(args, kwargs)
             sigs = tuple(_leaf_sig(x) for x in leaves)

@@ -66,19 +66,27 @@ def kernel_step(fn, ins, outs, out_specs, dims, inplace=None):
     `inplace` maps an output position to the input slot whose buffer it
     reuses (a donated argument read only element-for-element)."""
     inplace = inplace or {}
-    empty = memory.empty
+    allocs = [memory.allocator(shape, dt) for shape, dt in out_specs]
     if len(outs) == 1 and not inplace:
-        (o,), ((shape, dt),) = outs, out_specs
+        (o,), (alloc,) = outs, allocs
+        if len(ins) == 1:
+            (i0,) = ins
+
+            def step(env):
+                r = alloc()
+                fn(env[i0], r, dims)
+                env[o] = r
+            return step
 
         def step(env):
-            r = empty(shape, dt)
+            r = alloc()
             fn(*[env[i] for i in ins], r, dims)
             env[o] = r
         return step
 
     def step(env):
-        rs = [env[inplace[k]] if k in inplace else empty(shape, dt)
-              for k, (shape, dt) in enumerate(out_specs)]
+        rs = [env[inplace[k]] if k in inplace else alloc()
+              for k, alloc in enumerate(allocs)]
         fn(*[env[i] for i in ins], *rs, dims)
         for o, r in zip(outs, rs):
             env[o] = r

@@ -46,6 +46,16 @@ def empty(shape, dtype):
         return blk.view(dtype).reshape(shape)
 
 
+def allocator(shape, dtype):
+    """A function of no arguments returning a fresh array of (shape, dtype):
+    plain np.empty below the pool's threshold, decided once, at compile time."""
+    dtype = np.dtype(dtype)
+    shape = tuple(shape)
+    if int(np.prod(shape, dtype=np.int64)) * dtype.itemsize < MIN_BYTES:
+        return lambda: np.empty(shape, dtype)
+    return lambda: empty(shape, dtype)
+
+
 def pool_info():
     """(blocks held, bytes held, allocations served by reuse, fresh blocks)."""
     with _lock:
