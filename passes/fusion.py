@@ -24,7 +24,8 @@ from ..codegen.cpu.emit import recompute_factors
 from ..ir.core import ClosedGraph, Eqn, Graph, Var
 from ..ir.primitives import kernel_p
 
-LIBRARY = {"cpu": {"dot_general"}}
+# Library calls per backend; on CUDA, dot_general is a kernel of its own.
+LIBRARY = {"cpu": {"dot_general"}, "cuda": set()}
 VIEWS = {"reshape"}
 # Roots with a loop structure of their own: they can absorb producers but
 # cannot be inlined into consumers.

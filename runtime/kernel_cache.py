@@ -64,6 +64,24 @@ def _ensure_file(path, text):
     _write_atomic(path, text)
 
 
+def import_kernel_module(ks, backend="cpu", context=""):
+    """Write `ks` as <cache>/<backend>/nk_<hash>.py (if not there) and import it."""
+    d = _kernel_dir(backend)
+    modname = f"nk_{ks.key}"
+    path = os.path.join(d, modname + ".py")
+    _ensure_file(path, ks.source)
+    try:
+        return importlib.import_module(modname)
+    except Exception as e:
+        sys.modules.pop(modname, None)
+        raise KernelCompileError(
+            f"Numba failed to compile the kernel for {ks.name}{context}.\n"
+            f"Generated source: {path}\n"
+            f"Reproduce with: python -c \"import sys; sys.path.insert(0, '{d}'); "
+            f"import {modname}\"\n--- source ---\n{ks.source}\n--- error ---\n{e}"
+        ) from e
+
+
 def load_kernel(ks, backend="cpu", context=""):
     """The dispatcher for KernelSource `ks`; counts compiled / loaded / reused."""
     key = ks.key
@@ -76,21 +94,7 @@ def load_kernel(ks, backend="cpu", context=""):
         if fn is not None:
             stats.kernels_reused += 1
             return fn
-        d = _kernel_dir(backend)
-        modname = f"nk_{key}"
-        path = os.path.join(d, modname + ".py")
-        _ensure_file(path, ks.source)
-        try:
-            mod = importlib.import_module(modname)
-        except Exception as e:
-            sys.modules.pop(modname, None)
-            raise KernelCompileError(
-                f"Numba failed to compile the kernel for {ks.name}{context}.\n"
-                f"Generated source: {path}\n"
-                f"Reproduce with: python -c \"import sys; sys.path.insert(0, '{d}'); "
-                f"import {modname}\"\n--- source ---\n{ks.source}\n--- error ---\n{e}"
-            ) from e
-        fn = mod.kernel
+        fn = import_kernel_module(ks, backend, context).kernel
         if sum(fn.stats.cache_hits.values()):
             stats.kernels_loaded += 1
         else:

@@ -46,13 +46,26 @@ def test_kernel_counts(name, f, args, kernels, library):
 
 
 def test_reduction_is_not_recomputed():
-    # The column sum feeds every row: fusing it into the consumer would redo
-    # the sum per row, so it must stay its own kernel.
+    # Row sums of x (one per row of x) feed the *columns* of z's domain: inside
+    # z's loop nest they would be recomputed for every row of z, so they stay
+    # a kernel of their own, and the fused dump says why.
+    def f(x, z):
+        return z * nnp.sum(nnp.exp(x), axis=1)
+    z = np.ones((5, 16), np.float32)
+    lo = needle.jit(f).lower(X, z)
+    assert lo.kernel_count == 2
+    assert "recomputed" in lo.as_text("fused")
+    np.testing.assert_allclose(needle.jit(f)(X, z), z * np.exp(X).sum(1), rtol=1e-5)
+
+
+def test_column_reduction_is_computed_once_and_fused():
+    # A column sum keeps the last axis: it is accumulated in memory order into
+    # a temporary first, so its broadcast consumer fuses without recomputing.
     def f(x):
         return x * nnp.sum(nnp.exp(x), axis=0)
     lo = needle.jit(f).lower(X)
-    assert lo.kernel_count == 2
-    assert "recomputed" in lo.as_text("fused")
+    assert lo.kernel_count == 1
+    np.testing.assert_allclose(needle.jit(f)(X), X * np.exp(X).sum(0), rtol=1e-5)
 
 
 def test_fused_stage_dump_shows_groups():

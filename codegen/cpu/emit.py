@@ -113,6 +113,12 @@ class _Idx:
 
 
 class KernelEmitter:
+    # The per-primitive expression table for binary primitives; a backend that
+    # extends this emitter (codegen/cuda) swaps it, and overrides unary_expr.
+    binary_rules = rules.BINARY_RULES
+    # Column sums go through a temporary array (see _strided_reduction).
+    stage_strided_reductions = True
+
     def __init__(self, graph, name="kernel", parallel=False):
         self.g = graph
         self.name = name
@@ -199,13 +205,18 @@ class KernelEmitter:
         dt_in = e.inputs[0].aval.dtype
         name = e.prim.name
         if name in rules.UNARY_RULES:
-            expr = rules.unary(name, names[0], dt_in)
-        elif name in rules.BINARY_RULES:
-            expr = rules.BINARY_RULES[name](names[0], names[1], dt_in)
+            expr = self.unary_expr(name, names[0], dt_in)
+        elif name in self.binary_rules:
+            expr = self.binary_rules[name](names[0], names[1], dt_in)
         else:
-            raise NotImplementedError(f"CPU codegen has no emit rule for primitive "
-                                      f"'{name}'")
+            raise NotImplementedError(f"{self.backend} codegen has no emit rule for "
+                                      f"primitive '{name}'")
         return self.define(expr, scope, e.outs[0].aval.dtype), scope
+
+    backend = "CPU"
+
+    def unary_expr(self, name, x, dt):
+        return rules.unary(name, x, dt)
 
     def _emit_integer_pow(self, e, idx):
         n, s = self.operand(e.inputs[0], idx)
@@ -322,6 +333,8 @@ class KernelEmitter:
                 src = t
             xi.append(_Idx(self._clamp(src, n), i.scope))
         xv, xs = self.value_at(x, tuple(xi))
+        if not conds:                   # no axis padded (or 0-d): `if ()` would be False
+            return xv, xs
         scope = self.deepest([xs, ps] + [i.scope for i in idx])
         return self.define(f"({xv} if ({' and '.join(conds)}) else {pv})", scope), scope
 
@@ -367,10 +380,57 @@ class KernelEmitter:
         finally:
             self.cur = saved
 
+    def _combine(self, name, acc, v, dt):
+        """The statement folding v into accumulator `acc` (a name or element)."""
+        if name == "reduce_sum":
+            return f"{acc} += {v}"
+        if name == "reduce_prod":
+            return f"{acc} *= {v}"
+        if name == "reduce_max":
+            return f"{acc} = {rules._fmax(v, acc, dt)}"
+        return f"{acc} = {rules._fmin(v, acc, dt)}"
+
+    def _strided_reduction(self, e, axes):
+        """A reduction that keeps its operand's last axis (a column sum): looping
+        over the reduced axes innermost would stride through memory, so it is
+        computed first, in the operand's own order, into a temporary array
+        shaped like its result; the kernel then reads that array."""
+        var = e.outs[0]
+        hit = self.memo.get((var, "accumulated"))
+        if hit is not None:
+            return hit
+        x = e.inputs[0]
+        dt, name = x.aval.dtype, e.prim.name
+        tmp = self.fresh("t")
+        shape = ", ".join(self.dim(var, k) for k in range(var.aval.ndim))
+        npdt = "np.bool_" if dt == np.bool_ else f"np.{dt.name}"
+        self.root.emit(f"{tmp} = np.empty(({shape},), {npdt})\n"
+                       f"{tmp}.fill({const(reduce_identity(name, dt), dt)})")
+        scope, full = self.root, []
+        for d in range(x.aval.ndim):
+            i = self.fresh("s")
+            scope = self.open_loop(scope, i, self.dim(x, d))
+            full.append(_Idx(i, scope))
+        sub = ", ".join(full[d].text for d in range(x.aval.ndim) if d not in axes)
+        self._count(var, scope)
+
+        def body():
+            v, _ = self.value_at(x, tuple(full))
+            scope.emit(self._combine(name, f"{tmp}[{sub}]", v, dt))
+        self._with_scope(scope, body)
+        self._close(self.root, scope)
+        self.memo[(var, "accumulated")] = tmp
+        return tmp
+
     def _emit_reduction(self, e, idx, axes):
         x = e.inputs[0]
         dt = x.aval.dtype
         name = e.prim.name
+        if self.stage_strided_reductions and e.outs[0].aval.ndim and \
+                (x.aval.ndim - 1) not in axes:
+            tmp = self._strided_reduction(e, axes)
+            scope = self.deepest(i.scope for i in idx)
+            return self.define(f"{tmp}[{', '.join(i.text for i in idx)}]", scope), scope
         parent = self.deepest(i.scope for i in idx)
         acc = self.fresh("acc")
         parent.emit(f"{acc} = {const(reduce_identity(name, dt), dt)}")
@@ -380,14 +440,7 @@ class KernelEmitter:
 
         def body():
             v, _ = self.value_at(x, full)
-            if name == "reduce_sum":
-                inner.emit(f"{acc} += {v}")
-            elif name == "reduce_prod":
-                inner.emit(f"{acc} *= {v}")
-            elif name == "reduce_max":
-                inner.emit(f"{acc} = {rules._fmax(v, acc, dt)}")
-            else:
-                inner.emit(f"{acc} = {rules._fmin(v, acc, dt)}")
+            inner.emit(self._combine(name, acc, v, dt))
         self._with_scope(inner, body)
         self._close(parent, inner)
         if dt != np.bool_ and dt.kind in "iu" and dt.itemsize < 8:
@@ -503,18 +556,26 @@ class KernelEmitter:
                          prefix="j")
         u, _ = self.value_at(upd, tuple(uidx))
         target = uidx[:axis] + [_Idx(jj, js)] + uidx[axis + k:]
-        sub = ", ".join(i.text for i in target)
-        op = "+=" if e.prim.name == "scatter_add" else "="
-        uscope.emit(f"o0[{sub}] {op} {u}")
+        self._update("o0", target, u, uscope, add=e.prim.name == "scatter_add")
+
+    def _update(self, out_name, idx, val, scope, add):
+        """One scatter update: out[idx] += val (scatter_add) or = val."""
+        sub = ", ".join(i.text for i in idx)
+        scope.emit(f"{out_name}[{sub}] {'+=' if add else '='} {val}")
 
     # -- the module ---------------------------------------------------------------
+    def array_params(self):
+        """(names, Numba types) of the kernel's array parameters: inputs a0.., outputs o0.."""
+        names = [f"a{k}" for k in range(len(self.g.invars))] + \
+                [f"o{k}" for k in range(len(self.g.outvars))]
+        types = [numba_type(v.aval) for v in self.g.invars + self.g.outvars]
+        return names, types
+
     def module(self):
         self.emit_body()
-        params = [f"a{k}" for k in range(len(self.g.invars))] + \
-                 [f"o{k}" for k in range(len(self.g.outvars))] + ["dims"]
-        sig = "void(" + ", ".join([numba_type(v.aval) for v in self.g.invars] +
-                                  [numba_type(v.aval) for v in self.g.outvars] +
-                                  ["int64[::1]"]) + ")"
+        arrays, types = self.array_params()
+        params = arrays + ["dims"]
+        sig = "void(" + ", ".join(types + ["int64[::1]"]) + ")"
         body = [f"    d{k} = dims[{k}]" for k in range(len(self.dim_values))]
         body += self.root.render(1)
         if not body:
