@@ -204,6 +204,12 @@ class KernelEmitter:
         names = [n for n, _ in vals]
         dt_in = e.inputs[0].aval.dtype
         name = e.prim.name
+        if name == "div" and dt_in.kind == "f" and vals[1][1].level < vals[0][1].level:
+            # Dividing by a value of an outer loop (softmax's row sum): take
+            # its reciprocal once there and multiply inside (within 1 ulp for
+            # normal divisors; the reciprocal of a denormal overflows).
+            r = self.define(f"{const(1, dt_in)} / {names[1]}", vals[1][1], dt_in)
+            return self.define(f"{names[0]} * {r}", scope, e.outs[0].aval.dtype), scope
         if name in rules.UNARY_RULES:
             expr = self.unary_expr(name, names[0], dt_in)
         elif name in self.binary_rules:
