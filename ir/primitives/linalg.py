@@ -53,12 +53,14 @@ def dot_general_numpy(a, b, dimension_numbers, empty=None):
     n = [b.shape[d] for d in fb]
     k = int(np.prod([a.shape[d] for d in lc], dtype=np.int64))
     nb = int(np.prod(bshape, dtype=np.int64))
-    a3 = np.transpose(a, list(lb) + fa + list(lc)).reshape(
-        nb, int(np.prod(m, dtype=np.int64)), k)
-    b3 = np.transpose(b, list(rb) + list(rc) + fb).reshape(
-        nb, k, int(np.prod(n, dtype=np.int64)))
+    mm, nn = int(np.prod(m, dtype=np.int64)), int(np.prod(n, dtype=np.int64))
+    # Without batch axes, stay 2-D: a transposed operand is then a strided
+    # view that BLAS reads as is (a 3-D reshape of it would copy).
+    lead = (nb,) if lb else ()
+    a3 = np.transpose(a, list(lb) + fa + list(lc)).reshape(lead + (mm, k))
+    b3 = np.transpose(b, list(rb) + list(rc) + fb).reshape(lead + (k, nn))
     if empty is not None and a.dtype.kind == "f":
-        out = empty((nb, a3.shape[1], b3.shape[2]), a.dtype)
+        out = empty(lead + (mm, nn), a.dtype)
         np.matmul(a3, b3, out=out)
     else:
         out = np.matmul(a3, b3)
