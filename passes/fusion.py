@@ -83,12 +83,18 @@ def _subgraph(eqns, outs):
     return Graph([], [env[v] for v in inputs], sub_eqns, [env[v] for v in outs]), inputs
 
 
+def _prefix_shapes(shapes):
+    """True if every shape is a prefix of the longest (one loop nest serves all)."""
+    longest = max(shapes, key=len, default=())
+    return all(tuple(s) == tuple(longest[:len(s)]) for s in shapes)
+
+
 def _acceptable(eqns, outs):
     """Why a candidate group is bad, or None if it is fine."""
     if len(eqns) > MAX_GROUP_EQNS:
         return f"the group would exceed {MAX_GROUP_EQNS} equations"
-    if len({v.aval.shape for v in outs}) > 1:
-        return "their results have different shapes"
+    if not _prefix_shapes([v.aval.shape for v in outs]):
+        return "their results' shapes are not prefixes of one loop domain"
     roots = [e for e in eqns if e.prim.name in ROOT_ONLY]
     if roots and (len(outs) != 1 or outs[0] not in roots[0].outs or len(roots) > 1):
         return f"{roots[0].prim.name} must be its kernel's only result"
@@ -253,7 +259,7 @@ def _merge_siblings(groups, others, order):
                 ka, kb = idx[id(a)], idx[id(b)]
                 if ka in reach[kb] or kb in reach[ka]:
                     continue
-                if {v.aval.shape for v in a.outs()} != {v.aval.shape for v in b.outs()}:
+                if not _prefix_shapes([v.aval.shape for v in a.outs() + b.outs()]):
                     continue
                 if not (io[ka][0] & io[kb][0]):
                     continue

@@ -118,6 +118,8 @@ class KernelEmitter:
     binary_rules = rules.BINARY_RULES
     # Column sums go through a temporary array (see _strided_reduction).
     stage_strided_reductions = True
+    # How a 0-d array parameter is indexed.
+    index_0d = "()"
 
     def __init__(self, graph, name="kernel", parallel=False):
         self.g = graph
@@ -182,7 +184,7 @@ class KernelEmitter:
         if var in self.args:
             self.reads.setdefault(var, set()).add(key[1])
             scope = self.deepest(i.scope for i in idx)
-            sub = ", ".join(i.text for i in idx) if idx else "()"
+            sub = ", ".join(i.text for i in idx) if idx else self.index_0d
             out = (self.define(f"{self.args[var]}[{sub}]", scope), scope)
         else:
             e = self.producer[var]
@@ -497,7 +499,7 @@ class KernelEmitter:
         return idx, scope
 
     def _store(self, out_name, idx, val, scope):
-        sub = ", ".join(i.text for i in idx) if idx else "()"
+        sub = ", ".join(i.text for i in idx) if idx else self.index_0d
         scope.emit(f"{out_name}[{sub}] = {val}")
 
     def emit_body(self):
@@ -512,17 +514,25 @@ class KernelEmitter:
             getattr(self, "_root_" + special[0].prim.name.replace("scatter_add", "scatter"))(
                 special[0])
             return
-        shapes = {v.aval.shape for v in outs}
-        if len(shapes) != 1:
-            raise NotImplementedError(f"kernel group outputs have different shapes {shapes}")
-        idx, scope = self._domain(outs[0])
+        # The domain is the largest output; every other output's shape must be a
+        # prefix of it (a row sum beside the rows), stored in the loop of its
+        # last axis, or at the top for a 0-d result.
+        dom = max(outs, key=lambda v: v.aval.ndim)
+        shape = dom.aval.shape
+        bad = [v.aval.shape for v in outs if v.aval.shape != shape[:v.aval.ndim]]
+        if bad:
+            raise NotImplementedError(f"kernel group outputs of shapes {bad} and {shape}: "
+                                      f"not prefixes of one loop domain")
+        self.domain_shape = shape
+        idx, scope = self._domain(dom)
         self.cur = scope
         self.domain_idx = tuple(i.text for i in idx)
         # Every value first, then the stores: an output may share its buffer
         # with an aligned input (donation), which must be read before written.
-        vals = [self.value_at(v, tuple(idx))[0] for v in outs]
-        for k, val in enumerate(vals):
-            self._store(f"o{k}", idx, val, scope)
+        vals = [self.value_at(v, tuple(idx[:v.aval.ndim]))[0] for v in outs]
+        for k, (v, val) in enumerate(zip(outs, vals)):
+            n = v.aval.ndim
+            self._store(f"o{k}", idx[:n], val, idx[n - 1].scope if n else self.root)
 
     def _root_cumsum(self, e):
         x, out = e.inputs[0], e.outs[0]
@@ -608,7 +618,7 @@ class KernelEmitter:
             *body,
             "",
         ])
-        shape = self.g.outvars[0].aval.shape if self.g.outvars else None
+        shape = getattr(self, "domain_shape", None)
         aligned = tuple(k for k, v in enumerate(self.g.invars)
                         if self.domain_idx is not None and v.aval.shape == shape
                         and self.reads.get(v, set()) <= {self.domain_idx})
