@@ -4,11 +4,16 @@ Input: a ClosedGraph. Output: an equivalent ClosedGraph with identities
 removed and chains of layout operations collapsed.
 
 Rules are small functions in one table, each with a comment giving the
-rewrite; a rule gets the equation (inputs already renamed) and a lookup of the
-equation producing a Var, and returns None (no match), an atom that replaces
-the equation's result, or a new equation computing it.
-Every rewrite keeps the result's shape and dtype exactly; DCE afterwards
-drops what the rewrites made dead.
+rewrite; a rule gets the equation (inputs already renamed) and a context
+(`ctx.producer(v)`: the equation defining v; `ctx.known(x)`: 0 or 1 when x is
+known to be all zeros / all ones: a literal, a captured constant whose
+elements all equal it, or a broadcast / reshape / transpose / convert of such
+a value) and returns None (no match), an atom that replaces the equation's
+result, or a new equation computing it. Operands of commutative primitives are
+put in a canonical order so CSE sees x*y and y*x as one. Every rewrite keeps
+the result's shape and dtype exactly, and is NaN-safe (x*0 is not 0: it is
+NaN for x = inf). DCE afterwards drops what the rewrites made dead. The
+autodiff pass runs this after differentiating (passes/autodiff).
 """
 import numpy as np
 
@@ -17,54 +22,50 @@ from ..ir.primitives import (broadcast_in_dim_p, convert_element_type_p, reshape
                              transpose_p)
 
 
-def _is_lit(x, value):
-    return isinstance(x, Lit) and x.val == value and not np.isnan(x.val)
-
-
 def _same_type(x, out):
     return x.aval.shape == out.aval.shape and x.aval.dtype == out.aval.dtype
 
 
-def _binary_identity(e, producer):
+def _binary_identity(e, ctx):
     x, y = e.inputs
     out = e.outs[0]
-    name = e.prim.name
-    if name in ("mul",) and _is_lit(y, 1) and _same_type(x, out):
+    name, k = e.prim.name, ctx.known
+    if name == "mul" and k(y) == 1 and _same_type(x, out):
         return x                                            # x * 1 -> x
-    if name in ("mul",) and _is_lit(x, 1) and _same_type(y, out):
+    if name == "mul" and k(x) == 1 and _same_type(y, out):
         return y                                            # 1 * x -> x
-    if name in ("add", "sub") and _is_lit(y, 0) and _same_type(x, out):
+    if name in ("add", "sub") and k(y) == 0 and _same_type(x, out):
         return x                                            # x + 0, x - 0 -> x
-    if name == "add" and _is_lit(x, 0) and _same_type(y, out):
+    if name == "add" and k(x) == 0 and _same_type(y, out):
         return y                                            # 0 + x -> x
-    if name == "div" and _is_lit(y, 1) and _same_type(x, out):
+    if name == "div" and k(y) == 1 and _same_type(x, out):
         return x                                            # x / 1 -> x
     return None
 
 
-def _neg_neg(e, producer):
-    p = producer(e.inputs[0])
+def _neg_neg(e, ctx):
+    p = ctx.producer(e.inputs[0])
     if p is not None and p.prim.name == "neg":
         return p.inputs[0]                                  # --x -> x
     return None
 
 
-def _integer_pow_one(e, producer):
+def _integer_pow_one(e, ctx):
     return e.inputs[0] if e.params["y"] == 1 else None      # x ** 1 -> x
 
 
-def _select_same(e, producer):
+def _select_same(e, ctx):
     _, x, y = e.inputs
     if x is y and _same_type(x, e.outs[0]):
         return x                                            # where(p, x, x) -> x
     return None
 
 
-def _reshape(e, producer):
+def _reshape(e, ctx):
     x = e.inputs[0]
     if x.aval.shape == e.outs[0].aval.shape:
         return x                                            # reshape to the same shape -> x
-    p = producer(x)
+    p = ctx.producer(x)
     if p is not None and p.prim.name == "reshape":
         src = p.inputs[0]                                   # reshape(reshape(x)) -> reshape(x)
         if src.aval.shape == e.outs[0].aval.shape:
@@ -73,12 +74,12 @@ def _reshape(e, producer):
     return None
 
 
-def _transpose(e, producer):
+def _transpose(e, ctx):
     perm = tuple(e.params["permutation"])
     x = e.inputs[0]
     if perm == tuple(range(len(perm))):
         return x                                            # identity permutation -> x
-    p = producer(x)
+    p = ctx.producer(x)
     if p is not None and p.prim.name == "transpose":
         inner = p.params["permutation"]                     # transpose(transpose(x)) -> one
         composed = tuple(inner[k] for k in perm)
@@ -88,12 +89,12 @@ def _transpose(e, producer):
     return None
 
 
-def _broadcast(e, producer):
+def _broadcast(e, ctx):
     x = e.inputs[0]
     shape, bd = tuple(e.params["shape"]), tuple(e.params["broadcast_dimensions"])
     if x.aval.shape == shape and bd == tuple(range(len(shape))):
         return x                                            # broadcast to its own shape -> x
-    p = producer(x)
+    p = ctx.producer(x)
     if p is not None and p.prim.name == "broadcast_in_dim":
         inner = p.params["broadcast_dimensions"]            # broadcast(broadcast(x)) -> one
         return Eqn(broadcast_in_dim_p, [p.inputs[0]],
@@ -107,12 +108,12 @@ def _lossless(src, mid):
     return np.can_cast(src, mid, "safe")
 
 
-def _convert(e, producer):
+def _convert(e, ctx):
     x = e.inputs[0]
     new = np.dtype(e.params["new_dtype"])
     if x.aval.dtype == new and x.aval.weak_type == e.outs[0].aval.weak_type:
         return x                                            # convert to its own dtype -> x
-    p = producer(x)
+    p = ctx.producer(x)
     if p is not None and p.prim.name == "convert_element_type" and \
             _lossless(p.inputs[0].aval.dtype, x.aval.dtype):
         src = p.inputs[0]                                   # convert(convert(x)) -> convert(x)
@@ -122,12 +123,58 @@ def _convert(e, producer):
     return None
 
 
+def _same_shape(e, ctx):
+    x = e.inputs[0]
+    return x if _same_type(x, e.outs[0]) else None          # slice/pad/sum keeping the shape -> x
+
+
+def _rev_trivial(e, ctx):
+    x = e.inputs[0]                                         # reversing axes of size <= 1 -> x
+    return x if all(x.aval.shape[d] <= 1 for d in e.params["dimensions"]) else None
+
+
 RULES = {
     "add": [_binary_identity], "sub": [_binary_identity], "mul": [_binary_identity],
     "div": [_binary_identity], "neg": [_neg_neg], "integer_pow": [_integer_pow_one],
     "select": [_select_same], "reshape": [_reshape], "transpose": [_transpose],
     "broadcast_in_dim": [_broadcast], "convert_element_type": [_convert],
+    "slice": [_same_shape], "pad": [_same_shape], "reduce_sum": [_same_shape],
+    "rev": [_rev_trivial],
 }
+
+_COMMUTATIVE = {"add", "mul", "max", "min", "and", "or", "xor", "eq", "ne"}
+# Shape-only primitives: all-zeros in gives all-zeros out (likewise ones).
+_SHAPE_ONLY = {"broadcast_in_dim", "reshape", "transpose", "convert_element_type", "rev",
+               "slice"}
+
+
+def _uniform(val):
+    """0 or 1 when every element of a constant equals it, else None."""
+    a = np.asarray(val)
+    if a.dtype.kind not in "fiu" or a.size == 0:
+        return None
+    first = a.flat[0]
+    if first not in (0, 1):
+        return None
+    return int(first) if np.all(a == first) else None
+
+
+def _order(x):
+    return (1, 0) if isinstance(x, Lit) else (0, x.id)      # variables by age, literals last
+
+
+class _Context:
+    def __init__(self, cg):
+        self.producers = {}
+        self.uniform = {v: u for v, c in zip(cg.graph.constvars, cg.consts)
+                        if isinstance(c, (np.ndarray, np.generic))
+                        for u in [_uniform(c)] if u is not None}
+
+    def producer(self, v):
+        return self.producers.get(v)
+
+    def known(self, x):
+        return _uniform(x.val) if isinstance(x, Lit) else self.uniform.get(x)
 
 
 def simplify(cg, max_rounds=8):
@@ -140,7 +187,8 @@ def simplify(cg, max_rounds=8):
 
 def _one_round(cg):
     g = cg.graph
-    env, producers, eqns, changed = {}, {}, [], False
+    ctx = _Context(cg)
+    env, eqns, changed = {}, [], False
 
     def read(x):
         while isinstance(x, Var) and x in env:
@@ -148,9 +196,13 @@ def _one_round(cg):
         return x
 
     for e in g.eqns:
-        e = Eqn(e.prim, [read(x) for x in e.inputs], e.params, e.outs, e.source)
+        ins = [read(x) for x in e.inputs]
+        if e.prim.name in _COMMUTATIVE and _order(ins[0]) > _order(ins[1]):
+            ins.reverse()
+            changed = True
+        e = Eqn(e.prim, ins, e.params, e.outs, e.source)
         for rule in RULES.get(e.prim.name, ()):
-            r = rule(e, producers.get)
+            r = rule(e, ctx)
             if r is None:
                 continue
             changed = True
@@ -163,6 +215,8 @@ def _one_round(cg):
         if e is not None:
             eqns.append(e)
             for v in e.outs:
-                producers[v] = e
+                ctx.producers[v] = e
+            if e.prim.name in _SHAPE_ONLY and ctx.known(e.inputs[0]) is not None:
+                ctx.uniform[e.outs[0]] = ctx.known(e.inputs[0])
     outvars = [read(v) for v in g.outvars]
     return ClosedGraph(Graph(g.constvars, g.invars, eqns, outvars), cg.consts), changed
