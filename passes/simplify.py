@@ -80,6 +80,15 @@ def _transpose(e, ctx):
     if perm == tuple(range(len(perm))):
         return x                                            # identity permutation -> x
     p = ctx.producer(x)
+    if p is not None and p.prim.name == "dot_general" and perm == (1, 0) and \
+            ctx.uses.get(x, 0) == 1:
+        (lc, rc), (lb, rb) = p.params["dimension_numbers"]
+        a, b = p.inputs
+        if not lb and a.aval.ndim == 2 and b.aval.ndim == 2 and len(lc) == 1:
+            # (a.b)^T -> b^T.a^T: a weight gradient comes out in the layout its
+            # update needs, with no transpose kernel after the BLAS call.
+            return Eqn(p.prim, [b, a], {**p.params, "dimension_numbers": ((rc, lc), ((), ()))},
+                       e.outs, e.source)
     if p is not None and p.prim.name == "transpose":
         inner = p.params["permutation"]                     # transpose(transpose(x)) -> one
         composed = tuple(inner[k] for k in perm)
@@ -166,6 +175,14 @@ def _order(x):
 class _Context:
     def __init__(self, cg):
         self.producers = {}
+        self.uses = {}
+        for e in cg.graph.eqns:
+            for x in e.inputs:
+                if isinstance(x, Var):
+                    self.uses[x] = self.uses.get(x, 0) + 1
+        for v in cg.graph.outvars:
+            if isinstance(v, Var):
+                self.uses[v] = self.uses.get(v, 0) + 1
         self.uniform = {v: u for v, c in zip(cg.graph.constvars, cg.consts)
                         if isinstance(c, (np.ndarray, np.generic))
                         for u in [_uniform(c)] if u is not None}

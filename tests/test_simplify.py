@@ -41,6 +41,14 @@ def test_rules(f, expected):
     assert simplified(f, X) == expected
 
 
+def test_transposed_matmul_becomes_swapped_matmul():
+    w = np.ones((3, 5), np.float32)
+    # (x.T @ w).T -> w.T @ x: one dot_general, no transpose
+    assert simplified(lambda x, w: (x.T @ w).T, X, w) == ["dot_general"]
+    # kept when the untransposed product is used too
+    assert "transpose" in simplified(lambda x, w: ((x.T @ w).T, x.T @ w), X, w)
+
+
 def test_pipeline_has_simplify_stage():
     lo = needle.jit(lambda x: (x * 1.0).reshape(12).reshape(3, 4)).lower(X)
     assert "simplified" in lo.stages
