@@ -82,16 +82,19 @@ def softmax(x, axis=-1):
 
 def one_hot(x, num_classes, dtype=None, axis=-1):
     """one_hot(labels, k): a new axis of size k with 1 at each label (0 for a
-    label outside [0, k), as JAX)."""
+    label outside [0, k), as JAX). Float labels compare as floats (1.5 matches
+    no class), as in JAX."""
     x = asarray(x)
-    if typeof(x)[0].kind not in "iu":
-        raise TypeError(f"one_hot: labels must be integers, got {typeof(x)[0].name}")
+    kind = typeof(x)[0].kind
+    if kind not in "iuf":
+        raise TypeError(f"one_hot: labels must be integers or floats, got {typeof(x)[0].name}")
     nd = len(nnp.shape(x)) + 1
     ax = axis % nd
     shape = list(nnp.shape(x))
     shape.insert(ax, int(num_classes))
-    classes = nnp.iota(np.int64, shape, ax)
-    labels = nnp.expand_dims(cast(x, np.int64), ax)
+    cmp_dt = typeof(x)[0] if kind == "f" else np.int64
+    classes = nnp.iota(cmp_dt, shape, ax)
+    labels = nnp.expand_dims(cast(x, cmp_dt), ax)
     return cast(nnp.equal(labels, classes), dtype or nnp.float32)
 
 

@@ -132,6 +132,23 @@ def _convert(e, ctx):
     return None
 
 
+def _dot_of_transpose(e, ctx):
+    """dot_general(a^T, b) -> dot_general(a, b) with the contraction moved (2-D):
+    BLAS reads the transposed operand in place."""
+    (lc, rc), (lb, rb) = e.params["dimension_numbers"]
+    if lb or len(lc) != 1:
+        return None
+    ins, dims, changed = list(e.inputs), [lc[0], rc[0]], False
+    for k in (0, 1):
+        p = ctx.producer(ins[k])
+        if p is not None and p.prim.name == "transpose" and ins[k].aval.ndim == 2:
+            ins[k], dims[k], changed = p.inputs[0], 1 - dims[k], True
+    if not changed:
+        return None
+    return Eqn(e.prim, ins, {**e.params, "dimension_numbers": (((dims[0],), (dims[1],)),
+                                                               ((), ()))}, e.outs, e.source)
+
+
 def _same_shape(e, ctx):
     x = e.inputs[0]
     return x if _same_type(x, e.outs[0]) else None          # slice/pad/sum keeping the shape -> x
@@ -148,7 +165,7 @@ RULES = {
     "select": [_select_same], "reshape": [_reshape], "transpose": [_transpose],
     "broadcast_in_dim": [_broadcast], "convert_element_type": [_convert],
     "slice": [_same_shape], "pad": [_same_shape], "reduce_sum": [_same_shape],
-    "rev": [_rev_trivial],
+    "rev": [_rev_trivial], "dot_general": [_dot_of_transpose],
 }
 
 _COMMUTATIVE = {"add", "mul", "max", "min", "and", "or", "xor", "eq", "ne"}

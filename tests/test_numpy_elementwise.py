@@ -109,10 +109,17 @@ def test_unary_jit(dt, data):
     """Every unary function under jit, all in one jitted function per dtype: one
     compiled kernel per shape class instead of one per function."""
     names = [n for n, spec in UNARY.items() if dt in spec[2]]
-    shape = data.draw(shapes(), label="shape")
-    xs = {"any": data.draw(arrays(dt, shape, -3, 3), label="x"),
-          "pos": data.draw(arrays(dt, shape, 0.125, 5), label="x_pos")}
-    got = needle.jit(lambda xs: {n: UNARY[n][0](xs[_domain(n)]) for n in names})(xs)
+    x = data.draw(arrays(dt, shapes(), -3, 3), label="x")
+    # Positive-domain functions (log, sqrt, ...) read |x| + 1/8, computed in the
+    # jitted function too, so every function reads x: one kernel per example.
+    shift = dt.type(0.125) if dt.kind == "f" else 0
+
+    def f(a):
+        xs = {"any": a, "pos": nnp.absolute(a) + shift}
+        return {n: UNARY[n][0](xs[_domain(n)]) for n in names}
+
+    got = needle.jit(f)(x)
+    xs = {"any": x, "pos": np.abs(x) + shift}
     _check_each(got, {n: (reference(UNARY[n][1], xs[_domain(n)], dtype=_unary_dtype(n, dt)),
                           _unary_dtype(n, dt)) for n in names})
 
@@ -319,6 +326,26 @@ def test_power_arrays(dx, dy, mode):
                      reference(np.sqrt, x, dtype=dx), dx)
 
 
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dt", [F32, F64, I32], ids=lambda d: d.name)
+def test_round_mod_bitwise_not_aliases(dt, mode):
+    """round / around with decimals (half to even, as numpy), integers unchanged;
+    mod is remainder; bitwise_not is invert."""
+    x = np.array([-2.5, -1.25, -0.5, 0.5, 1.5, 2.675, 12.5, 125.0]).astype(dt)
+    y = np.array([3, -3, 2, -2, 3, 3, -4, 7]).astype(dt)
+    fns = {"round": lambda a, b: nnp.round(a), "round1": lambda a, b: nnp.round(a, 1),
+           "around-1": lambda a, b: nnp.around(a, -1), "mod": nnp.mod}
+    wants = {"round": np.round(x), "round1": np.round(x, 1), "around-1": np.around(x, -1),
+             "mod": np.mod(x, y)}
+    if dt.kind == "i":
+        fns["bitwise_not"] = lambda a, b: nnp.bitwise_not(a)
+        wants["bitwise_not"] = np.bitwise_not(x)
+        wants["round1"] = x                 # integers: unchanged for decimals >= 0
+        wants["around-1"] = np.around(x, -1)        # integers keep their dtype (numpy)
+    got = run(lambda a, b: {n: f(a, b) for n, f in fns.items()}, (x, y), mode)
+    _check_each(got, {n: (w, np.asarray(w).dtype) for n, w in wants.items()})
+
+
 # ----------------------------------------------------------------------------
 # where, clip, maximum / minimum with NaN
 
@@ -436,3 +463,145 @@ def test_unary_special_values(dt, mode):
             np.testing.assert_array_equal(np.isnan(g), np.isnan(want), err_msg=name)
             np.testing.assert_array_equal(g[np.isinf(want)], want[np.isinf(want)],
                                           err_msg=name)
+
+
+# ----------------------------------------------------------------------------
+# the elementwise primitives themselves (strict: equal dtypes, equal shapes or
+# a 0-d operand), against numpy
+
+
+def _np_not(x):
+    return np.logical_not(x) if x.dtype == np.bool_ else np.invert(x)
+
+
+def _np_int_pow(x, y):
+    # needle: an integer to a negative power truncates 1 / x**-y toward zero
+    with np.errstate(all="ignore"):
+        r = np.power(x, np.where(y < 0, 0, y))
+    inv = np.where(x == 1, 1, np.where(x == -1, np.where(y % 2 == 0, 1, -1), 0))
+    return np.where(y < 0, inv, r)
+
+
+# primitive name: (numpy reference, dtypes, (lo, hi) of the values)
+PRIM_UNARY = {
+    "neg": (np.negative, NUMERIC, (-3, 3)),
+    "exp": (np.exp, [F32, F64], (-3, 3)),
+    "log": (np.log, [F32, F64], (0.125, 5)),
+    "log1p": (np.log1p, [F32, F64], (0, 5)),
+    "expm1": (np.expm1, [F32, F64], (-3, 3)),
+    "sin": (np.sin, [F32, F64], (-3, 3)),
+    "cos": (np.cos, [F32, F64], (-3, 3)),
+    "tan": (np.tan, [F32, F64], (-1.25, 1.25)),
+    "tanh": (np.tanh, [F32, F64], (-3, 3)),
+    "logistic": (_sigmoid, [F32, F64], (-3, 3)),
+    "sqrt": (np.sqrt, [F32, F64], (0, 5)),
+    "rsqrt": (lambda x: 1 / np.sqrt(x), [F32, F64], (0.125, 5)),
+    "abs": (np.abs, NUMERIC, (-3, 3)),
+    "sign": (np.sign, NUMERIC, (-3, 3)),
+    "floor": (np.floor, [F32, F64], (-3, 3)),
+    "ceil": (np.ceil, [F32, F64], (-3, 3)),
+    "round": (np.rint, [F32, F64], (-3, 3)),       # half to even
+    "erf": (_erf, [F32, F64], (-3, 3)),
+    "not": (_np_not, [I32, I64, B], (-3, 3)),
+    "isnan": (np.isnan, [F32, F64], (-3, 3)),
+    "isinf": (np.isinf, [F32, F64], (-3, 3)),
+}
+PRIM_BINARY = {
+    "add": (np.add, NUMERIC), "sub": (np.subtract, NUMERIC), "mul": (np.multiply, NUMERIC),
+    "div": (lambda x, y: np.true_divide(x, y) if x.dtype.kind == "f"   # floor division on ints
+            else np.floor_divide(x, y), NUMERIC),
+    "rem": (np.remainder, NUMERIC), "pow": (lambda x, y: np.power(x, y) if x.dtype.kind == "f"
+                                            else _np_int_pow(x, y), NUMERIC),
+    "max": (np.maximum, NUMERIC), "min": (np.minimum, NUMERIC),
+    "atan2": (np.arctan2, [F32, F64]),
+    "and": (np.bitwise_and, [I32, I64, B]), "or": (np.bitwise_or, [I32, I64, B]),
+    "xor": (np.bitwise_xor, [I32, I64, B]),
+    "eq": (np.equal, ALL5), "ne": (np.not_equal, ALL5), "lt": (np.less, ALL5),
+    "le": (np.less_equal, ALL5), "gt": (np.greater, ALL5), "ge": (np.greater_equal, ALL5),
+}
+_PRIM_OTHER = {"select", "convert_element_type", "integer_pow"}     # tested below
+
+
+def test_every_elementwise_primitive_is_tested_here():
+    from needle.ir import PRIMITIVES
+    elementwise = {n for n, p in PRIMITIVES.items() if p.kind == "elementwise"}
+    assert elementwise == set(PRIM_UNARY) | set(PRIM_BINARY) | _PRIM_OTHER
+
+
+def _prim_cases(table):
+    return [pytest.param(n, dt, id=f"{n}-{dt.name}") for n, spec in table.items()
+            for dt in spec[1]]
+
+
+def _prim_out(name, dt):
+    return B if name in ("isnan", "isinf", "eq", "ne", "lt", "le", "gt", "ge") else dt
+
+
+@pytest.mark.parametrize("name,dt", _prim_cases(PRIM_UNARY))
+@given(data=st.data())
+def test_unary_primitive(name, dt, data):
+    from needle.ir.primitives import UNARY as P
+    np_fn, _, (lo, hi) = PRIM_UNARY[name]
+    x = data.draw(arrays(dt, shapes(), lo, hi), label="x")
+    out = _prim_out(name, dt)
+    assert_close(P[name].bind(x), reference(np_fn, x, dtype=out), out)
+
+
+@pytest.mark.parametrize("name,dt", _prim_cases(PRIM_BINARY))
+@given(data=st.data())
+def test_binary_primitive(name, dt, data):
+    """Equal shapes, or a 0-d operand beside any shape."""
+    from needle.ir.primitives import BINARY, COMPARE
+    shape = data.draw(shapes(), label="shape")
+    sx, sy = data.draw(st.sampled_from([(shape, shape), ((), shape), (shape, ())]), label="s")
+    x = data.draw(arrays(dt, sx), label="x")
+    y = data.draw(arrays(dt, sy), label="y")
+    if name in ("div", "rem") or (name == "pow" and dt.kind == "f"):
+        y = _nonzero(y)
+    if name == "pow" and dt.kind == "f":
+        x = np.abs(x) + dt.type(0.5)
+    out = _prim_out(name, dt)
+    got = {**BINARY, **COMPARE}[name].bind(x, y)
+    assert_close(got, reference(PRIM_BINARY[name][0], x, y, dtype=out), out)
+
+
+@pytest.mark.parametrize("dt", [F32, I32, B], ids=lambda d: d.name)
+@given(data=st.data())
+def test_binary_primitives_jit(dt, data):
+    """Every binary primitive (and select, integer_pow) of one dtype in one
+    jitted function. The unary primitives run under jit in test_unary_jit:
+    each needle.numpy unary function binds its primitive directly."""
+    from needle.ir.primitives import BINARY, COMPARE, integer_pow_p, select_p
+    prims = {**BINARY, **COMPARE}
+    shape = data.draw(shapes(), label="shape")
+    x = data.draw(arrays(dt, shape), label="x")
+    y = _nonzero(data.draw(arrays(dt, shape), label="y"))
+    c = data.draw(arrays(B, shape), label="c")
+    pos = np.abs(x) + dt.type(0.5) if dt.kind == "f" else x
+    names = [n for n, spec in PRIM_BINARY.items() if dt in spec[1]]
+
+    def f(c, x, y, pos):         # each array passed once: the kernels share inputs
+        out = {n: prims[n].bind(pos if n == "pow" else x, y) for n in names}
+        out["select"] = select_p.bind(c, x, y)
+        if dt != B:
+            out["integer_pow"] = integer_pow_p.bind(x, y=3)
+        return out
+
+    got = needle.jit(f)(c, x, y, pos)
+    wants = {n: (reference(PRIM_BINARY[n][0], pos if n == "pow" else x, y,
+                           dtype=_prim_out(n, dt)), _prim_out(n, dt)) for n in names}
+    wants["select"] = (np.where(c, x, y), dt)
+    if dt != B:
+        wants["integer_pow"] = (reference(lambda v: v ** 3, x, dtype=dt), dt)
+    _check_each(got, wants)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("src,dst", [(F32, I32), (F64, I64), (F32, B), (I64, F32), (B, F64),
+                                     (I32, I64), (F64, F32)], ids=str)
+def test_convert_element_type_primitive(src, dst, mode):
+    from needle.ir.primitives import convert_element_type_p
+    x = np.array([-2.5, -1.0, -0.5, 0.0, 0.5, 1.0, 2.75, 100.25]).astype(src)
+    got = run(lambda a: convert_element_type_p.bind(a, new_dtype=dst, weak_type=False), (x,),
+              mode)
+    assert_close(got, x.astype(dst), dst)

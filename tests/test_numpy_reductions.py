@@ -36,6 +36,8 @@ REDUCTIONS = {
     "prod": (nnp.prod, np.prod, [F32, F64, I32, I64], _acc),
     "max": (nnp.max, np.max, ALL5, lambda dt: dt),
     "min": (nnp.min, np.min, ALL5, lambda dt: dt),
+    "amax": (nnp.amax, np.amax, [F32, I64], lambda dt: dt),
+    "amin": (nnp.amin, np.amin, [F32, I64], lambda dt: dt),
     "mean": (nnp.mean, np.mean, ALL5, _float),
     "var": (nnp.var, np.var, [F32, F64, I32, I64], _float),
     "std": (nnp.std, np.std, [F32, F64, I32, I64], _float),
@@ -120,15 +122,20 @@ def test_reduction_jit(dt, data):
             raise AssertionError(f"{n}: {e}") from None
 
 
+@pytest.mark.filterwarnings("ignore:Degrees of freedom <= 0")     # numpy's, on purpose
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("dt", [F32, I64], ids=lambda d: d.name)
 def test_var_std_ddof(dt, mode):
     x = (np.arange(24).reshape(2, 3, 4) % 5).astype(dt)
-    got = run(lambda a: [nnp.var(a, axis=(0, 2), ddof=1), nnp.std(a, axis=-1, ddof=1,
-                                                                   keepdims=True)], (x,), mode)
+    got = run(lambda a: [nnp.var(a, axis=(0, 2), ddof=1),
+                         nnp.std(a, axis=-1, ddof=1, keepdims=True),
+                         nnp.var(a, axis=0, ddof=2), nnp.var(a[:1, :1, :1], ddof=1)], (x,), mode)
     out = _float(dt)
-    _close(got[0], np.var(x, axis=(0, 2), ddof=1).astype(out), out, 8)
-    _close(got[1], np.std(x, axis=-1, ddof=1, keepdims=True).astype(out), out, 4)
+    with np.errstate(all="ignore"):     # n - ddof <= 0: divide by 0 (inf, or nan for 0 / 0)
+        _close(got[0], np.var(x, axis=(0, 2), ddof=1).astype(out), out, 8)
+        _close(got[1], np.std(x, axis=-1, ddof=1, keepdims=True).astype(out), out, 4)
+        _close(got[2], np.var(x, axis=0, ddof=2).astype(out), out, 2)
+        _close(got[3], np.var(x[:1, :1, :1], ddof=1).astype(out), out, 1)
 
 
 # ----------------------------------------------------------------------------
@@ -216,3 +223,57 @@ def test_special_values(dt, mode):
                 _close(g, want, want.dtype)
             except AssertionError as e:
                 raise AssertionError(f"{n} axis={axis}: {e}") from None
+
+
+# ----------------------------------------------------------------------------
+# the reduction primitives themselves (no accumulator promotion, int32 indices,
+# reverse cumsum), against numpy
+
+
+def test_every_reduction_primitive_is_tested_here():
+    from needle.ir import PRIMITIVES
+    assert {n for n, p in PRIMITIVES.items() if p.kind == "reduction"} == {
+        "reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "argmax", "argmin", "cumsum"}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dt", [F32, I32, I64, B], ids=lambda d: d.name)
+@given(data=st.data())
+def test_reduction_primitives(dt, mode, data):
+    from needle.ir.primitives import (argmax_p, argmin_p, cumsum_p, reduce_max_p, reduce_min_p,
+                                      reduce_prod_p, reduce_sum_p)
+    if mode == "jit" and dt == I64:
+        return
+    x = data.draw(arrays(dt, shapes(min_dims=1, max_side=4)), label="x")
+    axes = tuple(sorted(a % x.ndim for a in data.draw(hnp.valid_tuple_axes(x.ndim),
+                                                      label="axes")))
+    axis = data.draw(st.integers(0, x.ndim - 1), label="axis")
+    idt = data.draw(st.sampled_from([I32, I64]), label="index_dtype")
+
+    def f(a):
+        out = {"reduce_max": reduce_max_p.bind(a, axes=axes),
+               "reduce_min": reduce_min_p.bind(a, axes=axes),
+               "argmax": argmax_p.bind(a, axis=axis, index_dtype=idt),
+               "argmin": argmin_p.bind(a, axis=axis, index_dtype=idt)}
+        if dt != B:
+            out.update(reduce_sum=reduce_sum_p.bind(a, axes=axes),
+                       reduce_prod=reduce_prod_p.bind(a, axes=axes),
+                       cumsum=cumsum_p.bind(a, axis=axis),
+                       cumsum_reverse=cumsum_p.bind(a, axis=axis, reverse=True))
+        return out
+
+    got = run(f, (x,), mode)
+    want = {"reduce_max": (np.max(x, axis=axes), dt), "reduce_min": (np.min(x, axis=axes), dt),
+            "argmax": (np.argmax(x, axis=axis), idt), "argmin": (np.argmin(x, axis=axis), idt)}
+    if dt != B:
+        acc = np.float64 if dt.kind == "f" else dt      # integers wrap in their own dtype
+        want.update(reduce_sum=(np.sum(x, axis=axes, dtype=acc), dt),
+                    reduce_prod=(np.prod(x, axis=axes, dtype=acc), dt),
+                    cumsum=(np.cumsum(x, axis=axis, dtype=acc), dt),
+                    cumsum_reverse=(np.flip(np.cumsum(np.flip(x, axis), axis=axis, dtype=acc),
+                                            axis), dt))
+    for n, (w, wdt) in want.items():
+        try:
+            _close(got[n], np.asarray(w).astype(wdt), wdt, x.size)
+        except AssertionError as e:
+            raise AssertionError(f"{n}: {e}") from None

@@ -41,12 +41,17 @@ def test_rules(f, expected):
     assert simplified(f, X) == expected
 
 
-def test_transposed_matmul_becomes_swapped_matmul():
-    w = np.ones((3, 5), np.float32)
-    # (x.T @ w).T -> w.T @ x: one dot_general, no transpose
-    assert simplified(lambda x, w: (x.T @ w).T, X, w) == ["dot_general"]
+def test_transposes_around_matmuls_fold_into_dimension_numbers():
+    w = np.ones((4, 5), np.float32)
+    v = np.ones((3, 5), np.float32)
+    assert simplified(lambda x, w: (x @ w).T, X, w) == ["dot_general"]      # (a.b)^T = b^T.a^T
+    assert simplified(lambda x, v: x.T @ v, X, v) == ["dot_general"]        # a^T.b: no copy
+    assert simplified(lambda x, w: w.T @ x.T, X, w) == ["dot_general"]
     # kept when the untransposed product is used too
-    assert "transpose" in simplified(lambda x, w: ((x.T @ w).T, x.T @ w), X, w)
+    def both(x, w):
+        y = x @ w
+        return y.T, y
+    assert "transpose" in simplified(both, X, w)
 
 
 def test_pipeline_has_simplify_stage():

@@ -13,7 +13,7 @@ import numpy as _np
 
 from ..ir.dtypes import (bool_, float32, float64, int8, int16, int32, int64,  # noqa: F401
                          promote_types, uint8, uint16, uint32, uint64)
-from ._core import broadcast_arrays, broadcast_shapes, result_type as _result_type  # noqa: F401
+from ._core import broadcast_shapes, result_type as _result_type  # noqa: F401
 from ._methods import attach as _attach
 from .creation import *  # noqa: F401,F403
 from .creation import array, asarray, iota  # noqa: F401
@@ -24,6 +24,7 @@ from .math import abs, round  # noqa: F401,A004
 from .reductions import *  # noqa: F401,F403
 from .reductions import all, any, max, min, sum  # noqa: F401,A004
 from .shape import *  # noqa: F401,F403
+from .shape import broadcast_arrays  # noqa: F401  (numpy's, not _core's: 0-d broadcast too)
 
 pi, e, inf, nan, newaxis = _np.pi, _np.e, _np.inf, _np.nan, None
 ndarray = _np.ndarray

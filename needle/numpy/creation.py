@@ -58,8 +58,10 @@ def full(shape, fill_value, dtype=None):
     if isinstance(fill_value, Tracer):
         from ._core import broadcast_to
         return broadcast_to(cast(fill_value, dtype) if dtype else fill_value, _shape(shape))
-    dt = _dt(dtype, typeof(fill_value)[0]) if dtype is not None or not isinstance(
-        fill_value, float) else dtypes.DEFAULT_FLOAT
+    # A Python scalar gives the default int / float, a numpy value its dtype (JAX).
+    dt = _dt(dtype) if dtype is not None else typeof(fill_value)[0]
+    if np.ndim(fill_value):
+        return np.full(_shape(shape), fill_value, dt)
     return _filled(shape, fill_value, dt)
 
 
@@ -91,9 +93,8 @@ def arange(start, stop=None, step=1, dtype=None):
     if stop is None:
         start, stop = 0, start
     if dtype is None:
-        floats = any(isinstance(v, float) or (hasattr(v, "dtype") and np.dtype(v.dtype).kind == "f")
-                     for v in (start, stop, step))
-        dtype = dtypes.DEFAULT_FLOAT if floats else dtypes.DEFAULT_INT
+        # JAX: promote the arguments (Python ints weak, so arange(5) is int64).
+        dtype = dtypes.result_type(*[typeof(v) for v in (start, stop, step)])[0]
     n = len(range(0, int(np.ceil((stop - start) / step)))) if step else 0
     if float(start).is_integer() and float(step).is_integer() and n >= 0:
         return (np.arange(n, dtype=np.float64) * step + start).astype(_dt(dtype))

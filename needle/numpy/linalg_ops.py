@@ -8,7 +8,7 @@ import numpy as np
 
 from ..ir.core import ShapeError
 from ..ir.primitives import dot_general_p
-from ._core import asarray, broadcast_to, promote, shape_of, user_line, with_location
+from ._core import asarray, broadcast_to, promote, shape_of, typeof, user_line, with_location
 from .shape import reshape, squeeze, transpose
 
 
@@ -126,7 +126,8 @@ def einsum(subscripts, *operands):
     if len(ops) == 1:
         (spec,), (x,) = ins, ops
         red = tuple(i for i, c in enumerate(spec) if c not in out)
-        x = _sum(x, axis=red) if red else x
+        # einsum keeps the operands' dtype (numpy, JAX): no int64 accumulator.
+        x = _sum(x, axis=red, dtype=typeof(x)[0]) if red else x
         kept = [c for c in spec if c in out]
         return transpose(x, [kept.index(c) for c in out])
     if len(ops) != 2:
@@ -145,7 +146,8 @@ def einsum(subscripts, *operands):
         spec, other = (sa, sb) if which == 0 else (sb, sa)
         red = tuple(i for i, c in enumerate(spec) if c not in other and c not in out)
         if red:
-            x = _sum(a if which == 0 else b, axis=red)
+            op = a if which == 0 else b
+            x = _sum(op, axis=red, dtype=typeof(op)[0])
             spec = "".join(c for i, c in enumerate((sa, sb)[which]) if i not in red)
             if which == 0:
                 a, sa = x, spec

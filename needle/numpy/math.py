@@ -36,10 +36,14 @@ def rint(x):
 
 
 def round(x, decimals=0):  # noqa: A001 - numpy's name
-    """Round half to even; integers are returned unchanged for decimals >= 0
-    (as jnp.round)."""
-    if typeof(x)[0].kind != "f" and decimals >= 0:
-        return asarray(x)
+    """Round half to even. Integers keep their dtype: unchanged for decimals >= 0,
+    rounded to a multiple of 10**-decimals otherwise (numpy; computed in
+    float64, exact for |x| < 2**53)."""
+    dt = typeof(x)[0]
+    if dt.kind != "f":
+        if decimals >= 0:
+            return asarray(x)
+        return cast(round(cast(asarray(x), dtypes.float64), decimals), dt)
     if decimals == 0:
         return rint(x)
     scale = 10.0 ** decimals

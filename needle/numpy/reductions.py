@@ -90,9 +90,11 @@ def var(a, axis=None, keepdims=False, ddof=0, dtype=None):
         a.dtype if a.dtype.kind == "f" else dtypes.DEFAULT_FLOAT)
     a = cast(a, dt)
     centered = subtract(a, mean(a, axis=axes, keepdims=True))
+    # numpy and JAX divide by max(n - ddof, 0): inf (or NaN for 0 / 0) past n.
     count = int(np.prod([shape[d] for d in axes], dtype=np.int64)) - ddof
+    count = count if count > 0 else 0       # (`max` is this module's reduction)
     ss = sum(multiply(centered, centered), axis=axes, keepdims=keepdims)
-    return divide(ss, dt.type(count if count > 0 else np.nan))
+    return divide(ss, dt.type(count))
 
 
 def std(a, axis=None, keepdims=False, ddof=0, dtype=None):

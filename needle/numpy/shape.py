@@ -108,6 +108,15 @@ def broadcast_to(a, shape):
     return _broadcast_to(asarray(a), tuple(shape))
 
 
+def broadcast_arrays(*args):
+    """numpy.broadcast_arrays: every operand broadcast to the common shape
+    (0-d operands too)."""
+    from ._core import broadcast_shapes
+    args = [asarray(a) for a in args]
+    shape = broadcast_shapes(*[tuple(shape_of(a)) for a in args], name="broadcast_arrays")
+    return [_broadcast_to(a, shape, "broadcast_arrays") for a in args]
+
+
 def atleast_1d(a):
     a = asarray(a)
     return reshape(a, (1,)) if len(shape_of(a)) == 0 else a
@@ -167,7 +176,9 @@ def split(a, indices_or_sections, axis=0):
                        f"({n} into {k})", ValueError)
         bounds = [i * (n // k) for i in range(k + 1)]
     else:
-        bounds = [0] + [min(max(int(i), 0), n) for i in indices_or_sections] + [n]
+        # Python slice bounds: negative indices count from the end, then clamp.
+        bounds = [0] + [min(max(int(i) + n if int(i) < 0 else int(i), 0), n)
+                        for i in indices_or_sections] + [n]
     return [_slice_axis(a, ax, lo, max(lo, hi)) for lo, hi in zip(bounds, bounds[1:])]
 
 

@@ -1,0 +1,254 @@
+"""Stage codegen (CUDA): a kernel group (a sub-Graph) becomes the source of
+one self-contained Python module holding one `numba.cuda` kernel (two for a
+scatter: copy, then update).
+
+Input: the group's sub-Graph and a name.
+Output: a CudaKernelSource: module text, the explicit Numba signature, the
+`dims` (every size, passed as int64 scalar arguments so a new batch size
+reuses the kernel), the entry points in launch order, and for each the dims
+slots whose product is its number of work items (threads to launch).
+
+How it works: `CudaKernelEmitter` extends the CPU `KernelEmitter` (the
+elemental emitter: `value_at(var, idx)` with statements placed in the
+outermost loop they depend on) and overrides what differs:
+- the domain: a set of its axes becomes one grid-stride loop over their
+  flattened extent (`for t_ in range(cuda.grid(1), n_, cuda.gridsize(1))`,
+  the multi-index recovered with `//` and `%`); the other axes, if any, stay
+  serial loops inside it. `emit_kernel` picks the largest set at which no
+  reduction is recomputed: an elementwise group flattens every axis; a
+  softmax over rows flattens the row axis, so each thread computes its
+  row's maximum and sum once and writes the row; `x - x.mean(axis=0)`
+  flattens the column axis (one thread per column, coalesced).
+- a reduction whose result is the output is one thread per output element
+  running the CPU emitter's serial reduction loop (a column sum reads
+  coalesced: neighbouring threads read neighbouring columns). Block-per-row
+  reductions in shared memory with warp shuffles, and two-stage full
+  reductions, come next; until then a full reduction is one thread.
+- dot_general is one thread per output element with a serial loop over the
+  contracted axes; a tiled shared-memory matmul with register blocking and
+  fused epilogue comes later. Fusion keeps it alone in its group for now.
+- scatter_add updates with `cuda.atomic.add`, scatter with a plain store
+  (with a repeated index, which update wins is unspecified, as in JAX on
+  GPU); the copy of the operand is a first kernel, the updates a second, so
+  every copy lands before any update.
+- cumsum: one thread per scan line.
+- expressions: float32 `math.*` (libdevice), typed constants (`f32(...)`,
+  the CPU `const`), so a float32 program has no float64 arithmetic.
+
+The module keeps the kernel a plain Python function with its signature in
+`SIGNATURE`: the runtime wraps it with `cuda.jit` (lazily in the simulator,
+with the signature on a GPU) and the PTX tests pass it to `cuda.compile_ptx`.
+"""
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..cpu.emit import KernelEmitter, KernelSource, Scope, _Idx
+from ..cpu.rules import CTOR, const
+from . import rules
+
+SIM_LIBDEVICE = (
+    "if config.ENABLE_CUDASIM:      # the simulator's libdevice functions are stubs\n"
+    "    from types import SimpleNamespace\n"
+    "    libdevice = SimpleNamespace(floorf=np.floor, floor=np.floor, ceilf=np.ceil,\n"
+    "                                ceil=np.ceil, rintf=np.rint, rint=np.rint)\n"
+    "else:\n"
+    "    from numba.cuda import libdevice")
+
+ATOMIC_DTYPES = {np.dtype(t) for t in (np.int32, np.uint32, np.int64, np.uint64, np.float32,
+                                       np.float64)}
+
+
+@dataclass
+class CudaKernelSource(KernelSource):
+    entries: tuple = ("kernel",)        # kernel functions, launched in this order
+    work: tuple = ((),)                 # per entry: dims slots whose product = work items
+
+    def work_items(self, k):
+        return int(np.prod([self.dims[s] for s in self.work[k]], dtype=np.int64))
+
+
+class CudaKernelEmitter(KernelEmitter):
+    """The CPU elemental emitter with a grid-stride domain (see the module
+    docstring). `flat_axes`: which axes of the (first) domain the grid-stride
+    loop covers, the others being serial loops inside it (None: all). Later
+    domains (a scatter's updates) are flattened whole."""
+    backend = "CUDA"
+    binary_rules = rules.BINARY_RULES
+    stage_strided_reductions = False    # no temporaries: threads read columns coalesced
+    # A 0-d array is passed as a 1-element vector (the simulator has no 0-d
+    # device arrays; a plain vector is the simpler type on a GPU too).
+    index_0d = "0"
+
+    def __init__(self, graph, name="kernel", flat_axes=None):
+        super().__init__(graph, name, parallel=False)
+        self.flat_axes = None if flat_axes is None else tuple(flat_axes)
+        self.entries = []               # (top Scope, dims slots of the work)
+
+    def unary_expr(self, name, x, dt):
+        return rules.unary(name, x, dt)
+
+    # -- the domain: a grid-stride loop -------------------------------------------
+    def _open_grid(self, extents):
+        """Start a new entry point whose grid-stride loop runs over the product
+        of `extents` (dims names); the loop becomes the emitter's root scope,
+        so nothing is placed outside it."""
+        top = Scope(None, None)
+        top.emit(f"n_ = {' * '.join(extents) or 'i64(1)'}")
+        size = int(np.prod([self.dim_values[int(x[1:])] for x in extents], dtype=np.int64))
+        grid = top.child("for t_ in range(cuda.grid(1), n_, cuda.gridsize(1)):", size)
+        # A fresh Scope tree: its levels restart below `top`.
+        self.entries.append((top, tuple(int(x[1:]) for x in extents)))
+        self.root = self.cur = grid
+        return grid
+
+    def _domain(self, shape_var, skip_axis=None, allow_prange=True):
+        ndim = shape_var.aval.ndim
+        axes = [d for d in range(ndim) if d != skip_axis]
+        flat = axes
+        if self.flat_axes is not None and not self.entries:
+            flat = [d for d in axes if d in self.flat_axes]
+        serial = [d for d in axes if d not in flat]
+        ext = [self.dim(shape_var, d) for d in flat]
+        grid = self._open_grid(ext)
+        idx = [None] * ndim
+        q = "t_"
+        for k in range(len(flat) - 1, -1, -1):
+            i = self.fresh("i")
+            if k == 0:
+                grid.emit(f"{i} = {q}")
+            else:
+                grid.emit(f"{i} = {q} % {ext[k]}")
+                q2 = self.fresh("q")
+                grid.emit(f"{q2} = {q} // {ext[k]}")
+                q = q2
+            idx[flat[k]] = _Idx(i, grid)
+        scope = grid
+        for d in serial:
+            i = self.fresh("i")
+            scope = self.open_loop(scope, i, self.dim(shape_var, d))
+            idx[d] = _Idx(i, scope)
+        return idx, scope
+
+    def _store(self, out_name, idx, val, scope):
+        # The loops are not nested in axis order (flattened axes are outermost):
+        # store in the innermost loop of the output's own axes.
+        super()._store(out_name, idx, val, self.deepest([scope] + [i.scope for i in idx]))
+
+    # -- what differs per primitive ----------------------------------------------
+    def _emit_dot_general(self, e, idx):
+        """One output element: a serial loop over the contracted axes."""
+        a, b = e.inputs
+        (lc, rc), (lb, rb) = e.params["dimension_numbers"]
+        dt = e.outs[0].aval.dtype
+        fa = [d for d in range(a.aval.ndim) if d not in lc and d not in lb]
+        fb = [d for d in range(b.aval.ndim) if d not in rc and d not in rb]
+        ia, ib = [None] * a.aval.ndim, [None] * b.aval.ndim
+        it = iter(idx)
+        for da, db in zip(lb, rb):
+            ia[da] = ib[db] = next(it)
+        for d in fa:
+            ia[d] = next(it)
+        for d in fb:
+            ib[d] = next(it)
+        parent = self.deepest(i.scope for i in idx)
+        acc = self.fresh("acc")
+        parent.emit(f"{acc} = {const(0, dt)}")
+        scope = parent
+        for da, db in zip(lc, rc):
+            r = self.fresh("r")
+            scope = self.open_loop(scope, r, self.dim(a, da))
+            ia[da] = ib[db] = _Idx(r, scope)
+        self._count(e.outs[0], scope)
+
+        def body():
+            va, _ = self.value_at(a, tuple(ia))
+            vb, _ = self.value_at(b, tuple(ib))
+            scope.emit(f"{acc} += {va} * {vb}")
+        self._with_scope(scope, body)
+        self._close(parent, scope)
+        if dt.kind in "iu" and dt.itemsize < 8:
+            return self.define(acc, parent, dt), parent
+        return acc, parent
+
+    def _update(self, out_name, idx, val, scope, add):
+        if not add:
+            return super()._update(out_name, idx, val, scope, add)
+        dt = self.g.outvars[0].aval.dtype
+        if dt not in ATOMIC_DTYPES:
+            raise NotImplementedError(f"CUDA codegen: scatter_add on {dt.name} needs an "
+                                      f"atomic add CUDA does not have")
+        sub = idx[0].text if len(idx) == 1 else f"({', '.join(i.text for i in idx)})"
+        scope.emit(f"cuda.atomic.add({out_name}, {sub}, {CTOR[dt]}({val}))")
+
+    # -- the module -----------------------------------------------------------------
+    def array_params(self):
+        names, types = super().array_params()
+        return names, [t.replace("Array(", "").replace(", 0, 'C')", "[::1]")
+                       if t.startswith("Array(") else t for t in types]
+
+    def module(self):
+        self.emit_body()
+        arrays, types = self.array_params()
+        dims = [f"d{k}" for k in range(len(self.dim_values))]
+        sig = "void(" + ", ".join(types + ["int64"] * len(dims)) + ")"
+        params = ", ".join(arrays + dims)
+        funcs, names = [], []
+        for k, (top, _) in enumerate(self.entries):
+            fname = self.name if k == 0 else f"{self.name}_{k}"
+            names.append(fname)
+            funcs += [f"def {fname}({params}):", *top.render(1), "", ""]
+        text = "\n".join(funcs)
+        src = "\n".join([
+            f'"""needle CUDA kernel {self.name}: generated; do not edit."""',
+            "import math",
+            "import numpy as np",
+            "from numba import config, cuda",
+            "f32, f64 = np.float32, np.float64",
+            "i8, i16, i32, i64 = np.int8, np.int16, np.int32, np.int64",
+            "u8, u16, u32, u64 = np.uint8, np.uint16, np.uint32, np.uint64",
+            "INF, NAN = math.inf, math.nan",
+            SIM_LIBDEVICE if "libdevice." in text else "",
+            "",
+            f"SIGNATURE = {sig!r}",
+            f"ENTRIES = {tuple(names)!r}",
+            "",
+            "",
+            text.rstrip() + "\n",
+        ])
+        return CudaKernelSource(self.name, src, sig, list(self.dim_values), False, (),
+                                entries=tuple(names), work=tuple(w for _, w in self.entries))
+
+
+def _recompute(em):
+    """How many times over `em`'s emission computes its reductions: the sum
+    over reductions of (runs of the loop body) / (operand size); 1 per
+    reduction when none is recomputed."""
+    total = 0.0
+    for v, n in em.executions.items():
+        e = em.producer[v]
+        if e.prim.kind == "reduction":
+            total += n / max(e.inputs[0].aval.size, 1)
+    return total
+
+
+def emit_kernel(graph, name="kernel"):
+    """The CudaKernelSource of a group sub-Graph. The grid-stride loop covers
+    the largest set of domain axes (most axes first, then outer axes first:
+    independent of the sizes, so a new batch size gives the same source) at
+    which no reduction is recomputed: all axes for an elementwise group, the
+    rows of a softmax, the columns of `x - x.mean(axis=0)`."""
+    rank = max((v.aval.ndim for v in graph.outvars), default=0)
+    best = None
+    for k in range(rank, -1, -1):
+        for axes in itertools.combinations(range(rank), k):
+            em = CudaKernelEmitter(graph, name, flat_axes=axes)
+            ks = em.module()
+            cost = _recompute(em)
+            if best is None or cost < best[0] - 1e-9:
+                best = (cost, ks)
+            if cost <= sum(1 for v in em.executions if em.producer[v].prim.kind ==
+                           "reduction") + 1e-9:
+                return ks
+    return best[1]

@@ -1,0 +1,46 @@
+"""Stage codegen (CUDA): the per-primitive expression table, the CPU table
+(codegen/cpu/rules.py) with what differs on a GPU overridden.
+
+Input: operand expressions, their dtype. Output: an expression string.
+
+What differs:
+- float32 transcendental functions use `math.*`, never the CPU's call-free
+  approximations (codegen/cpu/fastmath.py): numba.cuda lowers `math.exp` of
+  a float32 to libdevice's `__nv_expf`, already fast and float32 throughout;
+- floor, ceil and round call libdevice (numba.cuda has no numpy ufuncs in
+  kernels, and `math.floor` returns an integer); the generated module
+  substitutes numpy for them under the CUDA simulator, whose libdevice
+  functions are stubs.
+Structural, reduction, indexing primitives and dot_general are handled by
+the emitter (`EMITTERS`).
+"""
+import numpy as np
+
+from ..cpu import rules as cpu
+
+BINARY_RULES = dict(cpu.BINARY_RULES)
+
+
+def _libdevice(fn):
+    def rule(x, dt):
+        if np.dtype(dt).kind != "f":
+            return x                    # already integral
+        return f"libdevice.{fn}{'f' if np.dtype(dt) == np.float32 else ''}({x})"
+    return rule
+
+
+UNARY_RULES = {**cpu.UNARY_RULES, "floor": _libdevice("floor"), "ceil": _libdevice("ceil"),
+               "round": _libdevice("rint")}
+
+
+def unary(name, x, dt):
+    """Expression for unary primitive `name` (no fastmath helpers on CUDA)."""
+    return UNARY_RULES[name](x, dt)
+
+
+EMITTERS = cpu.EMITTERS | {"dot_general"}
+
+# Names the module binds to numpy under the simulator (see emit.SIM_LIBDEVICE).
+LIBDEVICE = ("floorf", "floor", "ceilf", "ceil", "rintf", "rint")
+
+assert set(cpu.UNARY_RULES) == set(UNARY_RULES)

@@ -1,0 +1,70 @@
+"""The examples and benchmark scripts run: the MLP example's training logic
+on a subset of the digits (skipped without scikit-learn), and the benchmark
+scripts' --small smoke runs in a subprocess, with JAX and PyTorch hidden so
+the peer-less path is the one exercised (it is the path of a plain
+`pip install -e ".[test]"`)."""
+import importlib.util
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _load(relpath, name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, relpath))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_mlp_example_trains_on_a_subset():
+    pytest.importorskip("sklearn")
+    mlp = _load("examples/mlp.py", "needle_example_mlp")
+    out = mlp.main(epochs=2, limit=300, verbose=False)
+    hist = out["history"]
+    assert len(hist["loss"]) == 2 and all(np.isfinite(hist["loss"]))
+    assert hist["loss"][1] < hist["loss"][0]
+    assert out["accuracy"] > 0.5          # 10 classes: chance is 0.1
+    for w, b in out["params"]:
+        assert w.dtype == np.float32 and b.dtype == np.float32
+
+
+def test_mlp_example_step_matches_numpy_gradient():
+    mlp = _load("examples/mlp.py", "needle_example_mlp")
+    import needle
+    rng = np.random.default_rng(1)
+    params = mlp.init_params([8, 6, 3], rng)
+    x = rng.standard_normal((5, 8)).astype(np.float32)
+    labels = rng.integers(0, 3, 5).astype(np.int32)
+    g = needle.grad(mlp.loss)(params, x, labels)
+    (w1, b1), (w2, b2) = [(w.astype(np.float64), b.astype(np.float64)) for w, b in params]
+    z = x @ w1 + b1
+    h = np.maximum(z, 0)
+    logits = h @ w2 + b2
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    d = (p - np.eye(3)[labels]) / 5
+    dz = (d @ w2.T) * (z > 0)
+    want = [(x.T @ dz, dz.sum(0)), (h.T @ d, d.sum(0))]
+    for (gw, gb), (ww, wb) in zip(g, want):
+        np.testing.assert_allclose(gw, ww, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(gb, wb, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("script", ["bench_core.py", "bench_autodiff.py"])
+def test_benchmark_smoke(script, tmp_path):
+    for mod in ("jax", "torch"):             # importing either raises ImportError
+        (tmp_path / mod).mkdir()
+        (tmp_path / mod / "__init__.py").write_text(
+            f"raise ImportError('{mod} hidden by tests/test_examples.py')\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(tmp_path)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", script), "--small",
+                        "--repeats", "1"], capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "numpy/needle" in r.stdout and "jax" not in r.stdout.split("\n")[0], r.stdout

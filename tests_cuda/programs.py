@@ -1,0 +1,88 @@
+"""The representative programs of the CUDA tests: each a function, its
+arguments (small: the simulator runs one Python thread per CUDA thread), and
+how to trace it into the optimised graph the CUDA runtime compiles.
+
+Used by the simulator tests (test_cuda_sim.py) and by the PTX report
+(ptx_report.py), so both check the same kernels.
+"""
+import numpy as np
+
+import needle
+import needle.nn as nnn
+import needle.numpy as nnp
+from needle.ir import run_numpy
+from needle.passes import run_pipeline
+
+F32 = np.float32
+
+
+def elementwise_chain(x, y):
+    return nnp.tanh(x * 2.0 + y) * nnn.sigmoid(y) - nnp.exp(-x * x) / (1.0 + nnp.abs(y))
+
+
+def softmax(x):
+    return nnn.softmax(x, axis=-1)
+
+
+def layernorm(x, gamma, beta):
+    mu = nnp.mean(x, axis=-1, keepdims=True)
+    var = nnp.mean((x - mu) ** 2, axis=-1, keepdims=True)
+    return (x - mu) / nnp.sqrt(var + 1e-5) * gamma + beta
+
+
+def _mlp_loss(w1, b1, w2, b2, x, labels):
+    h = nnn.relu(x @ w1 + b1)
+    logits = h @ w2 + b2
+    y = nnn.one_hot(labels, logits.shape[-1], dtype=nnp.float32)
+    return -nnp.mean(nnp.sum(nnn.log_softmax(logits) * y, axis=1))
+
+
+def mlp_forward_backward(w1, b1, w2, b2, x, labels):
+    """The loss and its gradient with respect to every parameter."""
+    return needle.value_and_grad(_mlp_loss, argnums=(0, 1, 2, 3))(w1, b1, w2, b2, x, labels)
+
+
+def batched_matmul(a, b):
+    return nnp.matmul(a, b)
+
+
+def gather_scatter_add(table, ids, upd):
+    rows = nnp.take(table, ids, axis=0)                  # an embedding lookup
+    return rows * 2.0, table.at[ids].add(upd)            # and its backward
+
+
+def _args(name, rng):
+    u = lambda *s: rng.uniform(-1.0, 1.0, s).astype(F32)           # noqa: E731
+    return {
+        "elementwise_chain": lambda: (u(6, 7), u(7)),
+        "float64_chain": lambda: (u(6, 7).astype(np.float64), u(7).astype(np.float64)),
+        "softmax": lambda: (u(5, 9) * 4,),
+        "layernorm": lambda: (u(4, 16), u(16), u(16)),
+        "mlp_forward_backward": lambda: (u(8, 12) * 0.5, u(12), u(12, 5) * 0.5, u(5), u(6, 8),
+                                         rng.integers(0, 5, 6).astype(np.int32)),
+        "batched_matmul": lambda: (u(2, 5, 6), u(2, 6, 3)),
+        "gather_scatter_add": lambda: (u(7, 4), np.array([3, 0, 6, 3, -1], np.int32),
+                                       u(5, 4)),
+    }[name]()
+
+
+PROGRAMS = {f.__name__: f for f in (elementwise_chain, softmax, layernorm, mlp_forward_backward,
+                                    batched_matmul, gather_scatter_add)}
+# Programs whose floating-point arithmetic is all float32 (no .f64 may appear in their PTX).
+FLOAT32 = set(PROGRAMS)
+# The same chain on float64: the control that the PTX test does see float64.
+PROGRAMS["float64_chain"] = elementwise_chain
+
+
+def traced(fn, args):
+    """(optimised ClosedGraph, flat arguments, results of the numpy interpreter
+    on the unoptimised graph)."""
+    cg = needle.make_ir(fn)(*args)
+    flat = needle.tree_util.tree_leaves(list(args))
+    want = run_numpy(cg.graph, cg.consts, flat)
+    opt, _ = run_pipeline(cg, check=True)
+    return opt, flat, want
+
+
+def program(name, seed=0):
+    return traced(PROGRAMS[name], _args(name, np.random.default_rng(seed)))

@@ -1,0 +1,119 @@
+"""Compile the CUDA kernels of the representative programs (programs.py) to
+PTX with `numba.cuda.compile_ptx` and assemble each with ptxas; print one
+JSON object per kernel and arch (or one {"skip": reason}).
+
+Runs WITHOUT the CUDA simulator (it must be unset before numba.cuda is
+imported) and needs no GPU: numba-cuda's cu13 extra ships NVVM, the
+nvidia-cuda-nvcc wheel ships ptxas. tests_cuda/test_cuda_ptx.py runs this
+file in a subprocess; to read the table by hand:
+
+    python tests_cuda/ptx_report.py --table
+"""
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+ARCHS = ((8, 0), (9, 0))
+# An instruction on float64 (optionally predicated): add.f64, cvt.f64.f32, ...
+F64 = re.compile(r"^\s*(?:@!?%\w+\s+)?[a-z][\w.]*\.f64\b", re.M)
+
+
+def ptxas_path():
+    try:
+        import nvidia
+        for root in nvidia.__path__:
+            hits = sorted(glob.glob(os.path.join(root, "cu*", "bin", "ptxas")))
+            if hits:
+                return hits[-1]
+    except ImportError:
+        pass
+    return shutil.which("ptxas")
+
+
+def assemble(ptxas, ptx, cc, tmp):
+    src = os.path.join(tmp, "k.ptx")
+    with open(src, "w") as f:
+        f.write(ptx)
+    arch = f"sm_{cc[0]}{cc[1]}"
+    r = subprocess.run([ptxas, f"-arch={arch}", "-v", "-O3", src, "-o",
+                        os.path.join(tmp, "k.cubin")], capture_output=True, text=True)
+    if r.returncode:
+        raise RuntimeError(f"ptxas failed for {arch}:\n{r.stderr}")
+    info = r.stderr + r.stdout
+    num = lambda pat: sum(int(x) for x in re.findall(pat, info))       # noqa: E731
+    return {"registers": max([int(x) for x in re.findall(r"Used (\d+) registers", info)] or [0]),
+            "spill_stores": num(r"(\d+) bytes spill stores"),
+            "spill_loads": num(r"(\d+) bytes spill loads"),
+            "stack": num(r"(\d+) bytes stack frame"), "ptxas": info.strip()}
+
+
+def report():
+    if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0"):
+        raise SystemExit("ptx_report.py must run without NUMBA_ENABLE_CUDASIM")
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from numba import cuda
+
+    from needle.codegen.cuda import emit_kernel
+    from needle.passes.fusion import partition
+    from needle.runtime.kernel_cache import import_kernel_module
+    from programs import FLOAT32, PROGRAMS, program
+
+    ptxas = ptxas_path()
+    if ptxas is None:
+        yield {"skip": "no ptxas (pip install nvidia-cuda-nvcc)"}
+        return
+    seen = set()
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in PROGRAMS:
+            opt, _, _ = program(name)
+            for e in partition(opt, "cuda").graph.eqns:
+                if e.prim.name != "kernel":
+                    continue
+                ks = emit_kernel(e.params["graph"])
+                if (name, ks.key) in seen:
+                    continue
+                seen.add((name, ks.key))
+                mod = import_kernel_module(ks, "cuda")
+                for entry in mod.ENTRIES:
+                    for cc in ARCHS:
+                        try:
+                            ptx, _ = cuda.compile_ptx(getattr(mod, entry), mod.SIGNATURE,
+                                                      cc=cc)
+                        except Exception as exc:          # no NVVM: report, then skip
+                            if "NVVM" in str(exc) or "libnvvm" in str(exc):
+                                yield {"skip": f"no NVVM: {exc}"}
+                                return
+                            raise
+                        row = {"program": name, "group": e.params["name"], "entry": entry,
+                               "arch": f"sm_{cc[0]}{cc[1]}", "float32": name in FLOAT32,
+                               "f64": F64.findall(ptx)[:5], "module": f"nk_{ks.key}.py"}
+                        row.update(assemble(ptxas, ptx, cc, tmp))
+                        yield row
+
+
+def table(rows):
+    lines = [f"{'program':<22} {'kernel group':<44} {'arch':<6} {'regs':>4} {'spill':>5} "
+             f"{'stack':>5}"]
+    for r in rows:
+        lines.append(f"{r['program']:<22} {(r['group'] + ('' if r['entry'] == 'kernel' else '/' + r['entry']))[:44]:<44} "
+                     f"{r['arch']:<6} {r['registers']:>4} "
+                     f"{r['spill_stores'] + r['spill_loads']:>5} {r['stack']:>5}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    rows = []
+    for row in report():
+        if "--table" in sys.argv:
+            rows.append(row)
+            if "skip" in row:
+                print(row["skip"])
+        else:
+            print(json.dumps(row), flush=True)
+    if "--table" in sys.argv and rows and "skip" not in rows[0]:
+        print(table(rows))
