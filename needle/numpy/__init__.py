@@ -54,3 +54,12 @@ def astype(x, dtype):
 
 
 _attach()
+
+# The star imports above also bring the helpers those modules use; they are
+# not part of needle.numpy's API.
+for _name in ("BINARY", "COMPARE", "UNARY", "ShapeError", "Tracer", "binary", "unary",
+              "broadcast_in_dim_p", "integer_pow_p", "iota_p", "select_p", "cast", "promote",
+              "typeof", "shape_of", "current_trace", "dtypes", "normalize_axis", "np",
+              "user_line", "with_location"):
+    globals().pop(_name, None)
+del _name
