@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 
+from . import cpu_target
 from .stats import stats
 
 
@@ -66,6 +67,8 @@ def _ensure_file(path, text):
 
 def import_kernel_module(ks, backend="cpu", context=""):
     """Write `ks` as <cache>/<backend>/nk_<hash>.py (if not there) and import it."""
+    if backend == "cpu":
+        cpu_target.configure()
     d = _kernel_dir(backend)
     modname = f"nk_{ks.key}"
     path = os.path.join(d, modname + ".py")
