@@ -2,11 +2,13 @@
 sigmoid, silu, softmax, log_softmax, logsumexp, one_hot, ...
 
 Input: arrays or tracers. Output: arrays or tracers; numerically stable forms
-(softmax and logsumexp subtract the maximum first).
+(softmax and logsumexp subtract the maximum first, under stop_gradient as in
+JAX: it cancels out, so differentiating through it would be wasted work).
 """
 import numpy as np
 
 from . import numpy as nnp
+from .autodiff import stop_gradient
 from .numpy._core import asarray, cast, promote, typeof
 
 
@@ -57,7 +59,7 @@ def elu(x, alpha=1.0):
 
 def logsumexp(a, axis=None, keepdims=False):
     a = promote(asarray(a), to_float=True)[0]
-    m = nnp.max(a, axis=axis, keepdims=True)
+    m = stop_gradient(nnp.max(a, axis=axis, keepdims=True))   # cancels out: no gradient
     m = nnp.where(nnp.isfinite(m), m, 0.0)      # all -inf rows give -inf, not NaN
     s = nnp.sum(nnp.exp(nnp.subtract(a, m)), axis=axis, keepdims=True)
     out = nnp.add(nnp.log(s), m)
@@ -70,13 +72,13 @@ def logsumexp(a, axis=None, keepdims=False):
 
 def log_softmax(x, axis=-1):
     x = promote(asarray(x), to_float=True)[0]
-    shifted = nnp.subtract(x, nnp.max(x, axis=axis, keepdims=True))
+    shifted = nnp.subtract(x, stop_gradient(nnp.max(x, axis=axis, keepdims=True)))
     return nnp.subtract(shifted, nnp.log(nnp.sum(nnp.exp(shifted), axis=axis, keepdims=True)))
 
 
 def softmax(x, axis=-1):
     x = promote(asarray(x), to_float=True)[0]
-    e = nnp.exp(nnp.subtract(x, nnp.max(x, axis=axis, keepdims=True)))
+    e = nnp.exp(nnp.subtract(x, stop_gradient(nnp.max(x, axis=axis, keepdims=True))))
     return nnp.divide(e, nnp.sum(e, axis=axis, keepdims=True))
 
 

@@ -30,8 +30,32 @@ from .kernel_cache import load_kernel
 
 PARALLEL_MIN_SIZE = int(os.environ.get("NEEDLE_PARALLEL_MIN_SIZE", 1 << 16))
 
-LIBRARY_CALLS = {"dot_general": lambda a, b, dimension_numbers: dot_general_numpy(
-    a, b, dimension_numbers, empty=memory.empty)}
+def _dot_general_call(e):
+    """A BLAS call specialised, at compile time, to one dot_general equation.
+    Matrix and matrix-vector products without batch axes call np.matmul on
+    (transposed) views straight into a pooled buffer: per call, no shape
+    arithmetic and no copies (a transposed operand is a strided view BLAS
+    reads as is). Everything else goes through dot_general_numpy."""
+    a, b = e.inputs
+    dn = e.params["dimension_numbers"]
+    (lc, rc), (lb, rb) = dn
+    out = e.outs[0].aval
+    if not lb and len(lc) == 1 and a.aval.ndim in (1, 2) and b.aval.ndim in (1, 2) \
+            and out.ndim >= 1:
+        ta = a.aval.ndim == 2 and lc[0] == 0
+        tb = b.aval.ndim == 2 and rc[0] == 1
+        alloc = memory.allocator(out.shape, out.dtype)
+
+        def call(x, y):
+            r = alloc()
+            np.matmul(x.T if ta else x, y.T if tb else y, out=r)
+            return r
+        return call
+    return lambda x, y: dot_general_numpy(x, y, dn, empty=memory.empty)
+
+
+# Library-call rules: primitive name -> (equation -> function of the operands).
+LIBRARY_CALLS = {"dot_general": _dot_general_call}
 
 
 def _domain_size(sub):
@@ -87,7 +111,7 @@ def compile_executable(cg, device="cpu", name="f", donated=()):
             sources.append((e.params["name"], ks))
             n_kernels += 1
         elif is_library(e, device):
-            steps.append(call_step(LIBRARY_CALLS[e.prim.name], ins, outs[0], e.params))
+            steps.append(call_step(LIBRARY_CALLS[e.prim.name](e), ins, outs[0], {}))
             n_lib += 1
         elif is_view(e):
             if not isinstance(ins[0], int):
