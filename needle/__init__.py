@@ -1,6 +1,7 @@
 """needle: a JIT tracing compiler for deep learning, numpy-style, on Numba.
 
-The public API: `jit`, `make_ir`, `eval_shape`, `cache_info`, `devices`, the
+The public API: `jit`, `make_ir`, `eval_shape`, `cache_info`, `devices`,
+`device_put` and `Array` (an array on the CUDA device), the
 differentiation transformations (`grad`, `value_and_grad`, `vjp`, `jvp`,
 `jacfwd`, `jacrev`, `hessian`, `stop_gradient`, `custom_vjp`), and
 the modules `needle.numpy`, `needle.nn`, `needle.scipy`, `needle.tree_util`.
@@ -14,6 +15,7 @@ from .autodiff import (custom_vjp, grad, hessian, jacfwd, jacrev, jvp,  # noqa: 
 from .ir.core import ShapedArray, ShapeError  # noqa: F401
 from .ir.dtypes import DTypeError  # noqa: F401
 from .runtime import KernelCompileError, cache_info, devices, reset_cache_info  # noqa: F401
+from .runtime.cuda_array import Array, device_put  # noqa: F401
 from .tracer.core import (ConcretizationError, LeakedTracerError, NeedleError,  # noqa: F401
                           TracingError)
 

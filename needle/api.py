@@ -8,6 +8,12 @@ A jitted call flattens its arguments, looks its signature up (pytree
 structure, shapes, dtypes, weak types, static values, device) in a per-
 function cache, and on a miss traces, runs the pass pipeline and builds an
 Executable through the runtime. A `jit` met inside another trace is inlined.
+
+Placement: `jit(f, device="cpu" | "cuda")` fixes the device; without it, a
+call with any needle device array (runtime/cuda_array.Array) among its
+arguments compiles for CUDA (host arguments are then copied to the device
+on every call) and one without compiles for the CPU. A device array's
+signature is marked 'cuda', so the two placements are cached apart.
 """
 import functools
 import inspect
@@ -18,8 +24,9 @@ import threading
 import numpy as np
 
 from . import runtime
-from .ir.core import ShapedArray
+from .ir.core import ClosedGraph, ShapedArray
 from .passes import run_pipeline
+from .runtime.cuda_array import Array
 from .tracer import pytree
 from .tracer.core import TracingError, abstractify, current_trace, trace_to_graph
 from .tracer.source import user_line
@@ -45,6 +52,8 @@ def _leaf_sig(x):
         return (x.shape, x.dtype)
     if isinstance(x, ShapedArray):       # lower() / eval_shape on abstract values
         return (x.shape, x.dtype, x.weak_type)
+    if isinstance(x, Array):             # a device array: placement is part of the key
+        return (x.shape, x.dtype, "cuda")
     if hasattr(x, "shape") and hasattr(x, "dtype"):   # a ShapeDtypeStruct-like spec
         try:
             return (tuple(x.shape), np.dtype(x.dtype))
@@ -91,6 +100,19 @@ class Lowered:
     def library_call_count(self):
         return self.executable.library_call_count
 
+    @property
+    def device(self):
+        return getattr(self.executable, "device", "cpu")
+
+    def resource_report(self, cc=None):
+        """Per CUDA kernel entry: registers, shared memory, spills and stack
+        from ptxas, for compute capability `cc` (default: the GPU's, else
+        (9, 0)). Only for functions compiled for CUDA."""
+        if not hasattr(self.executable, "resource_report"):
+            raise ValueError(f"{self.name} was compiled for {self.device}: a resource report "
+                             f"needs CUDA kernels (jit(f, device='cuda'))")
+        return self.executable.resource_report(cc)
+
     def __call__(self, *flat_args):
         return self.executable(*flat_args)
 
@@ -128,7 +150,8 @@ class Jitted:
                     self.static_argnames += (positional[i],)
         self.donate_argnums = (donate_argnums,) if isinstance(donate_argnums, int) else \
             tuple(donate_argnums)
-        self.device = runtime.resolve_device(device)
+        # None: placed by the arguments at each compile (see the module docstring).
+        self.device = None if device is None else runtime.resolve_device(device)
         self._cache = {}
         self._last_key = None
         self._lock = threading.RLock()      # one trace per signature, even from threads
@@ -279,8 +302,17 @@ class Jitted:
             self._explain_miss(key, treedef)
         cg, out_tree, _, _ = self._trace(args, kwargs)
         cg, stages = run_pipeline(cg)
-        exe = runtime.compile_executable(cg, self.device, name=self.name,
-                                         donated=self._donated_leaves(args))
+        device = self.device or ("cuda" if any(s is not None and s[2:] == ("cuda",)
+                                               for s in key[1]) else "cpu")
+        if device == "cuda":
+            from .runtime.cuda_runtime import compile_cuda_executable
+            exe = compile_cuda_executable(cg, name=self.name)
+        else:
+            if any(isinstance(c, Array) for c in cg.consts):    # closed-over device arrays
+                cg = ClosedGraph(cg.graph, [np.asarray(c) if isinstance(c, Array) else c
+                                            for c in cg.consts])
+            exe = runtime.compile_executable(cg, "cpu", name=self.name,
+                                             donated=self._donated_leaves(args))
         runtime.dump_stages(self.name, stages, exe)
         entry = (exe, out_tree, Lowered(self.name, stages, exe))
         self._cache[key] = entry
@@ -358,7 +390,8 @@ def _fmt_sig(s):
         return "unsupported"
     if s[0] == "py":
         return f"Python {s[1].__name__}"
-    return f"{tuple(s[0])} {s[1].name}" + (" (weak)" if s[2:] == (True,) else "")
+    return f"{tuple(s[0])} {s[1].name}" + (" (weak)" if s[2:] == (True,) else
+                                            " on cuda" if s[2:] == ("cuda",) else "")
 
 
 def jit(fun=None, *, static_argnums=(), static_argnames=(), donate_argnums=(), device=None):
@@ -373,6 +406,14 @@ def jit(fun=None, *, static_argnums=(), static_argnames=(), donate_argnums=(), d
     may be overwritten with results of the same shape and dtype (by a kernel
     that reads them element for element, as an optimizer update does), which
     saves an allocation per call. Do not use a donated array after the call.
+    (On CUDA donation is ignored for now; the device pool reuses buffers.)
+
+    device: "cpu" or "cuda". Without it the arguments decide: any needle
+    device array (`needle.device_put(x, "cuda")`, or a result of a CUDA
+    function) among them compiles for CUDA, and numpy arguments of that call
+    are copied to the device; results of a CUDA function are device arrays
+    (`np.asarray(r)` copies one back). With device="cpu", device arrays are
+    copied to the host.
     """
     if fun is None:
         return lambda f: jit(f, static_argnums=static_argnums, static_argnames=static_argnames,

@@ -1,141 +1,217 @@
-"""Stage runtime (CUDA, first step): run an optimised program on the CUDA
-backend: in Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1) on machines
-without a GPU, on the device where one is attached.
+"""Stage runtime (CUDA): run an optimised program on the CUDA backend: in
+Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1) on machines without a GPU,
+on the device where one is attached.
 
 Input: a ClosedGraph after the pass pipeline (as `compile_executable` takes).
-Output: a CudaProgram. Calling it with numpy arrays copies them to the
-device, runs the steps (one kernel launch per group entry point, reshapes as
-device views) and copies the results back as numpy arrays.
+Output: a CudaProgram (`compile_cuda`), and for `needle.jit(device="cuda")`
+a CudaExecutable (`compile_cuda_executable`), which has the CPU
+Executable's interface (flat leaves in, flat results out, printable stages)
+and returns needle Arrays that stay on the device.
 
 The graph is partitioned for "cuda" (dot_general is a kernel there, not a
 library call), each group is emitted by codegen/cuda, written to the kernel
 cache folder `<NEEDLE_CACHE_DIR>/cuda/` and imported; its plain Python
 kernel functions are wrapped with `cuda.jit`: lazily in the simulator, with
-the module's explicit signature and `cache=True` on a GPU.
+the module's explicit signature and `cache=True` on a GPU (a new process
+loads the cubin from Numba's cache next to the module). Loads are counted in
+`needle.cache_info()` like CPU kernels.
 
-Not wired into `needle.jit(device="cuda")` yet (runtime/devices.py refuses
-"cuda"): device-resident results as a needle array type, a buffer pool, the
-launch configuration from the device's properties and loading cached CUDA
-binaries come with the rest of the CUDA issue.
+Execution: every Var gets a slot holding a needle Array; a kernel step takes
+its outputs from the device pool (runtime/cuda_memory.py), a view step
+reshapes without copying (the view shares its source's pool block). Each
+intermediate is dropped from its slot after its last reader, so its block
+returns to the pool for the next allocation of its size class, in the same
+call or the next one.
+
+Launch configuration (`launch_config`): the kernels are grid-stride loops,
+so any grid is correct; on a GPU the block size is min(256,
+MAX_THREADS_PER_BLOCK) and the grid is capped at two full waves
+(MULTIPROCESSOR_COUNT x resident blocks per SM x 2); in the simulator, which
+runs a Python thread per CUDA thread, THREADS_PER_BLOCK and MAX_BLOCKS
+below.
 """
+from collections import namedtuple
+
 import numpy as np
 
 from ..codegen.cuda import emit_kernel
 from ..ir.core import Lit
 from ..passes.fusion import is_view, partition
+from . import cuda_memory
+from .cuda_array import Array, dev_shape, to_device
 from .kernel_cache import import_kernel_module
+from .stats import stats
 
-THREADS_PER_BLOCK = 128
+THREADS_PER_BLOCK = 128         # the simulator's launch limits (and the fallback)
 MAX_BLOCKS = 1024
 
-_jitted = {}                            # source hash -> launchable kernels
+_jitted = {}                    # source hash -> launchable kernels
+
+LaunchLimits = namedtuple("LaunchLimits", "threads_per_block max_blocks")
 
 
-def _dev_shape(shape):
-    """The device shape of an array: a 0-d array is a 1-element vector (as
-    codegen/cuda passes it)."""
-    return tuple(shape) or (1,)
+def limits_from_properties(props):
+    """Launch limits of a device from its properties (anything with the
+    numba device attributes MULTIPROCESSOR_COUNT, MAX_THREADS_PER_BLOCK and,
+    optionally, MAX_THREADS_PER_MULTIPROCESSOR)."""
+    max_threads = int(props.MAX_THREADS_PER_BLOCK)
+    sms = int(props.MULTIPROCESSOR_COUNT)
+    tpb = max(32, min(256, max_threads) // 32 * 32)
+    per_sm = int(getattr(props, "MAX_THREADS_PER_MULTIPROCESSOR", 2048) or 2048)
+    resident = max(1, per_sm // tpb)
+    return LaunchLimits(tpb, max(1, sms * resident * 2))
 
 
-def _to_device(x):
-    from numba import cuda
-    return cuda.to_device(np.ascontiguousarray(x.reshape(_dev_shape(x.shape))))
+_device_limits = None
 
 
-def launch_config(n, threads_per_block=None, max_blocks=None):
+def device_limits():
+    """The launch limits here: from the current device on a GPU, the fixed
+    THREADS_PER_BLOCK / MAX_BLOCKS in the simulator (read at each call, so
+    tests can change them)."""
+    global _device_limits
+    from numba import config
+    if config.ENABLE_CUDASIM:
+        return LaunchLimits(THREADS_PER_BLOCK, MAX_BLOCKS)
+    if _device_limits is None:                      # pragma: no cover (needs a GPU)
+        from numba import cuda
+        _device_limits = limits_from_properties(cuda.get_current_device())
+    return _device_limits                           # pragma: no cover
+
+
+def launch_config(n, threads_per_block=None, max_blocks=None, limits=None):
     """(blocks, threads) for `n` work items: grid-stride kernels accept any
     grid, so the grid is capped and small launches use a multiple of a warp."""
-    tpb = threads_per_block or THREADS_PER_BLOCK
+    lim = limits or device_limits()
+    tpb = threads_per_block or lim.threads_per_block
     threads = min(tpb, 32 * -(-n // 32))
-    return max(1, min(-(-n // threads), max_blocks or MAX_BLOCKS)), threads
+    return max(1, min(-(-n // threads), max_blocks or lim.max_blocks)), threads
 
 
 def load_cuda_kernels(ks, context=""):
-    """The launchable kernels of CudaKernelSource `ks`, in launch order."""
+    """The launchable kernels of CudaKernelSource `ks`, in launch order;
+    counted in cache_info (compiled, loaded from disk, reused)."""
     fns = _jitted.get(ks.key)
-    if fns is None:
-        from numba import config, cuda
-        mod = import_kernel_module(ks, "cuda", context)
-        if config.ENABLE_CUDASIM:
-            wrap = cuda.jit
-        else:                           # pragma: no cover (needs a GPU)
-            wrap = cuda.jit(mod.SIGNATURE, cache=True)
-        fns = _jitted[ks.key] = [wrap(getattr(mod, name)) for name in mod.ENTRIES]
+    if fns is not None:
+        stats.kernels_reused += 1
+        return fns
+    from numba import config, cuda
+    mod = import_kernel_module(ks, "cuda", context)
+    if config.ENABLE_CUDASIM:
+        fns = [cuda.jit(getattr(mod, name)) for name in mod.ENTRIES]
+        stats.kernels_compiled += 1         # the simulator has no machine code to load
+    else:                                   # pragma: no cover (needs a GPU)
+        fns = [cuda.jit(mod.SIGNATURE, cache=True)(getattr(mod, name)) for name in mod.ENTRIES]
+        if all(sum(f.stats.cache_hits.values()) for f in fns):
+            stats.kernels_loaded += 1
+        else:
+            stats.kernels_compiled += 1
+    _jitted[ks.key] = fns
     return fns
 
 
-class CudaProgram:
-    """A compiled program for the CUDA backend: `program(*arrays)` -> list of
-    numpy results. `to_device` and `run` split that in two (device arrays in,
-    device arrays out: what a benchmark times). `fused` is the partitioned
-    graph, `kernels` the (group name, CudaKernelSource) of every kernel, in
-    launch order."""
+def clear_memory_cache():
+    """Forget loaded CUDA kernels (the disk cache stays); for tests."""
+    _jitted.clear()
 
-    def __init__(self, name, fused, kernels, steps, n_slots, const_slots, in_slots, outs):
+
+def _as_array(x, aval):
+    """An argument as an Array of `aval` (host values are copied over)."""
+    if isinstance(x, Array):
+        if x.aval.shape != tuple(aval.shape) or x.dtype != aval.dtype:
+            raise TypeError(f"device array {x.aval.str_short()} where {aval.str_short()} "
+                            f"is expected")
+        return x
+    x = np.asarray(x, dtype=aval.dtype)
+    if x.shape != tuple(aval.shape):
+        raise TypeError(f"argument of shape {x.shape}, expected {tuple(aval.shape)}")
+    return to_device(x)
+
+
+class CudaProgram:
+    """A compiled program for the CUDA backend. `program(*arrays)` -> list
+    of numpy results (copied back; what the differential tests compare);
+    `run_arrays(arrays)` -> list of Arrays (inputs and results on the
+    device; what jit and eager operations use); `to_device` + `run` split
+    the first in two for benchmarks. `fused` is the partitioned graph,
+    `kernels` the (group name, CudaKernelSource) of every kernel, in launch
+    order."""
+
+    def __init__(self, name, fused, kernels, plan, n_slots, const_slots, in_slots, outs):
         self.name, self.fused, self.kernels = name, fused, kernels
-        self._steps, self._n_slots = steps, n_slots
+        self._plan, self._n_slots = plan, n_slots
         self._const_slots, self._in_slots, self._outs = const_slots, in_slots, outs
-        self._avals = [v.aval for v in fused.graph.invars]
+        self.in_avals = [v.aval for v in fused.graph.invars]
         self._consts = None
 
     def __call__(self, *args):
-        results = self.run(*self.to_device(*args))
-        return [r if isinstance(r, np.ndarray) else r.copy_to_host().reshape(shape)
-                for r, (_, _, shape) in zip(results, self._outs)]
+        return [np.asarray(r) for r in self.run_arrays(self.to_device(*args))]
 
     def to_device(self, *args):
-        """The arguments as device arrays (0-d arrays as 1-element vectors)."""
+        """The arguments as device Arrays (host values copied over)."""
         if len(args) != len(self._in_slots):
             raise TypeError(f"{self.name} takes {len(self._in_slots)} arrays, got {len(args)}")
-        out = []
-        for aval, x in zip(self._avals, args):
-            x = np.asarray(x, dtype=aval.dtype)
-            if x.shape != aval.shape:
-                raise TypeError(f"{self.name}: argument of shape {x.shape}, expected {aval.shape}")
-            out.append(_to_device(x))
-        return out
+        try:
+            return [_as_array(x, a) for a, x in zip(self.in_avals, args)]
+        except TypeError as e:
+            raise TypeError(f"{self.name}: {e}") from None
 
     def run(self, *dev_args):
-        """Launch every step on device arrays; the results stay on the device
-        (a result that is a literal comes back as a numpy array)."""
+        return self.run_arrays(dev_args)
+
+    def run_arrays(self, args):
+        """Launch every step on Arrays; the results are Arrays."""
         env = [None] * self._n_slots
         if self._consts is None:
-            self._consts = [_to_device(np.asarray(c)) for c in self.fused.consts]
+            self._consts = [c if isinstance(c, Array) else to_device(np.asarray(c))
+                            for c in self.fused.consts]
         for slot, c in zip(self._const_slots, self._consts):
             env[slot] = c
-        for slot, x in zip(self._in_slots, dev_args):
+        for slot, x in zip(self._in_slots, args):
             env[slot] = x
-        for step in self._steps:
+        for step, release in self._plan:
             step(env)
-        return [np.array(val) if kind == "value" else env[val] for kind, val, _ in self._outs]
+            for s in release:
+                env[s] = None
+        return [to_device(val) if kind == "value" else env[val] for kind, val in self._outs]
 
     def kernels_text(self):
         return "\n".join(f"# ---- kernel {gname} (nk_{ks.key}.py) ----\n{ks.source}"
                          for gname, ks in self.kernels) or "# no kernels"
 
 
-def _kernel_step(ks, fns, ins, outs, specs):
+def _kernel_step(ks, fns, ins, outs, avals):
+    # Hook for codegen: a kernel source with a `launch(entry, limits)` method
+    # (e.g. one block per row of a block reduction) chooses its own
+    # (blocks, threads); the others are grid-stride loops (launch_config).
+    custom = getattr(ks, "launch", None)
+
     def run(env):
-        from numba import cuda
-        results = [cuda.device_array(_dev_shape(shape), dtype) for shape, dtype in specs]
-        args = [env[i] for i in ins] + results + [int(d) for d in ks.dims]
+        results = []
+        for aval in avals:
+            buf, block = cuda_memory.allocate(dev_shape(aval.shape), aval.dtype)
+            results.append(Array(buf, aval, block))
+        args = [env[i]._buf for i in ins] + [r._buf for r in results] + \
+            [int(d) for d in ks.dims]
         for k, fn in enumerate(fns):
             n = ks.work_items(k)
             if n:
-                blocks, threads = launch_config(n)
+                blocks, threads = custom(k, device_limits()) if custom else launch_config(n)
                 fn[blocks, threads](*args)
         for slot, r in zip(outs, results):
             env[slot] = r
     return run
 
 
-def _view_step(src, out, shape):
+def _view_step(src, out, aval):
+    shape = dev_shape(aval.shape)
+
     def run(env):
         if isinstance(src, Lit):
-            from numba import cuda
-            env[out] = _to_device(np.reshape(np.asarray(src.val, src.aval.dtype), shape))
+            env[out] = to_device(np.reshape(np.asarray(src.val, aval.dtype), aval.shape))
         else:
-            env[out] = env[src].reshape(_dev_shape(shape))
+            x = env[src]
+            env[out] = Array(x._buf.reshape(shape), aval, x._block)
     return run
 
 
@@ -146,6 +222,12 @@ def compile_cuda(cg, name="f"):
     slots = {}
     for v in g.constvars + g.invars:
         slots.setdefault(v, len(slots))
+    out_vars = {v for v in g.outvars if not isinstance(v, Lit)}
+    last_use = {}
+    for k, e in enumerate(g.eqns):
+        for x in e.inputs:
+            if not isinstance(x, Lit):
+                last_use[x] = k
     steps, kernels = [], []
     for e in g.eqns:
         for v in e.outs:
@@ -157,16 +239,77 @@ def compile_cuda(cg, name="f"):
             if any(isinstance(x, Lit) for x in e.inputs):
                 raise AssertionError("kernel group inputs must be variables")
             steps.append(_kernel_step(ks, fns, [slots[x] for x in e.inputs],
-                                      [slots[v] for v in e.outs],
-                                      [(v.aval.shape, v.aval.dtype) for v in e.outs]))
+                                      [slots[v] for v in e.outs], [v.aval for v in e.outs]))
             kernels.append((e.params["name"], ks))
         elif is_view(e):
             x = e.inputs[0]
             steps.append(_view_step(x if isinstance(x, Lit) else slots[x], slots[e.outs[0]],
-                                    e.outs[0].aval.shape))
+                                    e.outs[0].aval))
         else:
             raise NotImplementedError(f"the CUDA runtime cannot run equation {e.prim.name}")
-    outs = [("value", np.asarray(v.val, dtype=v.aval.dtype), v.aval.shape) if isinstance(v, Lit)
-            else ("slot", slots[v], v.aval.shape) for v in g.outvars]
-    return CudaProgram(name, fused, kernels, steps, len(slots), [slots[v] for v in g.constvars],
-                       [slots[v] for v in g.invars], outs)
+    # Drop each intermediate (and each input) from its slot after its last
+    # reader, so its pool block can serve later allocations; outputs stay.
+    release = [[] for _ in g.eqns]
+    for v, k in last_use.items():
+        if v not in out_vars and v not in g.constvars:
+            release[k].append(slots[v])
+    for k, e in enumerate(g.eqns):
+        for v in e.outs:
+            if v not in last_use and v not in out_vars:
+                release[k].append(slots[v])
+    outs = [("value", np.asarray(v.val, dtype=v.aval.dtype)) if isinstance(v, Lit)
+            else ("slot", slots[v]) for v in g.outvars]
+    return CudaProgram(name, fused, kernels, list(zip(steps, release)), len(slots),
+                       [slots[v] for v in g.constvars], [slots[v] for v in g.invars], outs)
+
+
+class CudaExecutable:
+    """What `needle.jit(f, device="cuda")` calls: the CPU Executable's
+    interface over a CudaProgram. Arguments may be Arrays (used in place)
+    or host values (copied to the device); results are Arrays. Stages:
+    'fused', 'kernels' (the CUDA kernel modules), 'ptx' (compiled for
+    compute capability `cc`, default the GPU's, else (9, 0));
+    `resource_report(cc)` gives ptxas's registers, shared memory and spills
+    per kernel (runtime/cuda_inspect.py)."""
+
+    def __init__(self, program):
+        self.program = program
+        self.name = program.name
+        self.in_avals = program.in_avals
+        self.device = "cuda"
+        self.kernel_count = len(program.kernels)
+        self.library_call_count = 0
+
+    def __call__(self, *args):
+        return self.program.run_arrays([_as_array(x, a) for x, a in zip(args, self.in_avals)])
+
+    def stage_names(self):
+        return ["fused", "kernels", "ptx"]
+
+    def stage_text(self, stage, cc=None):
+        if stage == "fused":
+            return str(self.program.fused.graph)
+        if stage == "kernels":
+            return self.program.kernels_text()
+        if stage == "ptx":                  # a text: says why when PTX cannot be made here
+            from .cuda_inspect import ptx_text
+            try:
+                return ptx_text(self.program.kernels, cc)
+            except Exception as e:
+                return f"// no PTX: {type(e).__name__}: {e}"
+        raise KeyError(f"no stage {stage!r}; stages are {self.stage_names()}")
+
+    def ptx(self, cc=None):
+        """{(group, entry): PTX text} for compute capability `cc`."""
+        from .cuda_inspect import compile_ptx
+        return compile_ptx(self.program.kernels, cc)
+
+    def resource_report(self, cc=None):
+        from .cuda_inspect import resource_report
+        return resource_report(self.program.kernels, cc)
+
+
+def compile_cuda_executable(cg, name="f"):
+    """A CudaExecutable for the optimised ClosedGraph `cg` (needle.jit)."""
+    return CudaExecutable(compile_cuda(cg, name))
+

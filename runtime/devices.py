@@ -1,21 +1,69 @@
 """Stage runtime: devices and placement.
 
-Input: a device name given by a user ('cpu', 'cuda', None).
-Output: the canonical device name a jitted function compiles for.
-The CUDA backend arrives with its own issue; until then asking for it is an
-error that says so.
+Input: a device name given by a user ('cpu', 'cuda', 'cuda:0', None).
+Output: the canonical device name a jitted function compiles for ('cpu' or
+'cuda'), or a clear error when the CUDA backend cannot run here.
+
+CUDA needs numba-cuda (the `cuda` extra: `pip install -e ".[cuda]"`; numba's
+own deprecated numba.cuda is not enough), and either a GPU or Numba's CUDA
+simulator (NUMBA_ENABLE_CUDASIM=1, read when numba.cuda is first imported).
+Nothing here imports numba.cuda until CUDA is asked for.
 """
+import importlib.util
+
+_cuda_state = None          # None: not probed yet; else (available, reason)
+
+
+def cuda_status():
+    """(available, reason): whether the CUDA backend can run in this process."""
+    global _cuda_state
+    if _cuda_state is None:
+        if importlib.util.find_spec("numba_cuda") is None:
+            _cuda_state = (False, "numba-cuda is not installed (pip install -e \".[cuda]\", "
+                                  "or pip install \"numba-cuda[cu13]\" nvidia-cuda-nvcc)")
+        else:
+            try:
+                from numba import config, cuda
+                if config.ENABLE_CUDASIM:
+                    _cuda_state = (True, "Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1)")
+                elif cuda.is_available():           # pragma: no cover (needs a GPU)
+                    _cuda_state = (True, "a CUDA GPU")
+                else:
+                    _cuda_state = (False, "no CUDA GPU is available (numba.cuda.is_available() "
+                                          "is False; set NUMBA_ENABLE_CUDASIM=1 to run the "
+                                          "kernels in Numba's CUDA simulator)")
+            except Exception as e:                  # pragma: no cover
+                _cuda_state = (False, f"numba.cuda failed to load: {e}")
+    return _cuda_state
+
+
+def cuda_available():
+    return cuda_status()[0]
 
 
 def devices():
-    """The devices needle can run on here."""
-    return ["cpu"]
+    """The devices needle can run on here: 'cpu', and 'cuda' when numba-cuda
+    is installed and a GPU (or Numba's CUDA simulator) is available."""
+    return ["cpu"] + (["cuda"] if cuda_available() else [])
+
+
+def default_device():
+    """The device `device_put(x)` uses: 'cuda' when available, else 'cpu'."""
+    return devices()[-1]
 
 
 def resolve_device(device):
+    """'cpu' for None or 'cpu'; 'cuda' for 'cuda' / 'cuda:0' when CUDA can
+    run here (a clear error otherwise)."""
     if device is None or device == "cpu":
         return "cpu"
-    if device == "cuda" or str(device).startswith("cuda"):
-        raise NotImplementedError("the CUDA backend is not available yet: needle compiles for "
-                                  "'cpu' only in this version")
-    raise ValueError(f"unknown device {device!r}; needle knows {devices()}")
+    name = str(device)
+    if name == "cuda" or name.startswith("cuda:"):
+        if name not in ("cuda", "cuda:0"):
+            raise ValueError(f"needle uses one CUDA device, 'cuda' (= 'cuda:0'); got {name!r}")
+        ok, reason = cuda_status()
+        if not ok:
+            raise RuntimeError(f"the CUDA backend is not available here: {reason}")
+        return "cuda"
+    raise ValueError(f"unknown device {device!r}; needle knows 'cpu' and 'cuda' "
+                     f"(available here: {devices()})")

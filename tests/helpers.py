@@ -97,3 +97,16 @@ def reference(np_fn, *args, dtype):
     with np.errstate(all="ignore"):
         out = np.asarray(np_fn(*wide))
         return out.astype(dtype)
+
+
+def mode_cases(eager, jit):
+    """pytest params (mode, *case): every case eagerly, the subset `jit` under
+    jit (each jitted case compiles kernels, the slow part of the suite)."""
+    import pytest
+    out = []
+    for mode, cases in (("eager", eager), ("jit", jit)):
+        for c in cases:
+            c = c if isinstance(c, tuple) else (c,)
+            out.append(pytest.param(mode, *c, id="-".join(
+                [mode] + [getattr(v, "name", str(v)) for v in c])))
+    return out
