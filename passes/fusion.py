@@ -89,8 +89,24 @@ def _prefix_shapes(shapes):
     return all(tuple(s) == tuple(longest[:len(s)]) for s in shapes)
 
 
-def _acceptable(eqns, outs):
+def _cuda_matmul_problem(eqns, outs):
+    """On CUDA a matmul kernel absorbs its elementwise epilogue (bias,
+    activation, residual: codegen/cuda/kernels.py), which the CPU emitter,
+    the judge of other groups, cannot emit: a group holding a dot_general is
+    judged by the tiled-matmul rule instead. A dot_general that cannot be
+    tiled stays alone (one thread per output element)."""
+    from ..codegen.cuda.kernels import matmul_group_problem
+    if len(eqns) == 1:
+        return None
+    return matmul_group_problem(eqns, outs)
+
+
+def _acceptable(eqns, outs, backend="cpu"):
     """Why a candidate group is bad, or None if it is fine."""
+    if backend == "cuda" and any(e.prim.name == "dot_general" for e in eqns):
+        if len(eqns) > MAX_GROUP_EQNS:
+            return f"the group would exceed {MAX_GROUP_EQNS} equations"
+        return _cuda_matmul_problem(eqns, outs)
     if len(eqns) > MAX_GROUP_EQNS:
         return f"the group would exceed {MAX_GROUP_EQNS} equations"
     if not _prefix_shapes([v.aval.shape for v in outs]):
@@ -128,7 +144,7 @@ def partition(cg, backend="cpu"):
 
     def try_add(group, e):
         cand = sorted(group.eqns + [e], key=order.__getitem__)
-        why = _acceptable(cand, group.outs())
+        why = _acceptable(cand, group.outs(), backend)
         if why is None:
             group.eqns = cand
             groups_of.setdefault(e, []).append(group)
@@ -167,13 +183,13 @@ def partition(cg, backend="cpu"):
     groups.reverse()
     others = [e for e in g.eqns if is_library(e, backend) or e in views]
     while True:
-        groups = _merge_siblings(groups, others, order)
-        if not _absorb_into_sole_consumer(groups, others, order, graph_outs):
+        groups = _merge_siblings(groups, others, order, backend)
+        if not _absorb_into_sole_consumer(groups, others, order, graph_outs, backend):
             break
     return _build(cg, groups, others, order)
 
 
-def _absorb_into_sole_consumer(groups, others, order, graph_outs):
+def _absorb_into_sole_consumer(groups, others, order, graph_outs, backend="cpu"):
     """Move a group into the one group that reads all of its results (which
     sibling merging may have just made): its results then stay in registers.
     Returns True if a group moved."""
@@ -188,7 +204,7 @@ def _absorb_into_sole_consumer(groups, others, order, graph_outs):
             continue
         c = readers[0]
         eqns = sorted(set(c.eqns) | set(p.eqns), key=order.__getitem__)
-        why = _acceptable(eqns, c.outs())
+        why = _acceptable(eqns, c.outs(), backend)
         if why is None:
             c.eqns = eqns
             groups.remove(p)
@@ -243,7 +259,7 @@ def _reaches(steps, deps):
     return reach
 
 
-def _merge_siblings(groups, others, order):
+def _merge_siblings(groups, others, order, backend="cpu"):
     """Merge independent groups with one loop domain that read a common input."""
     changed = True
     while changed:
@@ -265,7 +281,7 @@ def _merge_siblings(groups, others, order):
                     continue
                 eqns = sorted(set(a.eqns) | set(b.eqns), key=order.__getitem__)
                 outs = a.outs() + b.outs()
-                why = _acceptable(eqns, outs)
+                why = _acceptable(eqns, outs, backend)
                 if why is not None:
                     continue
                 a.roots, a.eqns = a.roots + b.roots, eqns

@@ -56,6 +56,24 @@ SIM_LIBDEVICE = (
     "else:\n"
     "    from numba.cuda import libdevice")
 
+# Warp shuffles (block reductions): the real intrinsic on a GPU; in the
+# simulator, which has none, an exchange through shared memory (every thread
+# of the block calls it, as the generated block reductions do).
+SHUFFLE = (
+    "if config.ENABLE_CUDASIM:\n"
+    "    def shfl_xor(v, off):\n"
+    "        buf = cuda.shared.array(1024, np.object_)\n"
+    "        t = cuda.threadIdx.x\n"
+    "        buf[t] = v\n"
+    "        cuda.syncthreads()\n"
+    "        w = buf[t ^ off]\n"
+    "        cuda.syncthreads()\n"
+    "        return w\n"
+    "else:\n"
+    "    @cuda.jit(device=True, inline=True)\n"
+    "    def shfl_xor(v, off):\n"
+    "        return cuda.shfl_xor_sync(0xffffffff, v, off)")
+
 ATOMIC_DTYPES = {np.dtype(t) for t in (np.int32, np.uint32, np.int64, np.uint64, np.float32,
                                        np.float64)}
 
@@ -63,10 +81,60 @@ ATOMIC_DTYPES = {np.dtype(t) for t in (np.int32, np.uint32, np.int64, np.uint64,
 @dataclass
 class CudaKernelSource(KernelSource):
     entries: tuple = ("kernel",)        # kernel functions, launched in this order
-    work: tuple = ((),)                 # per entry: dims slots whose product = work items
+    # Per entry: the work items as a product over dims slots; a slot may come
+    # as (slot, tile), counting ceil(dims[slot] / tile) (matmul tiles).
+    work: tuple = ((),)
+    # Per entry: the block size the kernel is written for (its shared arrays
+    # and barriers assume it), work items then counting blocks' worth of work
+    # (rows, tiles); None: any block size, work items counting threads.
+    threads: tuple = (None,)
 
     def work_items(self, k):
-        return int(np.prod([self.dims[s] for s in self.work[k]], dtype=np.int64))
+        n = 1
+        for s in self.work[k]:
+            slot, tile = s if isinstance(s, tuple) else (s, 1)
+            n *= -(-int(self.dims[slot]) // tile)
+        return int(n)
+
+    def block_threads(self, k):
+        return self.threads[k] if k < len(self.threads) else None
+
+    def launch(self, k, limits):
+        """(blocks, threads) of entry `k` (the runtime's hook) under `limits`
+        (threads_per_block, max_blocks): a block kernel gets its own block
+        size and a block per work item, up to the cap (its loops stride over
+        the rest); a grid-stride kernel a thread per work item."""
+        n = self.work_items(k)
+        t = self.block_threads(k)
+        if t:
+            return max(1, min(n, limits.max_blocks)), t
+        threads = min(limits.threads_per_block, 32 * -(-n // 32))
+        return max(1, min(-(-n // threads), limits.max_blocks)), threads
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """The fixed shapes of block kernels (they are in the source, not
+    arguments): threads per row block, the row length (product of a
+    reduction's extents) from which a row gets a block, and the matmul tile
+    (BM, BN, BK, TM, TN: a BM x BN output tile per block, K in BK-deep steps,
+    a TM x TN register block per thread, (BM/TM) * (BN/TN) threads)."""
+    row_threads: int = 256
+    row_min: int = 32
+    tile: tuple = (64, 64, 16, 4, 4)
+
+
+GPU_TUNING = Tuning()
+# The simulator runs a Python thread per CUDA thread: small blocks, same code.
+SIM_TUNING = Tuning(row_threads=32, row_min=32, tile=(8, 8, 4, 2, 2))
+TUNING = None                           # set to a Tuning to override (tests)
+
+
+def tuning():
+    if TUNING is not None:
+        return TUNING
+    from numba import config
+    return SIM_TUNING if config.ENABLE_CUDASIM else GPU_TUNING
 
 
 class CudaKernelEmitter(KernelEmitter):
@@ -81,10 +149,17 @@ class CudaKernelEmitter(KernelEmitter):
     # device arrays; a plain vector is the simpler type on a GPU too).
     index_0d = "0"
 
+    threads = None                      # block size the kernel needs (None: any)
+
     def __init__(self, graph, name="kernel", flat_axes=None):
         super().__init__(graph, name, parallel=False)
         self.flat_axes = None if flat_axes is None else tuple(flat_axes)
         self.entries = []               # (top Scope, dims slots of the work)
+        self.red_sites = []             # (reduction eqn, parent scope, reduced axes)
+
+    def _emit_reduction(self, e, idx, axes):
+        self.red_sites.append((e, self.deepest(i.scope for i in idx), tuple(axes)))
+        return super()._emit_reduction(e, idx, axes)
 
     def unary_expr(self, name, x, dt):
         return rules.unary(name, x, dt)
@@ -210,6 +285,7 @@ class CudaKernelEmitter(KernelEmitter):
             "u8, u16, u32, u64 = np.uint8, np.uint16, np.uint32, np.uint64",
             "INF, NAN = math.inf, math.nan",
             SIM_LIBDEVICE if "libdevice." in text else "",
+            SHUFFLE if "shfl_xor(" in text else "",
             "",
             f"SIGNATURE = {sig!r}",
             f"ENTRIES = {tuple(names)!r}",
@@ -218,7 +294,8 @@ class CudaKernelEmitter(KernelEmitter):
             text.rstrip() + "\n",
         ])
         return CudaKernelSource(self.name, src, sig, list(self.dim_values), False, (),
-                                entries=tuple(names), work=tuple(w for _, w in self.entries))
+                                entries=tuple(names), work=tuple(w for _, w in self.entries),
+                                threads=(self.threads,) * len(names))
 
 
 def _recompute(em):
@@ -239,6 +316,11 @@ def emit_kernel(graph, name="kernel"):
     independent of the sizes, so a new batch size gives the same source) at
     which no reduction is recomputed: all axes for an elementwise group, the
     rows of a softmax, the columns of `x - x.mean(axis=0)`."""
+    from . import kernels
+    tune = tuning()
+    plan = kernels.matmul_plan(graph)
+    if plan is not None:
+        return kernels.MatmulEmitter(graph, name, plan, tune).module()
     rank = max((v.aval.ndim for v in graph.outvars), default=0)
     best = None
     for k in range(rank, -1, -1):
@@ -247,8 +329,18 @@ def emit_kernel(graph, name="kernel"):
             ks = em.module()
             cost = _recompute(em)
             if best is None or cost < best[0] - 1e-9:
-                best = (cost, ks)
+                best = (cost, ks, em, axes)
             if cost <= sum(1 for v in em.executions if em.producer[v].prim.kind ==
                            "reduction") + 1e-9:
-                return ks
-    return best[1]
+                best = (cost, ks, em, axes)
+                break
+        else:
+            continue
+        break
+    _, ks, em, axes = best
+    if kernels.wants_row_blocks(em, tune):
+        try:
+            return kernels.RowBlockEmitter(graph, name, axes, tune).module()
+        except kernels.NoBlock:
+            pass
+    return ks
