@@ -263,3 +263,11 @@ def test_shape_queries_and_broadcast_helpers(mode):
     got = needle.jit(f)(x, y) if mode == "jit" else f(x, y)
     for g, w in zip(got, np.broadcast_arrays(x, y, np.float64(2))):
         assert_close(g, w, w.dtype)
+
+
+def test_array_from_list_keeps_strong_float64():
+    # Python floats are weak (default float32); float64 numpy values are not.
+    assert nnp.array([1.0, 2.0]).dtype == np.float32
+    assert nnp.array([np.float64(1.0), 2.0]).dtype == np.float64
+    assert nnp.array([[np.float64(1.0)], [2.0]]).dtype == np.float64
+    assert nnp.array([np.float32(1.0), 2.0]).dtype == np.float32

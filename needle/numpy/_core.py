@@ -44,7 +44,9 @@ def asarray(x, dtype=None):
         return stack([asarray(e) for e in x], dtype=dtype)
     if dtype is None:
         arr = np.asarray(x)
-        if arr.dtype == np.float64:
+        if arr.dtype == np.float64 and not _has_strong_float64(x):
+            # Python floats are weak: they become the default float (float32),
+            # but float64 numpy values inside a list keep their dtype (as JAX).
             arr = arr.astype(dtypes.DEFAULT_FLOAT)
         elif arr.dtype.kind == "c":
             raise dtypes.DTypeError("complex numbers are not supported by needle")
@@ -53,6 +55,12 @@ def asarray(x, dtype=None):
                             f"({arr.dtype})")
         return arr
     return np.asarray(x, dtype=dtypes.canonicalize(dtype))
+
+
+def _has_strong_float64(x):
+    if isinstance(x, (list, tuple)):
+        return any(_has_strong_float64(e) for e in x)
+    return isinstance(x, (np.ndarray, np.generic)) and np.dtype(x.dtype) == np.float64
 
 
 def _flat(x):
