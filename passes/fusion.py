@@ -17,14 +17,19 @@ Policy, consumers first (reverse topological order):
 Every tentative group is emitted (codegen is pure Python and fast) and
 rejected if it would recompute expensive work: a reduction more than once
 per output element, or a transcendental / gather more than twice
-(`codegen.cpu.emit.recompute_factors`). Where two neighbours were not fused,
+(`codegen.cpu.emit.recompute_factors`). On CUDA (backend "cuda") a group
+holding a dot_general is judged instead by the tiled-matmul rule
+(`codegen.cuda.kernels.matmul_group_problem`): the matmul absorbs an
+elementwise epilogue (bias, activation, residual) that reads its result at
+the same index, and nothing else; on CPU dot_general is a BLAS call and its
+epilogue a kernel after it. Where two neighbours were not fused,
 the group's `why` param says why, and the fused-stage dump prints it.
 """
 from ..codegen.cpu.emit import recompute_factors
 from ..ir.core import ClosedGraph, Eqn, Graph, Var
 from ..ir.primitives import kernel_p
 
-# Library calls per backend; on CUDA, dot_general is a kernel of its own.
+# Library calls per backend; on CUDA, dot_general is a kernel (with its epilogue).
 LIBRARY = {"cpu": {"dot_general"}, "cuda": set()}
 VIEWS = {"reshape"}
 # Roots with a loop structure of their own: they can absorb producers but

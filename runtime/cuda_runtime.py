@@ -101,7 +101,10 @@ def load_cuda_kernels(ks, context=""):
         fns = [cuda.jit(getattr(mod, name)) for name in mod.ENTRIES]
         stats.kernels_compiled += 1         # the simulator has no machine code to load
     else:                                   # pragma: no cover (needs a GPU)
-        fns = [cuda.jit(mod.SIGNATURE, cache=True)(getattr(mod, name)) for name in mod.ENTRIES]
+        # block kernels (codegen/cuda/kernels.py) declare their launch bounds
+        lb = getattr(mod, "LAUNCH_BOUNDS", None)
+        fns = [cuda.jit(mod.SIGNATURE, cache=True, launch_bounds=lb)(getattr(mod, name))
+               for name in mod.ENTRIES]
         if all(sum(f.stats.cache_hits.values()) for f in fns):
             stats.kernels_loaded += 1
         else:
@@ -191,8 +194,12 @@ def _kernel_step(ks, fns, ins, outs, avals):
         for aval in avals:
             buf, block = cuda_memory.allocate(dev_shape(aval.shape), aval.dtype)
             results.append(Array(buf, aval, block))
+        # Scratch arrays of the kernel (codegen/cuda: a two-stage full
+        # reduction's partials), pool blocks held for this call only.
+        scratch = [cuda_memory.allocate((n,), np.dtype(dt)) for dt, n in
+                   getattr(ks, "scratch", ())]
         args = [env[i]._buf for i in ins] + [r._buf for r in results] + \
-            [int(d) for d in ks.dims]
+            [buf for buf, _ in scratch] + [int(d) for d in ks.dims]
         for k, fn in enumerate(fns):
             n = ks.work_items(k)
             if n:

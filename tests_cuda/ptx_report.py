@@ -47,9 +47,44 @@ def assemble(ptxas, ptx, cc, tmp):
     info = r.stderr + r.stdout
     num = lambda pat: sum(int(x) for x in re.findall(pat, info))       # noqa: E731
     return {"registers": max([int(x) for x in re.findall(r"Used (\d+) registers", info)] or [0]),
+            "shared_bytes": num(r"(\d+) bytes smem"),
             "spill_stores": num(r"(\d+) bytes spill stores"),
             "spill_loads": num(r"(\d+) bytes spill loads"),
             "stack": num(r"(\d+) bytes stack frame"), "ptxas": info.strip()}
+
+
+def _kernel_programs():
+    """The block kernels (codegen/cuda/kernels.py) at sizes that select them
+    with the real tuning (rows of 512 get a 256-thread block; 64x64 tiles):
+    (function, arguments) makers."""
+    import numpy as np
+
+    import needle.nn as nnn
+    import needle.numpy as nnp
+    rng = np.random.default_rng(0)
+    u = lambda *s: rng.uniform(-1, 1, s).astype(np.float32)           # noqa: E731
+
+    def layernorm(x, g, b):
+        mu = nnp.mean(x, axis=-1, keepdims=True)
+        var = nnp.mean((x - mu) ** 2, axis=-1, keepdims=True)
+        return (x - mu) / nnp.sqrt(var + 1e-5) * g + b
+    return {
+        "row_softmax": lambda: (lambda x: nnn.softmax(x, axis=-1), (u(8, 512),)),
+        "row_log_softmax": lambda: (lambda x: nnn.log_softmax(x, axis=-1), (u(8, 512),)),
+        "row_layernorm": lambda: (layernorm, (u(8, 512), u(512), u(512))),
+        "row_sum_max": lambda: (lambda x: (nnp.sum(x, axis=-1), nnp.max(x, axis=-1)),
+                                (u(8, 512),)),
+        "row_argmax": lambda: (lambda x: nnp.argmax(x, axis=-1), (u(8, 512),)),
+        "full_sum": lambda: (lambda x: nnp.mean(x * x), (u(64, 512),)),
+        "tiled_matmul": lambda: (lambda a, b: a @ b, (u(200, 300), u(300, 100))),
+        "tiled_matmul_batched_T": lambda: (lambda a, b: nnp.matmul(nnp.swapaxes(a, 1, 2), b),
+                                           (u(4, 300, 200), u(4, 300, 100))),
+        "matmul_bias_relu": lambda: (lambda a, w, b: nnn.relu(a @ w + b),
+                                     (u(200, 300), u(300, 100), u(100))),
+    }
+
+
+KERNEL_PROGRAMS = _kernel_programs()
 
 
 def report():
@@ -61,7 +96,11 @@ def report():
     from needle.codegen.cuda import emit_kernel
     from needle.passes.fusion import partition
     from needle.runtime.kernel_cache import import_kernel_module
-    from programs import FLOAT32, PROGRAMS, program
+    from programs import FLOAT32, PROGRAMS, program, traced
+
+    progs = [(name, lambda name=name: program(name)) for name in PROGRAMS]
+    progs += [(name, lambda name=name: traced(*KERNEL_PROGRAMS[name]()))
+              for name in KERNEL_PROGRAMS]
 
     ptxas = ptxas_path()
     if ptxas is None:
@@ -69,8 +108,8 @@ def report():
         return
     seen = set()
     with tempfile.TemporaryDirectory() as tmp:
-        for name in PROGRAMS:
-            opt, _, _ = program(name)
+        for name, make in progs:
+            opt, _, _ = make()
             for e in partition(opt, "cuda").graph.eqns:
                 if e.prim.name != "kernel":
                     continue
@@ -82,26 +121,30 @@ def report():
                 for entry in mod.ENTRIES:
                     for cc in ARCHS:
                         try:
-                            ptx, _ = cuda.compile_ptx(getattr(mod, entry), mod.SIGNATURE,
-                                                      cc=cc)
+                            ptx, _ = cuda.compile_ptx(
+                                getattr(mod, entry), mod.SIGNATURE, cc=cc,
+                                launch_bounds=getattr(mod, "LAUNCH_BOUNDS", None))
                         except Exception as exc:          # no NVVM: report, then skip
                             if "NVVM" in str(exc) or "libnvvm" in str(exc):
                                 yield {"skip": f"no NVVM: {exc}"}
                                 return
                             raise
                         row = {"program": name, "group": e.params["name"], "entry": entry,
-                               "arch": f"sm_{cc[0]}{cc[1]}", "float32": name in FLOAT32,
+                               "arch": f"sm_{cc[0]}{cc[1]}",
+                               "float32": name in FLOAT32 or name in KERNEL_PROGRAMS,
+                               "threads": ks.threads[mod.ENTRIES.index(entry)],
                                "f64": F64.findall(ptx)[:5], "module": f"nk_{ks.key}.py"}
                         row.update(assemble(ptxas, ptx, cc, tmp))
                         yield row
 
 
 def table(rows):
-    lines = [f"{'program':<22} {'kernel group':<44} {'arch':<6} {'regs':>4} {'spill':>5} "
-             f"{'stack':>5}"]
+    lines = [f"{'program':<22} {'kernel group':<44} {'arch':<6} {'block':>5} {'regs':>4} "
+             f"{'smem':>6} {'spill':>5} {'stack':>5}"]
     for r in rows:
         lines.append(f"{r['program']:<22} {(r['group'] + ('' if r['entry'] == 'kernel' else '/' + r['entry']))[:44]:<44} "
-                     f"{r['arch']:<6} {r['registers']:>4} "
+                     f"{r['arch']:<6} {r.get('threads') or '-':>5} {r['registers']:>4} "
+                     f"{r.get('shared_bytes', 0):>6} "
                      f"{r['spill_stores'] + r['spill_loads']:>5} {r['stack']:>5}")
     return "\n".join(lines)
 

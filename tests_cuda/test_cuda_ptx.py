@@ -40,7 +40,9 @@ def rows(request):
 
 def test_every_program_and_arch_assembled(rows):
     got = {(r["program"], r["arch"]) for r in rows}
-    assert got == {(p, a) for p in PROGRAMS for a in ("sm_80", "sm_90")}
+    from ptx_report import KERNEL_PROGRAMS      # the block kernels (test_cuda_kernels.py)
+    assert got == {(p, a) for p in list(PROGRAMS) + list(KERNEL_PROGRAMS)
+                   for a in ("sm_80", "sm_90")}
 
 
 def test_no_float64_in_float32_programs(rows):

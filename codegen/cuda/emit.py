@@ -19,14 +19,18 @@ outermost loop they depend on) and overrides what differs:
   softmax over rows flattens the row axis, so each thread computes its
   row's maximum and sum once and writes the row; `x - x.mean(axis=0)`
   flattens the column axis (one thread per column, coalesced).
-- a reduction whose result is the output is one thread per output element
-  running the CPU emitter's serial reduction loop (a column sum reads
-  coalesced: neighbouring threads read neighbouring columns). Block-per-row
-  reductions in shared memory with warp shuffles, and two-stage full
-  reductions, come next; until then a full reduction is one thread.
-- dot_general is one thread per output element with a serial loop over the
-  contracted axes; a tiled shared-memory matmul with register blocking and
-  fused epilogue comes later. Fusion keeps it alone in its group for now.
+- reductions: one thread per output element running the CPU emitter's
+  serial reduction loop (a column sum reads coalesced: neighbouring threads
+  read neighbouring columns), unless the group is a row kernel: then
+  codegen/cuda/kernels.py makes it one block per row (shared memory and warp
+  shuffles), and a full reduction two-stage (per-block partials, then one
+  block); see `kernels.wants_row_blocks` for the choice.
+- dot_general: a group holding a dot_general with one contracted and one
+  free axis per operand (any batch axes, float) and its elementwise
+  epilogue is the tiled shared-memory matmul with register blocking of
+  kernels.py (fusion lets it absorb its epilogue on CUDA); any other
+  dot_general is one thread per output element with a serial loop over the
+  contracted axes.
 - scatter_add updates with `cuda.atomic.add`, scatter with a plain store
   (with a repeated index, which update wins is unspecified, as in JAX on
   GPU); the copy of the operand is a first kernel, the updates a second, so
@@ -34,6 +38,12 @@ outermost loop they depend on) and overrides what differs:
 - cumsum: one thread per scan line.
 - expressions: float32 `math.*` (libdevice), typed constants (`f32(...)`,
   the CPU `const`), so a float32 program has no float64 arithmetic.
+
+Block kernels are written for a fixed block size (`threads` per entry) and
+fixed tile shapes: the `Tuning` (GPU_TUNING; SIM_TUNING, smaller, under the
+simulator, which runs a Python thread per CUDA thread; `TUNING` overrides).
+Their `launch(entry, limits)` gives the runtime (blocks, threads); a scratch
+array (`scratch`) is allocated by the runtime for the call.
 
 The module keeps the kernel a plain Python function with its signature in
 `SIGNATURE`: the runtime wraps it with `cuda.jit` (lazily in the simulator,
@@ -61,18 +71,40 @@ SIM_LIBDEVICE = (
 # of the block calls it, as the generated block reductions do).
 SHUFFLE = (
     "if config.ENABLE_CUDASIM:\n"
+    "    import threading as _th\n"
     "    def shfl_xor(v, off):\n"
-    "        buf = cuda.shared.array(1024, np.object_)\n"
+    "        # two buffers used in turn: one barrier per exchange\n"
+    "        buf = cuda.shared.array((2, 1024), np.object_)\n"
+    "        me = _th.current_thread()\n"
+    "        p = me.needle_parity = 1 - getattr(me, 'needle_parity', 0)\n"
     "        t = cuda.threadIdx.x\n"
-    "        buf[t] = v\n"
+    "        buf[p, t] = v\n"
     "        cuda.syncthreads()\n"
-    "        w = buf[t ^ off]\n"
-    "        cuda.syncthreads()\n"
-    "        return w\n"
+    "        return buf[p, t ^ off]\n"
     "else:\n"
     "    @cuda.jit(device=True, inline=True)\n"
     "    def shfl_xor(v, off):\n"
     "        return cuda.shfl_xor_sync(0xffffffff, v, off)")
+
+# The simulator allocates a block's shared array on the first thread's call,
+# without a lock: two threads starting together can each get their own. This
+# makes the lookup atomic (same keying: the calling line); simulator only.
+SIM_SHARED = (
+    "if config.ENABLE_CUDASIM:\n"
+    "    from numba.cuda.simulator import kernelapi as _ka\n"
+    "    if not getattr(_ka.FakeCUDAShared, 'needle_locked', False):\n"
+    "        import sys, threading\n"
+    "        _lock = threading.Lock()\n"
+    "        def _array(self, shape, dtype, alignment=None):\n"
+    "            f = sys._getframe(1)\n"
+    "            key = (f.f_code.co_filename, f.f_lineno)\n"
+    "            with _lock:\n"
+    "                res = self._allocations.get(key)\n"
+    "                if res is None:\n"
+    "                    res = self._allocations[key] = np.empty(shape, dtype)\n"
+    "            return res\n"
+    "        _ka.FakeCUDAShared.array = _array\n"
+    "        _ka.FakeCUDAShared.needle_locked = True")
 
 ATOMIC_DTYPES = {np.dtype(t) for t in (np.int32, np.uint32, np.int64, np.uint64, np.float32,
                                        np.float64)}
@@ -88,12 +120,16 @@ class CudaKernelSource(KernelSource):
     # and barriers assume it), work items then counting blocks' worth of work
     # (rows, tiles); None: any block size, work items counting threads.
     threads: tuple = (None,)
+    # Scratch arrays the runtime allocates for the call and passes after the
+    # outputs: (dtype name, number of elements) each (a two-stage full
+    # reduction's per-block partials).
+    scratch: tuple = ()
 
     def work_items(self, k):
         n = 1
         for s in self.work[k]:
             slot, tile = s if isinstance(s, tuple) else (s, 1)
-            n *= -(-int(self.dims[slot]) // tile)
+            n *= tile if slot is None else -(-int(self.dims[slot]) // tile)
         return int(n)
 
     def block_threads(self, k):
@@ -122,11 +158,12 @@ class Tuning:
     row_threads: int = 256
     row_min: int = 32
     tile: tuple = (64, 64, 16, 4, 4)
+    partials: int = 1024                # blocks of a full reduction's first stage
 
 
 GPU_TUNING = Tuning()
 # The simulator runs a Python thread per CUDA thread: small blocks, same code.
-SIM_TUNING = Tuning(row_threads=32, row_min=32, tile=(8, 8, 4, 2, 2))
+SIM_TUNING = Tuning(row_threads=32, row_min=32, tile=(8, 8, 4, 2, 2), partials=3)
 TUNING = None                           # set to a Tuning to override (tests)
 
 
@@ -160,6 +197,12 @@ class CudaKernelEmitter(KernelEmitter):
     def _emit_reduction(self, e, idx, axes):
         self.red_sites.append((e, self.deepest(i.scope for i in idx), tuple(axes)))
         return super()._emit_reduction(e, idx, axes)
+
+    def _emit_argmax(self, e, idx):
+        self.red_sites.append((e, self.deepest(i.scope for i in idx), (e.params["axis"],)))
+        return super()._emit_argmax(e, idx)
+
+    _emit_argmin = _emit_argmax
 
     def unary_expr(self, name, x, dt):
         return rules.unary(name, x, dt)
@@ -285,17 +328,22 @@ class CudaKernelEmitter(KernelEmitter):
             "u8, u16, u32, u64 = np.uint8, np.uint16, np.uint32, np.uint64",
             "INF, NAN = math.inf, math.nan",
             SIM_LIBDEVICE if "libdevice." in text else "",
+            SIM_SHARED if "shfl_xor(" in text or "cuda.shared.array" in text else "",
             SHUFFLE if "shfl_xor(" in text else "",
             "",
             f"SIGNATURE = {sig!r}",
             f"ENTRIES = {tuple(names)!r}",
+            # A block kernel tells the compiler its block size (maxntid) and
+            # asks for 2 resident blocks per SM: at most 128 registers.
+            f"LAUNCH_BOUNDS = {(self.threads, 2) if self.threads else None!r}",
             "",
             "",
             text.rstrip() + "\n",
         ])
         return CudaKernelSource(self.name, src, sig, list(self.dim_values), False, (),
                                 entries=tuple(names), work=tuple(w for _, w in self.entries),
-                                threads=(self.threads,) * len(names))
+                                threads=(self.threads,) * len(names),
+                                scratch=tuple(getattr(self, "scratch", ())))
 
 
 def _recompute(em):

@@ -19,12 +19,17 @@ of work (rows, tiles); any grid is correct (block-stride loops).
    coalesced); a value stored at the row (a row sum) is stored by thread 0.
    Reductions nested below the row (inside a thread's strided loop) stay
    serial in that thread.
-   A full reduction (0-d result) is the same kernel with no row axes: ONE
-   block reduces everything (the grid-stride loop over one row). Chosen over
-   a two-stage or atomic path because it is deterministic, handles any
-   reduction and any epilogue (a mean, a loss) in one launch with no scratch
-   buffer; its limit is one SM's bandwidth (a two-stage version with
-   per-block partials is the next step for large full reductions).
+   argmax / argmin along a row combine (value, index) pairs the same way
+   (first maximum, first NaN, as numpy).
+   A full reduction (0-d result) is TWO-STAGE: a first entry whose
+   `Tuning.partials` blocks (a block-stride loop over them, so any grid is
+   correct) each reduce a strided share of the operand into one partial (a
+   scratch array the runtime allocates), then the group's kernel, one block,
+   reduces the partials and runs the epilogue (a mean's division, a loss).
+   Chosen over atomics because it is deterministic (the same sum every run),
+   works for every reduction and dtype a shuffle moves (max, min, prod have
+   no float atomics), and keeps the epilogue in the second stage instead of
+   needing a third launch or a last-block-done counter.
    When (`wants_row_blocks`): some reduction sits at the row level and
    reduces its operand's innermost (contiguous) axis, over a row length
    (product of its reduced extents) of at least `Tuning.row_min`; or the
@@ -48,7 +53,7 @@ of work (rows, tiles); any grid is correct (block-stride loops).
 """
 import numpy as np
 
-from ...ir.core import Lit, Var
+from ...ir.core import Var
 from ...ir.primitives import reduce_identity
 from ..cpu.emit import Scope, _Idx
 from ..cpu.rules import const
@@ -91,6 +96,20 @@ class RowBlockEmitter(CudaKernelEmitter):
         self.threads = self.T
         self.uniform = set()
         self.smem = {}
+        self.P = tune.partials
+        self.full = max((v.aval.ndim for v in graph.outvars), default=0) == 0
+        self.scratch = []               # (dtype name, size) of each partials array
+        self.stage1 = None              # the first stage's (top, block loop)
+
+    def emit_body(self):
+        super().emit_body()
+        if self.stage1 is not None:     # the partials are computed first
+            self.entries.insert(0, (self.stage1[0], ((None, self.P),)))
+
+    def array_params(self):
+        names, types = super().array_params()
+        return (names + [f"s{k}" for k in range(len(self.scratch))],
+                types + [f"{dt}[::1]" for dt, _ in self.scratch])
 
     def _open_grid(self, extents):
         if self.entries:
@@ -161,14 +180,14 @@ class RowBlockEmitter(CudaKernelEmitter):
         else:
             scope.emit(f"{out_name}[{sub}] = {val}")
 
-    def _smem(self, dt):
-        if dt not in self.smem:
+    def _smem(self, dt, top):
+        if (top, dt) not in self.smem:
             name = f"sm_{dt.name}"
-            self.top.emit(f"{name} = cuda.shared.array({self.T // 32}, np.{dt.name})")
-            self.smem[dt] = name
-        return self.smem[dt]
+            top.emit(f"{name} = cuda.shared.array({self.T // 32}, np.{dt.name})")
+            self.smem[top, dt] = name
+        return self.smem[top, dt]
 
-    def _block_combine(self, scope, name, acc, dt, acc_dt):
+    def _block_combine(self, scope, name, acc, dt, acc_dt, top=None):
         """Combine every thread's `acc` across the block; all threads get the total."""
         lines = []
         for off in (16, 8, 4, 2, 1):
@@ -176,7 +195,7 @@ class RowBlockEmitter(CudaKernelEmitter):
             lines += [f"{o} = shfl_xor({acc}, {off})", self._combine(name, acc, o, dt)]
         nw = self.T // 32
         if nw > 1:
-            sm = self._smem(acc_dt)
+            sm = self._smem(acc_dt, top or self.top)
             # lane l reads warp total l % nw: a butterfly over nw lanes then
             # gives every lane the block's total
             lines += [f"if tid_ % 32 == 0:\n    {sm}[tid_ // 32] = {acc}",
@@ -202,8 +221,12 @@ class RowBlockEmitter(CudaKernelEmitter):
         # numba widens an int32 accumulator to int64 (its int + int is intp)
         acc_dt = np.dtype(np.int64) if dt.kind in "iu" else dt
         acc = self.fresh("acc")
-        parent.emit(f"{acc} = {const(reduce_identity(name, dt), acc_dt)}")
+        ident = const(reduce_identity(name, dt), acc_dt)
+        parent.emit(f"{acc} = {ident}")
         axes = tuple(sorted(axes))
+        self.red_sites.append((e, parent, axes))
+        if self.full:
+            return self._two_stage(e, parent, acc, acc_dt, ident)
         loop, names = self._thread_loop(parent, [self.dim(x, d) for d in axes],
                                         [x.aval.shape[d] for d in axes])
         it = iter(idx)
@@ -211,13 +234,140 @@ class RowBlockEmitter(CudaKernelEmitter):
         for d in range(x.aval.ndim):
             full.append(_Idx(names[axes.index(d)], loop) if d in axes else next(it))
         self._count(e.outs[0], loop)
-        self.red_sites.append((e, parent, axes))
 
         def body():
             v, _ = self.value_at(x, tuple(full))
             loop.emit(self._combine(name, acc, v, dt))
         self._with_scope(loop, body)
         parent.close(loop)
+        self._block_combine(parent, name, acc, dt, acc_dt)
+        if dt.kind in "iu" and dt.itemsize < 8:
+            return self.define(acc, parent, dt), parent
+        return acc, parent
+
+
+    def _emit_argmax(self, e, idx):
+        """argmax / argmin along a row: each thread keeps the first best of
+        its strided share (value, index; index -1 while empty), then the
+        pairs combine across the block under the total order "larger value
+        (a NaN beats any number), then smaller index": numpy's first
+        maximum, first NaN."""
+        parent = self.deepest(i.scope for i in idx)
+        x = e.inputs[0]
+        dt = x.aval.dtype
+        if parent not in self.uniform or self.full:
+            return CudaKernelEmitter._emit_argmax(self, e, idx)
+        if dt not in SHUFFLE_DTYPES:
+            raise NoBlock(f"no shuffle for {dt}")
+        axis = e.params["axis"]
+        cmp = ">" if e.prim.name == "argmax" else "<"
+        init = reduce_identity("reduce_max" if cmp == ">" else "reduce_min", dt)
+        best, bi = self.fresh("best"), self.fresh("bi")
+        parent.emit(f"{best} = {const(init, dt)}\n{bi} = i64(-1)")
+        loop, (r,) = self._thread_loop(parent, [self.dim(x, axis)], [x.aval.shape[axis]])
+        it = iter(idx)
+        full = tuple(_Idx(r, loop) if d == axis else next(it) for d in range(x.aval.ndim))
+        self._count(e.outs[0], loop)
+        self.red_sites.append((e, parent, (axis,)))
+        isf = dt.kind == "f"
+
+        def body():
+            v, _ = self.value_at(x, full)
+            nan = f" or ({v} != {v} and {best} == {best})" if isf else ""
+            loop.emit(f"if {bi} < 0 or {v} {cmp} {best}{nan}:\n    {best} = {v}\n"
+                      f"    {bi} = i64({r})")
+        self._with_scope(loop, body)
+        parent.close(loop)
+
+        def take(ov, oi):
+            if isf:
+                better = (f"({ov} != {ov} and ({best} == {best} or {oi} < {bi})) or "
+                          f"({best} == {best} and ({ov} {cmp} {best} or "
+                          f"({ov} == {best} and {oi} < {bi})))")
+            else:
+                better = f"{ov} {cmp} {best} or ({ov} == {best} and {oi} < {bi})"
+            return (f"if {oi} >= 0 and ({bi} < 0 or {better}):\n"
+                    f"    {best} = {ov}\n    {bi} = {oi}")
+
+        def butterfly(offs):
+            for off in offs:
+                ov, oi = self.fresh("w"), self.fresh("wi")
+                parent.emit(f"{ov} = shfl_xor({best}, {off})\n{oi} = shfl_xor({bi}, {off})")
+                parent.emit(take(ov, oi))
+        butterfly((16, 8, 4, 2, 1))
+        nw = self.T // 32
+        if nw > 1:
+            sv, si = self._smem(dt, self.top), self._smem(np.dtype(np.int64), self.top)
+            if sv == si:
+                raise NoBlock("argmax of int64 needs two shared arrays")
+            parent.emit(f"if tid_ % 32 == 0:\n    {sv}[tid_ // 32] = {best}\n"
+                        f"    {si}[tid_ // 32] = {bi}")
+            parent.emit("cuda.syncthreads()")
+            parent.emit(f"{best} = {sv}[tid_ % {nw}]\n{bi} = {si}[tid_ % {nw}]")
+            off, offs = nw // 2, []
+            while off:
+                offs.append(off)
+                off //= 2
+            butterfly(offs)
+            parent.emit("cuda.syncthreads()")
+        return self.define(f"max({bi}, 0)", parent, e.outs[0].aval.dtype), parent
+
+    _emit_argmin = _emit_argmax
+
+    def _two_stage(self, e, parent, acc, acc_dt, ident):
+        """A full reduction in two launches: the first stage's P blocks (a
+        block-stride loop over P, so any grid works) each reduce a strided
+        share of the operand and store one partial; then this kernel's one
+        block reduces the P partials. Deterministic, any reduction, the
+        epilogue in the second stage, one scratch array of P values."""
+        x = e.inputs[0]
+        dt, name = x.aval.dtype, e.prim.name
+        k = len(self.scratch)
+        part = f"s{k}"
+        self.scratch.append((acc_dt.name, self.P))
+        if self.stage1 is None:
+            top = Scope(None, None)
+            top.emit("tid_ = cuda.threadIdx.x")
+            vb = top.child(f"for vb_ in range(cuda.blockIdx.x, {self.P}, cuda.gridDim.x):",
+                           self.P)
+            self.stage1 = (top, vb)
+            self.uniform |= {top, vb}
+        top, vb = self.stage1
+        a1 = self.fresh("acc")
+        vb.emit(f"{a1} = {ident}")
+        ext = " * ".join(self.dim(x, d) for d in range(x.aval.ndim)) or "1"
+        f = self.fresh("f")
+        loop = vb.child(f"for {f} in range(vb_ * {self.T} + tid_, {ext}, "
+                        f"{self.P * self.T}):", max(1, x.aval.size // self.P))
+        full, q = [None] * x.aval.ndim, f
+        for d in range(x.aval.ndim - 1, -1, -1):
+            i = self.fresh("i")
+            if d == 0:
+                loop.emit(f"{i} = {q}")
+            else:
+                loop.emit(f"{i} = {q} % {self.dim(x, d)}")
+                q2 = self.fresh("q")
+                loop.emit(f"{q2} = {q} // {self.dim(x, d)}")
+                q = q2
+            full[d] = _Idx(i, loop)
+        self._count(e.outs[0], loop)
+
+        def body():
+            v, _ = self.value_at(x, tuple(full))
+            loop.emit(self._combine(name, a1, v, dt))
+        root, self.root = self.root, vb     # index-free values go to this stage's loop
+        try:
+            self._with_scope(loop, body)
+        finally:
+            self.root = root
+        vb.close(loop)
+        self._block_combine(vb, name, a1, dt, acc_dt, top=top)
+        vb.emit(f"if tid_ == 0:\n    {part}[vb_] = {a1}")
+        # the second stage: this block reduces the partials
+        g = self.fresh("g")
+        loop2 = parent.child(f"for {g} in range(tid_, {self.P}, {self.T}):", 1)
+        loop2.emit(self._combine(name, acc, f"{part}[{g}]", dt))
+        parent.close(loop2)
         self._block_combine(parent, name, acc, dt, acc_dt)
         if dt.kind in "iu" and dt.itemsize < 8:
             return self.define(acc, parent, dt), parent
@@ -317,7 +467,7 @@ class MatmulEmitter(CudaKernelEmitter):
         grid.emit("\n".join(f"{accs[i][j]} = {zero}" for i in range(TM) for j in range(TN)))
         kloop = grid.child(f"for k0_ in range(0, {K}, {BK}):", 1)
 
-        def stage(x, xc, xf, xb, tile, rows, base, smem, extent):
+        def stage(x, xc, xf, xb, tile, rows, base, smem):
             """Load the BK x tile slice of operand x into shared `smem`; the
             flattened load index runs along x's innermost axis."""
             k_fast = xc == x.aval.ndim - 1
@@ -338,8 +488,8 @@ class MatmulEmitter(CudaKernelEmitter):
             loop.emit(f"{smem}[kk_, rr_] = {v} if ok_ else {zero}")
             kloop.close(loop)
 
-        stage(a, lc[0], fa, lb, BM, M, f"tm_ * {BM}", "sa_", out.aval.shape[nb])
-        stage(b, rc[0], fb, rb, BN, N, f"tn_ * {BN}", "sb_", out.aval.shape[nb + 1])
+        stage(a, lc[0], fa, lb, BM, M, f"tm_ * {BM}", "sa_")
+        stage(b, rc[0], fb, rb, BN, N, f"tn_ * {BN}", "sb_")
         kloop.emit("cuda.syncthreads()")
         inner = kloop.child(f"for kk_ in range({BK}):", 1)
         ra = [f"ra{i}_" for i in range(TM)]
