@@ -62,7 +62,8 @@ out = {}
 for modname, entries in req["modules"]:
     mod = importlib.import_module(modname)
     for entry in entries:
-        ptx, _ = cuda.compile_ptx(getattr(mod, entry), mod.SIGNATURE, cc=tuple(req["cc"]))
+        ptx, _ = cuda.compile_ptx(getattr(mod, entry), mod.SIGNATURE, cc=tuple(req["cc"]),
+                                  launch_bounds=getattr(mod, "LAUNCH_BOUNDS", None))
         out[modname + ":" + entry] = ptx
 json.dump(out, sys.stdout)
 """
@@ -101,8 +102,9 @@ def compile_ptx(kernels, cc=None):
                 for ks in todo.values():
                     mod = import_kernel_module(ks, "cuda")
                     for e in ks.entries:
-                        got[ks.key, e] = cuda.compile_ptx(getattr(mod, e), mod.SIGNATURE,
-                                                          cc=cc)[0]
+                        got[ks.key, e] = cuda.compile_ptx(
+                            getattr(mod, e), mod.SIGNATURE, cc=cc,
+                            launch_bounds=getattr(mod, "LAUNCH_BOUNDS", None))[0]
         except Exception as exc:
             if "NVVM" in str(exc) or "libnvvm" in str(exc):
                 raise RuntimeError("PTX needs NVVM: install numba-cuda with its cu13 extra "
