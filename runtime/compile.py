@@ -25,7 +25,8 @@ from ..ir.core import Lit
 from ..ir.primitives.linalg import dot_general_numpy
 from ..passes.fusion import is_library, is_view, partition
 from . import memory, parallel
-from .executable import Executable, call_step, kernel_step, slot_or_value, view_step
+from .executable import (Executable, call_step, kernel_step, last_uses, release_plan,
+                         slot_or_value, view_step)
 from .kernel_cache import load_kernel
 
 PARALLEL_MIN_SIZE = int(os.environ.get("NEEDLE_PARALLEL_MIN_SIZE", 1 << 16))
@@ -72,11 +73,7 @@ def compile_executable(cg, device="cpu", name="f", donated=()):
     in_slots = [slots[v] for v in g.invars]
     donated_vars = {g.invars[k] for k in donated}
     out_vars = {v for v in g.outvars if not isinstance(v, Lit)}
-    last_use = {}
-    for k, e in enumerate(g.eqns):
-        for x in e.inputs:
-            if not isinstance(x, Lit):
-                last_use[x] = k
+    last_use = last_uses(g)
     steps, sources = [], []
     n_kernels = n_lib = 0
     for k, e in enumerate(g.eqns):
@@ -121,17 +118,7 @@ def compile_executable(cg, device="cpu", name="f", donated=()):
                 steps.append(view_step(ins[0], outs[0], e.outs[0].aval.shape))
         else:
             raise NotImplementedError(f"the CPU runtime cannot run equation {e.prim.name}")
-    # Release each intermediate (and each input) after its last reader, so its
-    # buffer can return to the pool mid-call; outputs are kept.
-    release = [[] for _ in g.eqns]
-    for v, k in last_use.items():
-        if v not in out_vars and v not in g.constvars:
-            release[k].append(slots[v])
-    for k, e in enumerate(g.eqns):
-        for v in e.outs:
-            if v not in last_use and v not in out_vars:
-                release[k].append(slots[v])
-    plan = list(zip(steps, release))
+    plan = list(zip(steps, release_plan(g, slots)))
     inputs = set(g.invars) | set(g.constvars)
     outs = []
     for v in g.outvars:

@@ -39,6 +39,7 @@ from ..ir.core import Lit
 from ..passes.fusion import is_view, partition
 from . import cuda_memory
 from .cuda_array import Array, dev_shape, to_device
+from .executable import release_plan
 from .kernel_cache import import_kernel_module
 from .stats import stats
 
@@ -229,12 +230,6 @@ def compile_cuda(cg, name="f"):
     slots = {}
     for v in g.constvars + g.invars:
         slots.setdefault(v, len(slots))
-    out_vars = {v for v in g.outvars if not isinstance(v, Lit)}
-    last_use = {}
-    for k, e in enumerate(g.eqns):
-        for x in e.inputs:
-            if not isinstance(x, Lit):
-                last_use[x] = k
     steps, kernels = [], []
     for e in g.eqns:
         for v in e.outs:
@@ -254,16 +249,7 @@ def compile_cuda(cg, name="f"):
                                     e.outs[0].aval))
         else:
             raise NotImplementedError(f"the CUDA runtime cannot run equation {e.prim.name}")
-    # Drop each intermediate (and each input) from its slot after its last
-    # reader, so its pool block can serve later allocations; outputs stay.
-    release = [[] for _ in g.eqns]
-    for v, k in last_use.items():
-        if v not in out_vars and v not in g.constvars:
-            release[k].append(slots[v])
-    for k, e in enumerate(g.eqns):
-        for v in e.outs:
-            if v not in last_use and v not in out_vars:
-                release[k].append(slots[v])
+    release = release_plan(g, slots)      # drop intermediates after their last reader
     outs = [("value", np.asarray(v.val, dtype=v.aval.dtype)) if isinstance(v, Lit)
             else ("slot", slots[v]) for v in g.outvars]
     return CudaProgram(name, fused, kernels, list(zip(steps, release)), len(slots),

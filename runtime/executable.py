@@ -112,6 +112,34 @@ def view_step(i, out, shape):
     return step
 
 
+def last_uses(graph):
+    """{Var: index of the last equation reading it}."""
+    last = {}
+    for k, e in enumerate(graph.eqns):
+        for x in e.inputs:
+            if not isinstance(x, Lit):
+                last[x] = k
+    return last
+
+
+def release_plan(graph, slots):
+    """Per equation, the slots to drop after it runs: each intermediate (and
+    input) after its last reader, unread results at once; outputs and
+    constants stay. A dropped buffer returns to its pool mid-call."""
+    out_vars = {v for v in graph.outvars if not isinstance(v, Lit)}
+    consts = set(graph.constvars)
+    release = [[] for _ in graph.eqns]
+    last = last_uses(graph)
+    for v, k in last.items():
+        if v not in out_vars and v not in consts:
+            release[k].append(slots[v])
+    for k, e in enumerate(graph.eqns):
+        for v in e.outs:
+            if v not in last and v not in out_vars:
+                release[k].append(slots[v])
+    return release
+
+
 def slot_or_value(slots, x):
     """An input reference: the Var's slot, or a Lit's value as a 0-d array."""
     if isinstance(x, Lit):
