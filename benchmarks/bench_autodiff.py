@@ -21,7 +21,6 @@ the MLP loss to 1e-4 relative on a small batch). Run:
 Prints one table; the ratio columns are peer time / needle time (above 1:
 needle is faster), all measured in one run, interleaved.
 """
-import argparse
 import sys
 
 import numpy as np
@@ -32,7 +31,7 @@ import needle.numpy as nnp
 from needle.tree_util import tree_leaves, tree_map
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from common import print_table, timeit_side_by_side, try_jax  # noqa: E402
+from common import bench_args, print_table, timeit_side_by_side, try_jax  # noqa: E402
 
 LR = 0.01
 GELU_C = float(np.sqrt(2 / np.pi))
@@ -186,10 +185,7 @@ def check(sizes, rng):
 # --- main --------------------------------------------------------------------------
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--small", action="store_true", help="small sizes (a smoke run)")
-    ap.add_argument("--repeats", type=int, default=15)
-    args = ap.parse_args()
+    args = bench_args()
     s = 16 if args.small else 1
     rng = np.random.default_rng(0)
     jax = try_jax()

@@ -5,7 +5,6 @@ Run: python benchmarks/bench_core.py [--small]
 Prints one table; the ratio columns are peer time / needle time (above 1:
 needle is faster), all measured in one run, interleaved.
 """
-import argparse
 import sys
 
 import numpy as np
@@ -15,7 +14,8 @@ import needle.numpy as nnp
 import needle.nn as nnn
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from common import print_table, timeit_side_by_side, try_jax, try_torch  # noqa: E402
+from common import (bench_args, print_table, timeit_side_by_side, try_jax,  # noqa: E402
+                    try_torch)
 
 
 def chain(x):
@@ -44,10 +44,7 @@ def layernorm_np(x, g, b):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--small", action="store_true", help="small sizes (a smoke run)")
-    ap.add_argument("--repeats", type=int, default=15)
-    args = ap.parse_args()
+    args = bench_args()
     s = 16 if args.small else 1
     rng = np.random.default_rng(0)
     jax, torch = try_jax(), try_torch()

@@ -5,9 +5,18 @@ of ratios. Each callable is called as a user calls it: a fresh result per
 call, the previous one released. Runs are interleaved (round robin) so the
 machine's noise hits every contestant alike.
 """
+import argparse
 import time
 
 import numpy as np
+
+
+def bench_args(description=None):
+    """The flags every benchmark script takes: --small, --repeats."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--small", action="store_true", help="small sizes (a smoke run)")
+    ap.add_argument("--repeats", type=int, default=15)
+    return ap.parse_args()
 
 
 def timeit_side_by_side(fns, repeats=15, warmup=2, min_time=0.0):

@@ -9,30 +9,18 @@ file in a subprocess; to read the table by hand:
 
     python tests_cuda/ptx_report.py --table
 """
-import glob
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
 
+from needle.runtime.cuda_inspect import ptxas_path
+
 ARCHS = ((8, 0), (9, 0))
 # An instruction on float64 (optionally predicated): add.f64, cvt.f64.f32, ...
 F64 = re.compile(r"^\s*(?:@!?%\w+\s+)?[a-z][\w.]*\.f64\b", re.M)
-
-
-def ptxas_path():
-    try:
-        import nvidia
-        for root in nvidia.__path__:
-            hits = sorted(glob.glob(os.path.join(root, "cu*", "bin", "ptxas")))
-            if hits:
-                return hits[-1]
-    except ImportError:
-        pass
-    return shutil.which("ptxas")
 
 
 def assemble(ptxas, ptx, cc, tmp):

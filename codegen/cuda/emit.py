@@ -221,6 +221,23 @@ class CudaKernelEmitter(KernelEmitter):
         self.root = self.cur = grid
         return grid
 
+    def _unravel(self, scope, flat, extents):
+        """Emit into `scope` the multi-index of flat index `flat` over
+        `extents` (last axis fastest); returns the index names."""
+        names = [None] * len(extents)
+        q = flat
+        for k in range(len(extents) - 1, -1, -1):
+            i = self.fresh("i")
+            if k == 0:
+                scope.emit(f"{i} = {q}")
+            else:
+                scope.emit(f"{i} = {q} % {extents[k]}")
+                q2 = self.fresh("q")
+                scope.emit(f"{q2} = {q} // {extents[k]}")
+                q = q2
+            names[k] = i
+        return names
+
     def _domain(self, shape_var, skip_axis=None, allow_prange=True):
         ndim = shape_var.aval.ndim
         axes = [d for d in range(ndim) if d != skip_axis]
@@ -231,17 +248,8 @@ class CudaKernelEmitter(KernelEmitter):
         ext = [self.dim(shape_var, d) for d in flat]
         grid = self._open_grid(ext)
         idx = [None] * ndim
-        q = "t_"
-        for k in range(len(flat) - 1, -1, -1):
-            i = self.fresh("i")
-            if k == 0:
-                grid.emit(f"{i} = {q}")
-            else:
-                grid.emit(f"{i} = {q} % {ext[k]}")
-                q2 = self.fresh("q")
-                grid.emit(f"{q2} = {q} // {ext[k]}")
-                q = q2
-            idx[flat[k]] = _Idx(i, grid)
+        for d, i in zip(flat, self._unravel(grid, "t_", ext)):
+            idx[d] = _Idx(i, grid)
         scope = grid
         for d in serial:
             i = self.fresh("i")

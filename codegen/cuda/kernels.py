@@ -131,19 +131,7 @@ class RowBlockEmitter(CudaKernelEmitter):
         f = self.fresh("f")
         loop = parent.child(f"for {f} in range(tid_, {' * '.join(extents)}, {self.T}):",
                             max(1, _prod(sizes)))
-        names = [None] * len(extents)
-        q = f
-        for k in range(len(extents) - 1, -1, -1):
-            i = self.fresh("i")
-            if k == 0:
-                loop.emit(f"{i} = {q}")
-            else:
-                loop.emit(f"{i} = {q} % {extents[k]}")
-                q2 = self.fresh("q")
-                loop.emit(f"{q2} = {q} // {extents[k]}")
-                q = q2
-            names[k] = i
-        return loop, names
+        return loop, self._unravel(loop, f, extents)
 
     def _domain(self, shape_var, skip_axis=None, allow_prange=True):
         ndim = shape_var.aval.ndim
@@ -152,17 +140,8 @@ class RowBlockEmitter(CudaKernelEmitter):
         ext = [self.dim(shape_var, d) for d in flat]
         grid = self._open_grid(ext)
         idx = [None] * ndim
-        q = "t_"
-        for k in range(len(flat) - 1, -1, -1):
-            i = self.fresh("i")
-            if k == 0:
-                grid.emit(f"{i} = {q}")
-            else:
-                grid.emit(f"{i} = {q} % {ext[k]}")
-                q2 = self.fresh("q")
-                grid.emit(f"{q2} = {q} // {ext[k]}")
-                q = q2
-            idx[flat[k]] = _Idx(i, grid)
+        for d, i in zip(flat, self._unravel(grid, "t_", ext)):
+            idx[d] = _Idx(i, grid)
         scope = grid
         if serial:
             scope, names = self._thread_loop(
