@@ -306,7 +306,8 @@ class Jitted:
                                                for s in key[1]) else "cpu")
         if device == "cuda":
             from .runtime.cuda_runtime import compile_cuda_executable
-            exe = compile_cuda_executable(cg, name=self.name)
+            exe = compile_cuda_executable(cg, name=self.name,
+                                          donated=self._donated_leaves(args))
         else:
             if any(isinstance(c, Array) for c in cg.consts):    # closed-over device arrays
                 cg = ClosedGraph(cg.graph, [np.asarray(c) if isinstance(c, Array) else c
@@ -406,7 +407,9 @@ def jit(fun=None, *, static_argnums=(), static_argnames=(), donate_argnums=(), d
     may be overwritten with results of the same shape and dtype (by a kernel
     that reads them element for element, as an optimizer update does), which
     saves an allocation per call. Do not use a donated array after the call.
-    (On CUDA donation is ignored for now; the device pool reuses buffers.)
+    On CUDA a donated device array is deleted by the call (`x.is_deleted()`;
+    using it raises, as in JAX) and its buffer belongs to the call: a result
+    is written into it, or it returns to the pool after its last reader.
 
     device: "cpu" or "cuda". Without it the arguments decide: any needle
     device array (`needle.device_put(x, "cuda")`, or a result of a CUDA

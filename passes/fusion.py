@@ -22,7 +22,9 @@ holding a dot_general is judged instead by the tiled-matmul rule
 (`codegen.cuda.kernels.matmul_group_problem`): the matmul absorbs an
 elementwise epilogue (bias, activation, residual) that reads its result at
 the same index, and nothing else; on CPU dot_general is a BLAS call and its
-epilogue a kernel after it. Where two neighbours were not fused,
+epilogue a kernel after it. Also on CUDA, a full reduction (to a scalar,
+two-stage) never reads another full reduction of its kernel. Where two
+neighbours were not fused,
 the group's `why` param says why, and the fused-stage dump prints it.
 """
 from ..codegen.cpu.emit import recompute_factors
@@ -106,12 +108,35 @@ def _cuda_matmul_problem(eqns, outs):
     return matmul_group_problem(eqns, outs)
 
 
+def _cuda_chained_full_reductions(eqns):
+    """On CUDA a full reduction (0-d result) runs in two stages: every block
+    of the first stage reduces a share into a partial, one block combines
+    the partials (codegen/cuda/kernels.py). A full reduction whose operand
+    reads another full reduction's result in the same kernel would need that
+    result in every block of the first stage, before it exists (a grid-wide
+    barrier): such a pair goes to two kernels."""
+    after_full = set()                  # values that depend on a full reduction
+    for e in eqns:
+        reads_full = any(isinstance(x, Var) and x in after_full for x in e.inputs)
+        full = e.prim.kind == "reduction" and all(v.aval.ndim == 0 for v in e.outs)
+        if full and reads_full:
+            return (f"{e.prim.name} to a scalar would read another full reduction's "
+                    f"result in the same CUDA kernel (a grid-wide barrier)")
+        if full or reads_full:
+            after_full.update(e.outs)
+    return None
+
+
 def _acceptable(eqns, outs, backend="cpu"):
     """Why a candidate group is bad, or None if it is fine."""
     if backend == "cuda" and any(e.prim.name == "dot_general" for e in eqns):
         if len(eqns) > MAX_GROUP_EQNS:
             return f"the group would exceed {MAX_GROUP_EQNS} equations"
         return _cuda_matmul_problem(eqns, outs)
+    if backend == "cuda":
+        why = _cuda_chained_full_reductions(eqns)
+        if why:
+            return why
     if len(eqns) > MAX_GROUP_EQNS:
         return f"the group would exceed {MAX_GROUP_EQNS} equations"
     if not _prefix_shapes([v.aval.shape for v in outs]):

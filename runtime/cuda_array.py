@@ -27,6 +27,7 @@ Arrays are immutable. A 0-d Array is stored as a 1-element device vector
 Nothing here imports numba until a device array is made.
 """
 import collections
+import sys
 import threading
 
 import numpy as np
@@ -70,8 +71,28 @@ class Array(Tracer):
         self._trace, self._var, self.source = EAGER, Var(aval), "a device array"
         self._buf, self._block = buf, block
 
+    # -- donation -------------------------------------------------------------
+    def is_deleted(self):
+        """True once the array was donated to a jitted call (donate_argnums)."""
+        return self._buf is None
+
+    def _delete(self):
+        self._buf = self._block = None
+
+    def _check_alive(self):
+        if self._buf is None:
+            raise RuntimeError(f"this {self.aval.str_short()} device array was donated to a "
+                               f"jitted function (donate_argnums) and deleted; use that "
+                               f"call's results instead")
+
+    def _exclusive(self):
+        """Whether no other Array shares this one's buffer (a view would)."""
+        # references to the Block: this Array's slot and getrefcount's argument
+        return self._block is not None and sys.getrefcount(self._block) == 2
+
     # -- host conversion ----------------------------------------------------
     def __array__(self, dtype=None, copy=None):
+        self._check_alive()
         a = self._buf.copy_to_host().reshape(self.shape)
         return a if dtype is None else a.astype(dtype, copy=False)
 
@@ -139,6 +160,7 @@ class Array(Tracer):
 
     @property
     def __cuda_array_interface__(self):
+        self._check_alive()
         from numba import config
         if config.ENABLE_CUDASIM:
             # The simulator's arrays are numpy arrays in host memory.
@@ -156,6 +178,7 @@ class Array(Tracer):
     def on_device(self):
         """The numba device array (device shape: 0-d arrays are 1-element
         vectors). Keep this Array alive while using it."""
+        self._check_alive()
         return self._buf
 
 
@@ -165,6 +188,7 @@ def to_device(x, dtype=None):
     """A host value (numpy array, numpy or Python scalar) as a new Array; an
     Array of the right dtype is returned as is."""
     if isinstance(x, Array):
+        x._check_alive()
         return x if dtype is None or x.dtype == dtype else x.astype(dtype)
     if hasattr(x, "__cuda_array_interface__") and not isinstance(x, np.ndarray):
         return _from_cuda_array(x, dtype)
@@ -179,7 +203,9 @@ def to_device(x, dtype=None):
     from . import cuda_memory
     buf, block = cuda_memory.allocate(dev_shape(host.shape), host.dtype)
     if host.size:
-        buf.copy_to_device(host.reshape(dev_shape(host.shape)))
+        # reshape(-1) first: a C-contiguous view may carry a 0 stride on a
+        # size-1 axis (x[:, None]), which Numba's copy mis-squeezes
+        buf.copy_to_device(host.reshape(-1).reshape(dev_shape(host.shape)))
     return Array(buf, ShapedArray(host.shape, host.dtype), block)
 
 
@@ -261,6 +287,7 @@ def _scalar(val, aval):
 def _operand(a):
     """(Array on the device, its abstract value in the graph) of an operand."""
     if isinstance(a, Array):
+        a._check_alive()
         return a, a.aval
     if isinstance(a, Tracer):       # pragma: no cover (bind gives those to their trace)
         raise AssertionError("a tracer reached the eager CUDA trace")

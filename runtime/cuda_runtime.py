@@ -39,7 +39,7 @@ from ..ir.core import Lit
 from ..passes.fusion import is_view, partition
 from . import cuda_memory
 from .cuda_array import Array, dev_shape, to_device
-from .executable import release_plan
+from .executable import last_uses, release_plan
 from .kernel_cache import import_kernel_module
 from .stats import stats
 
@@ -122,6 +122,7 @@ def clear_memory_cache():
 def _as_array(x, aval):
     """An argument as an Array of `aval` (host values are copied over)."""
     if isinstance(x, Array):
+        x._check_alive()
         if x.aval.shape != tuple(aval.shape) or x.dtype != aval.dtype:
             raise TypeError(f"device array {x.aval.str_short()} where {aval.str_short()} "
                             f"is expected")
@@ -163,8 +164,11 @@ class CudaProgram:
     def run(self, *dev_args):
         return self.run_arrays(dev_args)
 
-    def run_arrays(self, args):
-        """Launch every step on Arrays; the results are Arrays."""
+    def run_arrays(self, args, owned=()):
+        """Launch every step on Arrays; the results are Arrays. `owned`: the
+        positions of arguments this call owns (donated: nothing else reads
+        their buffers), which a kernel may overwrite."""
+        owned = {self._in_slots[k] for k in owned}
         env = [None] * self._n_slots
         if self._consts is None:
             self._consts = [c if isinstance(c, Array) else to_device(np.asarray(c))
@@ -174,7 +178,7 @@ class CudaProgram:
         for slot, x in zip(self._in_slots, args):
             env[slot] = x
         for step, release in self._plan:
-            step(env)
+            step(env, owned)
             for s in release:
                 env[s] = None
         return [to_device(val) if kind == "value" else env[val] for kind, val in self._outs]
@@ -184,15 +188,23 @@ class CudaProgram:
                          for gname, ks in self.kernels) or "# no kernels"
 
 
-def _kernel_step(ks, fns, ins, outs, avals):
+def _kernel_step(ks, fns, ins, outs, avals, inplace=None):
     # Hook for codegen: a kernel source with a `launch(entry, limits)` method
     # (e.g. one block per row of a block reduction) chooses its own
     # (blocks, threads); the others are grid-stride loops (launch_config).
+    # `inplace` {output position: input slot}: the output takes the input's
+    # buffer when this call owns it (a donated argument, `owned`).
     custom = getattr(ks, "launch", None)
+    inplace = inplace or {}
 
-    def run(env):
+    def run(env, owned=()):
         results = []
-        for aval in avals:
+        for j, aval in enumerate(avals):
+            src = inplace.get(j)
+            if src is not None and src in owned:
+                x = env[src]
+                results.append(Array(x._buf, aval, x._block))
+                continue
             buf, block = cuda_memory.allocate(dev_shape(aval.shape), aval.dtype)
             results.append(Array(buf, aval, block))
         # Scratch arrays of the kernel (codegen/cuda: a two-stage full
@@ -214,7 +226,7 @@ def _kernel_step(ks, fns, ins, outs, avals):
 def _view_step(src, out, aval):
     shape = dev_shape(aval.shape)
 
-    def run(env):
+    def run(env, owned=()):
         if isinstance(src, Lit):
             env[out] = to_device(np.reshape(np.asarray(src.val, aval.dtype), aval.shape))
         else:
@@ -223,15 +235,38 @@ def _view_step(src, out, aval):
     return run
 
 
-def compile_cuda(cg, name="f"):
-    """A CudaProgram running the optimised ClosedGraph `cg` on the CUDA backend."""
+def _inplace_plan(e, k, ks, slots, donated_vars, last_use, out_vars, taken):
+    """{output position: input slot} of kernel equation `e` (number `k`): an
+    output takes the buffer of a donated input of its shape and dtype that
+    this kernel reads last and only at the element it stores (as the CPU
+    runtime does, runtime/compile.py)."""
+    plan = {}
+    for pos in ks.aligned:
+        x = e.inputs[pos]
+        if x in donated_vars and last_use.get(x) == k and x not in out_vars and x not in taken:
+            for j, v in enumerate(e.outs):
+                if j not in plan and v.aval.dtype == x.aval.dtype and \
+                        v.aval.shape == x.aval.shape:
+                    plan[j] = slots[x]
+                    taken.add(x)
+                    break
+    return plan
+
+
+def compile_cuda(cg, name="f", donated=()):
+    """A CudaProgram running the optimised ClosedGraph `cg` on the CUDA
+    backend; `donated`: flat input positions the caller gives up (their
+    buffers may be written in place when the call owns them)."""
     fused = partition(cg, "cuda")
     g = fused.graph
     slots = {}
     for v in g.constvars + g.invars:
         slots.setdefault(v, len(slots))
+    donated_vars = {g.invars[k] for k in donated}
+    out_vars = {v for v in g.outvars if not isinstance(v, Lit)}
+    last_use, taken = last_uses(g), set()
     steps, kernels = [], []
-    for e in g.eqns:
+    for k, e in enumerate(g.eqns):
         for v in e.outs:
             slots[v] = len(slots)
         if e.prim.name == "kernel":
@@ -240,8 +275,10 @@ def compile_cuda(cg, name="f"):
                                                 f"from {e.source})")
             if any(isinstance(x, Lit) for x in e.inputs):
                 raise AssertionError("kernel group inputs must be variables")
+            inplace = _inplace_plan(e, k, ks, slots, donated_vars, last_use, out_vars, taken)
             steps.append(_kernel_step(ks, fns, [slots[x] for x in e.inputs],
-                                      [slots[v] for v in e.outs], [v.aval for v in e.outs]))
+                                      [slots[v] for v in e.outs], [v.aval for v in e.outs],
+                                      inplace))
             kernels.append((e.params["name"], ks))
         elif is_view(e):
             x = e.inputs[0]
@@ -265,8 +302,9 @@ class CudaExecutable:
     `resource_report(cc)` gives ptxas's registers, shared memory and spills
     per kernel (runtime/cuda_inspect.py)."""
 
-    def __init__(self, program):
+    def __init__(self, program, donated=()):
         self.program = program
+        self.donated = tuple(donated)
         self.name = program.name
         self.in_avals = program.in_avals
         self.device = "cuda"
@@ -274,7 +312,11 @@ class CudaExecutable:
         self.library_call_count = 0
 
     def __call__(self, *args):
-        return self.program.run_arrays([_as_array(x, a) for x, a in zip(args, self.in_avals)])
+        arrays = [_as_array(x, a) for x, a in zip(args, self.in_avals)]
+        owned = ()
+        if self.donated:
+            arrays, owned = _take_donated(args, arrays, self.donated)
+        return self.program.run_arrays(arrays, owned)
 
     def stage_names(self):
         return ["fused", "kernels", "ptx"]
@@ -302,7 +344,35 @@ class CudaExecutable:
         return resource_report(self.program.kernels, cc)
 
 
-def compile_cuda_executable(cg, name="f"):
-    """A CudaExecutable for the optimised ClosedGraph `cg` (needle.jit)."""
-    return CudaExecutable(compile_cuda(cg, name))
+def _take_donated(args, arrays, donated):
+    """Donation: the call takes the donated arguments' buffers. A donated
+    Array is deleted (using it afterwards is an error, as in JAX) and its
+    buffer belongs to the call: a kernel may write a result into it, or it
+    returns to the pool after its last reader, mid-call. A buffer that other
+    Arrays still share (a reshape view; the same Array passed twice) is read
+    but never overwritten. A donated host value is copied over, so its device
+    copy is the call's own. Returns (arrays, owned positions)."""
+    arrays, owned, private = list(arrays), [], {}
+    for k in donated:
+        x = args[k]
+        if not isinstance(x, Array):
+            owned.append(k)             # a fresh device copy
+            continue
+        if id(x) not in private:
+            alone = x._exclusive() and sum(a is x for a in args) == 1
+            private[id(x)] = (Array(x._buf, x.aval, x._block), alone, x)
+        if private[id(x)][1]:
+            owned.append(k)
+    for j, a in enumerate(args):
+        if id(a) in private:
+            arrays[j] = private[id(a)][0]
+    for _, _, x in private.values():
+        x._delete()
+    return arrays, tuple(owned)
+
+
+def compile_cuda_executable(cg, name="f", donated=()):
+    """A CudaExecutable for the optimised ClosedGraph `cg` (needle.jit);
+    `donated`: flat input positions the caller gives up."""
+    return CudaExecutable(compile_cuda(cg, name, donated), donated)
 

@@ -19,3 +19,24 @@ settings.register_profile("ci", derandomize=True, deadline=None, max_examples=8,
 settings.register_profile("dev", deadline=None, max_examples=30,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+# --- the differential tests on another device ----------------------------------
+# With NEEDLE_TEST_DEVICE=cuda (and NUMBA_ENABLE_CUDASIM=1 without a GPU) the
+# tests marked `on_device` run again with their jitted calls compiled for that
+# device (helpers.jit / helpers.run); the rest, and the eager cases, which
+# never touch a device, are deselected.
+def pytest_configure(config):
+    config.addinivalue_line("markers", "on_device: a differential test whose jitted calls "
+                                       "compile for $NEEDLE_TEST_DEVICE (helpers.jit)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("NEEDLE_TEST_DEVICE", "cpu") == "cpu":
+        return
+    keep, drop = [], []
+    for item in items:
+        eager = "eager" in getattr(getattr(item, "callspec", None), "id", "").split("-")
+        (keep if item.get_closest_marker("on_device") and not eager else drop).append(item)
+    config.hook.pytest_deselected(items=drop)
+    items[:] = keep

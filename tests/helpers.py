@@ -1,5 +1,7 @@
 """Shared test helpers: hypothesis strategies for shapes and arrays, and
 comparison against numpy with dtype-aware tolerances."""
+import os
+
 import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -80,11 +82,43 @@ def expected_dtype(*operands, to_float=False):
     return dt
 
 
+# The device the "jit" mode compiles for: $NEEDLE_TEST_DEVICE, "cpu" unless set.
+# .ci/run sets it to "cuda" (in Numba's CUDA simulator) for a second run of the
+# differential tests, so every CPU test case also runs on the CUDA backend.
+DEVICE = os.environ.get("NEEDLE_TEST_DEVICE", "cpu")
+
+
+def to_host(tree):
+    """Device arrays in `tree` copied back to numpy (numpy values unchanged)."""
+    import needle
+    return needle.tree_util.tree_map(
+        lambda v: np.asarray(v) if isinstance(v, needle.Array) else v, tree)
+
+
+def jit(fn, **kw):
+    """needle.jit(fn) for the test device; its results come back as numpy
+    (unless it is called under a transformation, where they are tracers)."""
+    import needle
+    from needle.tracer.core import Tracer
+    f = needle.jit(fn, device=DEVICE, **kw)
+
+    def call(*args, **kwargs):
+        out = f(*args, **kwargs)
+        leaves = needle.tree_util.tree_leaves(out)
+        if any(isinstance(v, Tracer) and not isinstance(v, needle.Array) for v in leaves):
+            return out              # called under a transformation (grad(jit(f))): traced
+        if DEVICE == "cuda":        # really ran there: results are device arrays
+            assert all(isinstance(v, needle.Array) for v in leaves), \
+                [type(v) for v in leaves]
+        return to_host(out)
+    call.jitted = f
+    return call
+
+
 def run(fn, args, mode):
     """fn(*args), eagerly on numpy arrays or compiled with needle.jit."""
     if mode == "jit":
-        import needle
-        return needle.jit(fn)(*args)
+        return jit(fn)(*args)
     return fn(*args)
 
 

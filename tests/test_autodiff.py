@@ -13,6 +13,10 @@ from needle.ir import PRIMITIVES, check_graph
 from needle.passes.autodiff import JVP_RULES, MARKERS, NOT_DIFFERENTIABLE, TRANSPOSE_RULES
 from needle.passes.autodiff import rules as ad_rules
 
+from helpers import jit
+
+pytestmark = pytest.mark.on_device      # also run on $NEEDLE_TEST_DEVICE (conftest.py)
+
 X = np.array([0.3, -1.2, 0.8])
 
 
@@ -195,7 +199,7 @@ def test_third_derivative_of_tanh():
 def test_stop_gradient():
     g = needle.grad(lambda x: nnp.sum(x * needle.stop_gradient(x)))(X)
     np.testing.assert_allclose(g, X)
-    g = needle.jit(needle.grad(lambda x: nnp.sum(needle.stop_gradient(x ** 2) + x)))(X)
+    g = jit(needle.grad(lambda x: nnp.sum(needle.stop_gradient(x ** 2) + x)))(X)
     np.testing.assert_allclose(g, np.ones(3))
     np.testing.assert_array_equal(needle.stop_gradient(X), X)
     p = needle.stop_gradient({"a": X})
@@ -222,12 +226,12 @@ def test_custom_vjp():
     x = np.array([0.1, 2.0, -0.5])
     want = np.clip(np.cos(x), -0.1, 0.1)
     np.testing.assert_allclose(needle.grad(lambda x: nnp.sum(clip_grad(x)))(x), want)
-    np.testing.assert_allclose(needle.jit(needle.grad(lambda x: nnp.sum(clip_grad(x))))(x),
+    np.testing.assert_allclose(jit(needle.grad(lambda x: nnp.sum(clip_grad(x))))(x),
                                want)
-    np.testing.assert_allclose(needle.grad(needle.jit(lambda x: nnp.sum(clip_grad(x))))(x),
+    np.testing.assert_allclose(needle.grad(jit(lambda x: nnp.sum(clip_grad(x))))(x),
                                want)
     np.testing.assert_allclose(clip_grad(x), np.sin(x))              # no differentiation
-    np.testing.assert_allclose(needle.jit(clip_grad)(x), np.sin(x))
+    np.testing.assert_allclose(jit(clip_grad)(x), np.sin(x))
     with pytest.raises(TypeError, match="custom_vjp"):
         needle.jvp(clip_grad, (x,), (x,))
 
@@ -267,8 +271,8 @@ def test_stable_log1pexp_with_custom_vjp_and_pytree_args():
 def test_compositions_with_jit():
     f = lambda x: nnp.sum(nnp.sin(x) * x ** 2)
     want = np.cos(X) * X ** 2 + 2 * X * np.sin(X)
-    for got in (needle.grad(f)(X), needle.jit(needle.grad(f))(X),
-                needle.grad(needle.jit(f))(X), needle.jit(needle.grad(needle.jit(f)))(X)):
+    for got in (needle.grad(f)(X), jit(needle.grad(f))(X),
+                needle.grad(jit(f))(X), jit(needle.grad(jit(f)))(X)):
         np.testing.assert_allclose(got, want, rtol=1e-12)
 
 
@@ -283,7 +287,7 @@ def test_training_step_under_jit():
         w, b = params
         return -nnp.mean(nn.log_softmax(x @ w + b) * y)
 
-    @needle.jit
+    @jit
     def step(params, x, y):
         l, g = needle.value_and_grad(loss)(params, x, y)
         return l, needle.tree_util.tree_map(lambda p, d: p - 0.5 * d, params, g)
@@ -299,7 +303,7 @@ def test_training_step_under_jit():
 
 
 def test_grad_closes_over_outer_tracers():
-    @needle.jit
+    @jit
     def f(x, a):
         return needle.grad(lambda x: nnp.sum(nnp.sin(x * a)))(x)
     np.testing.assert_allclose(f(X, 2.0), 2.0 * np.cos(2.0 * X), rtol=1e-12)

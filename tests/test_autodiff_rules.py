@@ -21,7 +21,9 @@ from needle.ir.primitives import (BINARY, UNARY, broadcast_in_dim_p, concatenate
                                   reduce_prod_p, reduce_sum_p, reshape_p, rev_p, scatter_add_p,
                                   scatter_p, select_p, slice_p, transpose_p)
 
-from helpers import shapes
+from helpers import jit, shapes
+
+pytestmark = pytest.mark.on_device      # also run on $NEEDLE_TEST_DEVICE (conftest.py)
 
 EPS = 1e-6
 
@@ -53,6 +55,10 @@ def check_grads(f, *args, rtol=1e-6, atol=1e-8, seed=0):
     np.testing.assert_allclose(lhs, _vdot(ct, tout), rtol=1e-10, atol=1e-10 * (1 + ct.size))
     for c, a in zip(cts, args):
         assert np.shape(c) == a.shape and np.asarray(c).dtype == np.float64
+    # the same VJP compiled for the test device (helpers.DEVICE) agrees
+    compiled = jit(lambda ct, *a: needle.vjp(f, *a)[1](ct))(ct, *args)
+    for c, got in zip(cts, compiled):
+        np.testing.assert_allclose(got, c, rtol=1e-9, atol=1e-12 * scale * (1 + ct.size))
 
 
 # Inputs: "any" in [-2, 2]; "pos" in [0.5, 2]; "nz" away from 0; "unit" in (-0.9, 0.9).

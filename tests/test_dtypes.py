@@ -13,7 +13,9 @@ import pytest
 import needle
 import needle.nn as nn
 import needle.numpy as nnp
-from helpers import MODES, assert_close, expected_dtype
+from helpers import MODES, jit, assert_close, expected_dtype
+
+pytestmark = pytest.mark.on_device      # also run on $NEEDLE_TEST_DEVICE (conftest.py)
 
 b, i32, i64, f32, f64 = (np.dtype(t) for t in (np.bool_, np.int32, np.int64, np.float32,
                                                np.float64))
@@ -60,8 +62,8 @@ def test_add_promotion_table(x, y, want):
     if isinstance(y, np.ndarray):
         assert nnp.promote_types(x.dtype, y.dtype) == want
     # under jit: arrays are arguments, Python scalars are closed over (literals)
-    assert needle.jit(lambda a: a + y)(x).dtype == want
-    assert needle.jit(lambda a: y + a)(x).dtype == want
+    assert jit(lambda a: a + y)(x).dtype == want
+    assert jit(lambda a: y + a)(x).dtype == want
 
 
 @pytest.mark.parametrize("scalar,arr,want", [(1.5, _arr(i32), f32), (2, _arr(i32), i32),
@@ -69,8 +71,8 @@ def test_add_promotion_table(x, y, want):
                                              (1.5, _arr(f64), f64)], ids=str)
 def test_python_scalar_arguments_are_weak_under_jit(scalar, arr, want):
     """A Python scalar passed to a jitted function stays weakly typed."""
-    assert needle.jit(lambda s, a: s * a)(scalar, arr).dtype == want
-    assert needle.jit(lambda s, a: a - s if a.dtype != np.bool_ else a & s)(scalar, arr).dtype \
+    assert jit(lambda s, a: s * a)(scalar, arr).dtype == want
+    assert jit(lambda s, a: a - s if a.dtype != np.bool_ else a & s)(scalar, arr).dtype \
         == want
 
 
@@ -78,7 +80,7 @@ def test_python_scalar_arguments_are_weak_under_jit(scalar, arr, want):
                                           (b, (True, False))], ids=str)
 def test_python_scalars_only(want, scalars):
     assert np.asarray(nnp.add(*scalars)).dtype == want
-    assert needle.jit(lambda x, y: x + y)(*scalars).dtype == want
+    assert jit(lambda x, y: x + y)(*scalars).dtype == want
 
 
 x_b, x_i32, x_i64, x_f32, x_f64 = (np.array([[0, 1, 2], [1, 1, 0]]).astype(d)
@@ -159,7 +161,7 @@ def test_op_dtype_table(mode):
         def table(*xs):
             return [f(*[xs[slot[id(a)]] for a in args]) for _, f, args, _ in OP_TABLE]
 
-        got = needle.jit(table)(*inputs)
+        got = jit(table)(*inputs)
     else:
         got = [f(*a) for _, f, a, _ in OP_TABLE]
     wrong = [f"{name}: {np.asarray(g).dtype} (want {want})"
@@ -239,7 +241,7 @@ def test_creation_under_jit(x):
                 nnp.arange(a.shape[-1]), nnp.eye(a.shape[-1]), nnp.linspace(0, 1, 3),
                 nnp.add(nnp.zeros_like(a, dtype=np.float64), 1)]
 
-    got = needle.jit(f)(x)
+    got = jit(f)(x)
     want = [np.zeros_like(x), np.ones_like(x), np.full_like(x, 2), np.zeros(x.shape, f32),
             np.ones((2,) + x.shape, i32), np.full(x.shape, 0.5, f32), np.arange(3),
             np.eye(3, dtype=f32), np.linspace(0, 1, 3, dtype=f32), np.ones(x.shape)]
@@ -260,7 +262,7 @@ def test_shape_queries_and_broadcast_helpers(mode):
         assert nnp.broadcast_shapes(nnp.shape(a), nnp.shape(c), ()) == (2, 4, 3)
         return nnp.broadcast_arrays(a, c, np.float64(2))
 
-    got = needle.jit(f)(x, y) if mode == "jit" else f(x, y)
+    got = jit(f)(x, y) if mode == "jit" else f(x, y)
     for g, w in zip(got, np.broadcast_arrays(x, y, np.float64(2))):
         assert_close(g, w, w.dtype)
 

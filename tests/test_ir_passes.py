@@ -21,7 +21,7 @@ from needle.ir import (ClosedGraph, Eqn, Graph, GraphError, Lit, ShapedArray, Va
 from needle.ir.primitives import (add_p, broadcast_in_dim_p, exp_p, iota_p, mul_p,
                                   reduce_sum_p, reshape_p, sin_p, tanh_p)
 from needle.passes import PIPELINE, cse, dce, fold_constants, run_pipeline
-from helpers import assert_close
+from helpers import assert_close, jit
 
 F32 = np.dtype(np.float32)
 
@@ -323,6 +323,7 @@ PROGRAMS = {
 }
 
 
+@pytest.mark.on_device
 @pytest.mark.parametrize("name", sorted(PROGRAMS))
 def test_pipeline_checks_every_stage_and_keeps_meaning(name):
     fn, shapes = PROGRAMS[name]
@@ -336,7 +337,7 @@ def test_pipeline_checks_every_stage_and_keeps_meaning(name):
         np.concatenate([args[0].T, args[0].T[::-1]], 0).reshape(-1)[2:9]
     got = run_numpy(out.graph, out.consts, args)[0]
     assert_close(got, np.asarray(want), np.float32)
-    assert_close(needle.jit(fn)(*args), np.asarray(want), np.float32)
+    assert_close(jit(fn)(*args), np.asarray(want), np.float32)
 
 
 def test_lowered_stages_and_kernel_count():

@@ -17,7 +17,9 @@ import needle
 import needle.nn as nn
 import needle.numpy as nnp
 import needle.scipy.special as special
-from helpers import MODES, arrays, assert_close, reference, run, shapes
+from helpers import MODES, jit, arrays, assert_close, reference, run, shapes
+
+pytestmark = pytest.mark.on_device      # also run on $NEEDLE_TEST_DEVICE (conftest.py)
 
 F32, F64, I32, I64 = (np.dtype(t) for t in (np.float32, np.float64, np.int32, np.int64))
 _erf = np.vectorize(math.erf, otypes=[np.float64])
@@ -183,7 +185,7 @@ def test_activations_on_python_scalars_and_lists():
     assert_close(nn.relu(np.float32(-2.0)), np.float32(0.0), F32)
     assert_close(nn.softmax([1.0, 2.0, 3.0]), _softmax(np.array([1.0, 2.0, 3.0])).astype(F32),
                  F32)
-    assert_close(needle.jit(lambda x: nn.gelu(x))(np.float32(1.0)),
+    assert_close(jit(lambda x: nn.gelu(x))(np.float32(1.0)),
                  np.float32(0.5 * (1 + math.tanh(math.sqrt(2 / math.pi) * 1.044715))), F32)
     assert_close(nnp.asarray(special.logsumexp(np.zeros(4, np.float32))), np.float32(np.log(4)),
                  F32)

@@ -14,8 +14,10 @@ from hypothesis.extra import numpy as hnp
 
 import needle
 import needle.numpy as nnp
-from helpers import (MODES, arrays, assert_close, expected_dtype, mode_cases, reference, run,
-                     shapes)
+from helpers import (MODES, arrays, assert_close, expected_dtype, jit, mode_cases, reference,
+                     run, shapes)
+
+pytestmark = pytest.mark.on_device      # also run on $NEEDLE_TEST_DEVICE (conftest.py)
 
 F32, F64, I32, I64, B = (np.dtype(t) for t in (np.float32, np.float64, np.int32, np.int64,
                                                np.bool_))
@@ -119,7 +121,7 @@ def test_unary_jit(dt, data):
         xs = {"any": a, "pos": nnp.absolute(a) + shift}
         return {n: UNARY[n][0](xs[_domain(n)]) for n in names}
 
-    got = needle.jit(f)(x)
+    got = jit(f)(x)
     xs = {"any": x, "pos": np.abs(x) + shift}
     _check_each(got, {n: (reference(UNARY[n][1], xs[_domain(n)], dtype=_unary_dtype(n, dt)),
                           _unary_dtype(n, dt)) for n in names})
@@ -201,7 +203,7 @@ def test_binary_jit(dt, data):
     names = [n for n in BINARY if dt in _binary_dtypes(n)]
     x, y = _draw_pair(data, dt)
     y = _nonzero(y)
-    got = needle.jit(lambda x, y: {n: BINARY[n][0](x, y) for n in names})(x, y)
+    got = jit(lambda x, y: {n: BINARY[n][0](x, y) for n in names})(x, y)
     _check_each(got, {n: _binary_want(n, x, y) for n in names})
 
 
@@ -419,8 +421,8 @@ def test_astype_values():
     x = np.array([-2.7, -1.5, -0.5, 0.0, 0.5, 1.5, 2.7], np.float32)
     want = np.array([-2, -1, 0, 0, 0, 1, 2], np.int32)
     assert_close(nnp.astype(x, np.int32), want, I32)
-    assert_close(needle.jit(lambda a: a.astype(np.int32))(x), want, I32)
-    assert_close(needle.jit(lambda a: a.astype(np.bool_))(x), x != 0, B)
+    assert_close(jit(lambda a: a.astype(np.int32))(x), want, I32)
+    assert_close(jit(lambda a: a.astype(np.bool_))(x), x != 0, B)
 
 
 # ----------------------------------------------------------------------------
@@ -572,7 +574,7 @@ def test_binary_primitives_jit(dt, data):
             out["integer_pow"] = integer_pow_p.bind(x, y=3)
         return out
 
-    got = needle.jit(f)(c, x, y, pos)
+    got = jit(f)(c, x, y, pos)
     wants = {n: (reference(PRIM_BINARY[n][0], pos if n == "pow" else x, y,
                            dtype=_prim_out(n, dt)), _prim_out(n, dt)) for n in names}
     wants["select"] = (np.where(c, x, y), dt)

@@ -14,6 +14,8 @@ from hypothesis.extra import numpy as hnp
 import needle.numpy as nnp
 from helpers import MODES, arrays, assert_close, expected_dtype, reference, run
 
+pytestmark = pytest.mark.on_device      # also run on $NEEDLE_TEST_DEVICE (conftest.py)
+
 F32, F64, I32, I64 = (np.dtype(t) for t in (np.float32, np.float64, np.int32, np.int64))
 NUMERIC = [F32, F64, I32, I64]
 PAIRS = [(d, d) for d in NUMERIC] + [(I32, F32), (F32, F64), (I64, F32)]

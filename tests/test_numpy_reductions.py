@@ -14,7 +14,9 @@ from hypothesis.extra import numpy as hnp
 
 import needle
 import needle.numpy as nnp
-from helpers import MODES, arrays, mode_cases, reference, run, shapes
+from helpers import MODES, jit, arrays, mode_cases, reference, run, shapes
+
+pytestmark = pytest.mark.on_device      # also run on $NEEDLE_TEST_DEVICE (conftest.py)
 
 F32, F64, I32, I64, B = (np.dtype(t) for t in (np.float32, np.float64, np.int32, np.int64,
                                                np.bool_))
@@ -112,7 +114,7 @@ def test_reduction_jit(dt, data):
     over the same axes share kernels)."""
     x, axis, keepdims = data.draw(_reduction_case(dt))
     names = [n for n, spec in REDUCTIONS.items() if dt in spec[2]]
-    got = needle.jit(lambda a: {n: REDUCTIONS[n][0](a, axis=axis, keepdims=keepdims)
+    got = jit(lambda a: {n: REDUCTIONS[n][0](a, axis=axis, keepdims=keepdims)
                                 for n in names})(x)
     for n in names:
         want, out_dt = _want(n, x, axis, keepdims)
@@ -167,7 +169,7 @@ def test_argmax_argmin(name, dt, data):
 @given(data=st.data())
 def test_argmax_argmin_jit(dt, data):
     x, axis, keepdims = data.draw(_arg_case(dt))
-    got = needle.jit(lambda a: {n: ARGS[n][0](a, axis=axis, keepdims=keepdims)
+    got = jit(lambda a: {n: ARGS[n][0](a, axis=axis, keepdims=keepdims)
                                 for n in ARGS})(x)
     for n in ARGS:
         _close(got[n], np.asarray(ARGS[n][1](x, axis=axis, keepdims=keepdims), I64), I64)

@@ -14,7 +14,9 @@ from hypothesis.extra import numpy as hnp
 
 import needle
 import needle.numpy as nnp
-from helpers import MODES, arrays, assert_close, expected_dtype, run, shapes
+from helpers import MODES, jit, arrays, assert_close, expected_dtype, run, shapes
+
+pytestmark = pytest.mark.on_device      # also run on $NEEDLE_TEST_DEVICE (conftest.py)
 
 F32, F64, I32, I64, B = (np.dtype(t) for t in (np.float32, np.float64, np.int32, np.int64,
                                                np.bool_))
@@ -52,7 +54,7 @@ def test_reshape(mode, data):
     _same(got[0], np.reshape(x, new))
     _same(got[1], np.ravel(x))
     if mode == "jit":
-        _same(needle.jit(lambda a: a.reshape(new))(x), np.reshape(x, new))
+        _same(jit(lambda a: a.reshape(new))(x), np.reshape(x, new))
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -71,7 +73,7 @@ def test_transpose_swapaxes_moveaxis(mode, data):
         _same(got[0], np.swapaxes(x, i, j))
         _same(got[1], np.moveaxis(x, i, j))
     if mode == "jit":
-        _same(needle.jit(lambda a: a.T)(x), x.T)
+        _same(jit(lambda a: a.T)(x), x.T)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -310,7 +312,7 @@ def test_integer_array_indexing(mode, traced, data):
     want = x[idx]
     k = next(i for i, e in enumerate(idx) if isinstance(e, np.ndarray))
     if traced:
-        got = needle.jit(lambda a, arr: a[idx[:k] + (arr,) + idx[k + 1:]])(x, idx[k])
+        got = jit(lambda a, arr: a[idx[:k] + (arr,) + idx[k + 1:]])(x, idx[k])
     else:
         got = run(lambda a: a[idx] if mode == "jit" else nnp.indexing.getitem(a, idx), (x,), mode)
     _same(got, want)

@@ -51,6 +51,12 @@ def gather_scatter_add(table, ids, upd):
     return rows * 2.0, table.at[ids].add(upd)            # and its backward
 
 
+def integer_ops(x, y):
+    """Integer arithmetic: power (negative exponents too), floor division and
+    remainder by zero and negative divisors, shifts of the sign."""
+    return x ** y, x // y, x % y, nnp.where(x > y, x * y, -x)
+
+
 def _args(name, rng):
     u = lambda *s: rng.uniform(-1.0, 1.0, s).astype(F32)           # noqa: E731
     return {
@@ -61,13 +67,15 @@ def _args(name, rng):
         "mlp_forward_backward": lambda: (u(8, 12) * 0.5, u(12), u(12, 5) * 0.5, u(5), u(6, 8),
                                          rng.integers(0, 5, 6).astype(np.int32)),
         "batched_matmul": lambda: (u(2, 5, 6), u(2, 6, 3)),
+        "integer_ops": lambda: (rng.integers(-3, 4, (5, 6)).astype(np.int32),
+                                rng.integers(-3, 4, (6,)).astype(np.int32)),
         "gather_scatter_add": lambda: (u(7, 4), np.array([3, 0, 6, 3, -1], np.int32),
                                        u(5, 4)),
     }[name]()
 
 
 PROGRAMS = {f.__name__: f for f in (elementwise_chain, softmax, layernorm, mlp_forward_backward,
-                                    batched_matmul, gather_scatter_add)}
+                                    batched_matmul, gather_scatter_add, integer_ops)}
 # Programs whose floating-point arithmetic is all float32 (no .f64 may appear in their PTX).
 FLOAT32 = set(PROGRAMS)
 # The same chain on float64: the control that the PTX test does see float64.

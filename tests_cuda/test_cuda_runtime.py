@@ -264,6 +264,59 @@ def test_closed_over_device_arrays():
     np.testing.assert_allclose(r, want, rtol=1e-5)
 
 
+# --- donation -------------------------------------------------------------------------
+
+def test_donated_array_is_written_in_place_and_deleted():
+    w0, g0 = u(4, 5), u(4, 5)
+    w, g = needle.device_put(w0, "cuda"), needle.device_put(g0, "cuda")
+    step = needle.jit(lambda w, g: w - 0.5 * g, donate_argnums=0)
+    buf = w._buf
+    w1 = step(w, g)
+    assert w.is_deleted() and not g.is_deleted() and not w1.is_deleted()
+    assert w1._buf is buf                                # the result took w's buffer
+    close(w1, w0 - 0.5 * g0)
+    with pytest.raises(RuntimeError, match="donated to a jitted function"):
+        np.asarray(w)
+    with pytest.raises(RuntimeError, match="donated"):
+        step(w, g)
+    with pytest.raises(RuntimeError, match="donated"):
+        w + 1.0
+    w2 = step(w1, g)                                     # a training loop: no fresh buffers
+    assert w2._buf is buf
+    close(w2, w0 - g0, rtol=1e-6)
+
+
+def test_donation_never_overwrites_a_shared_buffer():
+    w0, g0 = u(4, 5), u(4, 5)
+    step = needle.jit(lambda w, g: w - 0.5 * g, donate_argnums=0)
+    w = needle.device_put(w0, "cuda")
+    view = w.reshape(20)                                 # shares w's block
+    w1 = step(w, needle.device_put(g0, "cuda"))
+    assert w.is_deleted() and w1._buf is not w._buf
+    np.testing.assert_array_equal(np.asarray(view), w0.reshape(20))
+    close(w1, w0 - 0.5 * g0)
+    # the same array donated and passed again: read, never overwritten
+    both = needle.jit(lambda a, b: a * 2.0 + b, donate_argnums=0)
+    x = needle.device_put(w0, "cuda")
+    close(both(x, x), 3.0 * w0)
+    assert x.is_deleted()
+
+
+def test_donation_of_host_values_and_reading_kernels():
+    # a host argument's device copy is the call's own; a kernel that reads the
+    # donated input at other elements (a row sum beside it) does not take it
+    f = needle.jit(lambda a: (a * 2.0, a - a.sum(axis=1, keepdims=True)), donate_argnums=0,
+                   device="cuda")
+    x = u(3, 4)
+    r1, r2 = f(x)
+    close(r1, 2 * x)
+    close(r2, x - x.sum(axis=1, keepdims=True), rtol=1e-5)
+    d = needle.device_put(x, "cuda")
+    r1, r2 = f(d)
+    close(r2, x - x.sum(axis=1, keepdims=True), rtol=1e-5)
+    assert d.is_deleted()
+
+
 # --- the device pool ----------------------------------------------------------------
 
 def test_pool_reuses_dropped_results_and_intermediates():

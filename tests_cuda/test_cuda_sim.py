@@ -132,6 +132,16 @@ def test_integer_reductions():
     check(lambda x: (nnp.sum(x, axis=0), nnp.max(x, axis=1)), x)
 
 
+def test_chained_full_reductions_are_two_kernels():
+    # sum(x - max(x)): the sum's first stage needs the max in every block, so
+    # the max is a kernel of its own (a grid-wide barrier would be needed);
+    # found by the random programs of tests/test_fusion.py run on CUDA.
+    x = u(3, 50)
+    check(lambda a: nnp.sum(a - nnp.max(a)), x, n_kernels=2)
+    check(lambda a: nnp.sum(nnp.reshape(nnp.max(a), (1,))), x[0, :1], n_kernels=2)
+    check(lambda a: (nnp.sum(a), nnp.max(a), nnp.mean(a * a)), x, n_kernels=1)
+
+
 @pytest.mark.parametrize("axis", [0, 1, 2])
 def test_argmax_argmin(axis):
     x = u(3, 4, 5)

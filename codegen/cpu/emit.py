@@ -618,11 +618,18 @@ class KernelEmitter:
             *body,
             "",
         ])
+        return KernelSource(self.name, src, sig, list(self.dim_values), self.parallel,
+                            self.aligned_inputs())
+
+    def aligned_inputs(self):
+        """Positions of the inputs read only at the element the kernel stores
+        (the domain index, same shape): an output may take such an input's
+        buffer when the caller donates it (every value is computed before
+        the stores of its element)."""
         shape = getattr(self, "domain_shape", None)
-        aligned = tuple(k for k, v in enumerate(self.g.invars)
-                        if self.domain_idx is not None and v.aval.shape == shape
-                        and self.reads.get(v, set()) <= {self.domain_idx})
-        return KernelSource(self.name, src, sig, list(self.dim_values), self.parallel, aligned)
+        return tuple(k for k, v in enumerate(self.g.invars)
+                     if self.domain_idx is not None and v.aval.shape == shape
+                     and self.reads.get(v, set()) <= {self.domain_idx})
 
 
 def emit_kernel(graph, name="kernel", parallel=False):

@@ -58,6 +58,33 @@ from ..cpu.emit import KernelEmitter, KernelSource, Scope, _Idx
 from ..cpu.rules import CTOR, const
 from . import rules
 
+# Python's math raises where the GPU gives inf or nan (log(0), exp(1e3)):
+# in the simulator the module's `math` answers as libdevice does.
+SIM_MATH = (
+    "if config.ENABLE_CUDASIM:      # Python's math raises where a GPU gives inf / nan\n"
+    "    from needle.runtime.cuda_sim import math")
+
+# Integer power as the CPU computes it: a negative exponent gives
+# 1 / a**-b truncated toward zero (0 unless a is 1 or -1). Written out rather
+# than numba's `a ** b`, whose CUDA lowering returns the most negative integer
+# for 0 ** -1 and goes through float64 `math.pow` for large exponents, and
+# which numpy (the simulator) refuses for negative exponents.
+IPOW = (
+    "def ipow(a, b):\n"
+    "    if b < 0:\n"
+    "        return (a if b & 1 else a * a) if (a == 1 or a == -1) else a - a\n"
+    "    r = a - a + 1\n"
+    "    while b:                     # square and multiply, in the integer type\n"
+    "        if b & 1:\n"
+    "            r *= a\n"
+    "        b >>= 1\n"
+    "        a *= a\n"
+    "    return r\n"
+    "\n"
+    "\n"
+    "if not config.ENABLE_CUDASIM:\n"
+    "    ipow = cuda.jit(device=True, inline=True)(ipow)")
+
 SIM_LIBDEVICE = (
     "if config.ENABLE_CUDASIM:      # the simulator's libdevice functions are stubs\n"
     "    from types import SimpleNamespace\n"
@@ -334,8 +361,10 @@ class CudaKernelEmitter(KernelEmitter):
             "f32, f64 = np.float32, np.float64",
             "i8, i16, i32, i64 = np.int8, np.int16, np.int32, np.int64",
             "u8, u16, u32, u64 = np.uint8, np.uint16, np.uint32, np.uint64",
+            SIM_MATH,
             "INF, NAN = math.inf, math.nan",
             SIM_LIBDEVICE if "libdevice." in text else "",
+            IPOW if "ipow(" in text else "",
             SIM_SHARED if "shfl_xor(" in text or "cuda.shared.array" in text else "",
             SHUFFLE if "shfl_xor(" in text else "",
             "",
@@ -348,7 +377,12 @@ class CudaKernelEmitter(KernelEmitter):
             "",
             text.rstrip() + "\n",
         ])
-        return CudaKernelSource(self.name, src, sig, list(self.dim_values), False, (),
+        # A grid-stride kernel computes an element's values and stores them in
+        # one thread, as the CPU loop does: its aligned inputs may be written
+        # in place (donation). A block kernel's threads read each other's
+        # elements: none.
+        aligned = self.aligned_inputs() if self.threads is None and len(names) == 1 else ()
+        return CudaKernelSource(self.name, src, sig, list(self.dim_values), False, aligned,
                                 entries=tuple(names), work=tuple(w for _, w in self.entries),
                                 threads=(self.threads,) * len(names),
                                 scratch=tuple(getattr(self, "scratch", ())))

@@ -7,6 +7,7 @@ What differs:
 - float32 transcendental functions use `math.*`, never the CPU's call-free
   approximations (codegen/cpu/fastmath.py): numba.cuda lowers `math.exp` of
   a float32 to libdevice's `__nv_expf`, already fast and float32 throughout;
+- an integer `pow` calls `ipow`, a device function (see emit.IPOW);
 - floor, ceil and round call libdevice (numba.cuda has no numpy ufuncs in
   kernels, and `math.floor` returns an integer); the generated module
   substitutes numpy for them under the CUDA simulator, whose libdevice
@@ -18,7 +19,13 @@ import numpy as np
 
 from ..cpu import rules as cpu
 
-BINARY_RULES = dict(cpu.BINARY_RULES)
+def _pow(x, y, dt):
+    # an integer power is `ipow`, a device function with the CPU's semantics
+    # for negative exponents (see emit.IPOW)
+    return f"ipow({x}, {y})" if np.dtype(dt).kind in "iu" else cpu.BINARY_RULES["pow"](x, y, dt)
+
+
+BINARY_RULES = {**cpu.BINARY_RULES, "pow": _pow}
 
 
 def _libdevice(fn):
