@@ -209,6 +209,18 @@ def to_device(x, dtype=None):
     return Array(buf, ShapedArray(host.shape, host.dtype), block)
 
 
+def filled(shape, value):
+    """A new Array of `shape` holding numpy scalar `value` everywhere, filled
+    by a kernel on the device (a broadcast of the cached 0-d value: no host
+    copy of the array)."""
+    value = np.asarray(value)
+    if not shape or not int(np.prod(shape)):
+        return to_device(np.full(shape, value))
+    from ..ir.primitives import broadcast_in_dim_p
+    return eager_apply(broadcast_in_dim_p, [_scalar(value, ShapedArray((), value.dtype))],
+                       dict(shape=tuple(shape), broadcast_dimensions=()))
+
+
 def _from_cuda_array(x, dtype):
     """Another library's device array (CuPy, PyTorch, numba): copied into a
     needle buffer (needle's arrays are immutable and C-contiguous)."""

@@ -264,6 +264,58 @@ def test_closed_over_device_arrays():
     np.testing.assert_allclose(r, want, rtol=1e-5)
 
 
+# --- creation on the device ------------------------------------------------------------
+
+def test_creation_functions_on_the_device(monkeypatch):
+    cases = [
+        (lambda d: nnp.zeros((3, 4), device=d), np.zeros((3, 4), F32)),
+        (lambda d: nnp.ones(5, dtype=np.int32, device=d), np.ones(5, np.int32)),
+        (lambda d: nnp.empty((2, 2), device=d), np.zeros((2, 2), F32)),
+        (lambda d: nnp.full((2, 3), 7.5, device=d), np.full((2, 3), 7.5, F32)),
+        (lambda d: nnp.full((), 3, device=d), np.array(3, np.int64)),
+        (lambda d: nnp.zeros((0, 3), device=d), np.zeros((0, 3), F32)),
+        (lambda d: nnp.arange(2, 11, 3, device=d), np.arange(2, 11, 3)),
+        (lambda d: nnp.linspace(0, 1, 5, device=d), np.linspace(0, 1, 5).astype(F32)),
+        (lambda d: nnp.eye(3, 4, k=1, device=d), np.eye(3, 4, k=1, dtype=F32)),
+        (lambda d: nnp.identity(2, device=d), np.eye(2, dtype=F32)),
+        (lambda d: nnp.tri(3, device=d), np.tri(3, dtype=F32)),
+        (lambda d: nnp.array([[1, 2]], device=d), np.array([[1, 2]])),
+        (lambda d: nnp.asarray([1.5, 2.0], device=d), np.array([1.5, 2.0], F32)),
+    ]
+    for make, want in cases:
+        got = make("cuda")
+        assert isinstance(got, Array), want
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(np.asarray(got), want)
+        host = make(None)
+        assert type(host) is np.ndarray and host.dtype == want.dtype
+    # zeros / ones / full fill on the device: no host array of their size is copied
+    copies = []
+    real = cuda_array.to_device
+    monkeypatch.setattr(cuda_array, "to_device",
+                        lambda x, dtype=None: copies.append(np.shape(x)) or real(x, dtype))
+    big = nnp.full((64, 33), 2.5, device="cuda")
+    np.testing.assert_array_equal(np.asarray(big), np.full((64, 33), 2.5, F32))
+    assert all(np.prod(s, dtype=int) <= 1 for s in copies), copies
+
+
+def test_like_functions_follow_their_argument():
+    x = needle.device_put(np.arange(6, dtype=F32).reshape(2, 3), "cuda")
+    for fn, want in ((nnp.zeros_like, np.zeros((2, 3), F32)), (nnp.ones_like, np.ones((2, 3), F32)),
+                     (lambda a: nnp.full_like(a, 4), np.full((2, 3), 4, F32)),
+                     (nnp.empty_like, np.zeros((2, 3), F32))):
+        got = fn(x)
+        assert isinstance(got, Array)
+        np.testing.assert_array_equal(np.asarray(got), want)
+    host = nnp.ones_like(x, device="cpu")
+    assert type(host) is np.ndarray
+    assert type(nnp.asarray(x, device="cpu")) is np.ndarray
+    assert type(nnp.zeros_like(np.ones(3))) is np.ndarray
+    # under jit the device argument is ignored: the function's placement decides
+    f = needle.jit(lambda a: a + nnp.ones(a.shape, device="cuda"), device="cpu")
+    assert type(f(np.zeros(3, F32))) is np.ndarray
+
+
 # --- donation -------------------------------------------------------------------------
 
 def test_donated_array_is_written_in_place_and_deleted():

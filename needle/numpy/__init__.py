@@ -16,7 +16,6 @@ from ..ir.dtypes import (bool_, float32, float64, int8, int16, int32, int64,  # 
 from ._core import broadcast_shapes, result_type as _result_type  # noqa: F401
 from ._methods import attach as _attach
 from .creation import *  # noqa: F401,F403
-from .creation import array, asarray, iota  # noqa: F401
 from .indexing import at, take, take_along_axis  # noqa: F401
 from .linalg_ops import dot, einsum, inner, matmul, outer, tensordot, vdot  # noqa: F401
 from .math import *  # noqa: F401,F403
@@ -25,6 +24,8 @@ from .reductions import *  # noqa: F401,F403
 from .reductions import all, any, max, min, sum  # noqa: F401,A004
 from .shape import *  # noqa: F401,F403
 from .shape import broadcast_arrays  # noqa: F401  (numpy's, not _core's: 0-d broadcast too)
+# last: the star imports above carry _core's operand-form asarray
+from .creation import array, asarray, iota  # noqa: F401,E402
 
 pi, e, inf, nan, newaxis = _np.pi, _np.e, _np.inf, _np.nan, None
 ndarray = _np.ndarray

@@ -1,10 +1,18 @@
 """needle.numpy: array creation: array/asarray, zeros/ones/full/empty,
 arange/linspace/eye/identity, the *_like forms, iota-based helpers.
 
-Input: shapes, values, dtypes. Output: numpy arrays (creation functions take
-no traced operands, so they run eagerly; under jit the result is captured as
-a constant, or built from iota when it depends on a traced shape-free value).
-The default float is float32 and the default int int64.
+Input: shapes, values, dtypes, and optionally a device. Output: numpy arrays
+(creation functions take no traced operands, so they run eagerly; under jit
+the result is captured as a constant, or a broadcast of a scalar made inside
+the kernels that read it). The default float is float32 and the default int
+int64.
+
+Placement (JAX's `device=` argument): `device="cuda"` gives a needle device
+Array; zeros / ones / full / empty fill it with a kernel on the device (no
+host copy), the others (arange, linspace, eye, tri, array) are computed on
+the host and copied over. The *_like functions place their result on their
+argument's device unless `device` says otherwise. Under a trace `device` is
+ignored: the jitted function's placement decides.
 """
 import numpy as np
 
@@ -22,70 +30,97 @@ def _shape(shape):
     return (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
 
 
-def array(object, dtype=None, copy=True):  # noqa: A002 - numpy's name
+def _device_of(a):
+    """'cuda' for a needle device Array, else None."""
+    from ..runtime.cuda_array import Array
+    return "cuda" if isinstance(a, Array) else None
+
+
+def _place(value, device):
+    """`value` (a host or device array) on `device`; unchanged without one, or
+    when it is a tracer of a trace (the jitted function's placement decides)."""
+    if device is None or (isinstance(value, Tracer) and _device_of(value) is None):
+        return value
+    from ..runtime.cuda_array import device_put
+    return device_put(value, device)
+
+
+def array(object, dtype=None, copy=True, device=None):  # noqa: A002 - numpy's name
     out = _asarray(object, dtype)
     if isinstance(out, np.ndarray) and copy:
         out = out.copy()
-    return out
+    return _place(out, device)
 
 
-def asarray(a, dtype=None):
-    return _asarray(a, dtype)
+def asarray(a, dtype=None, device=None):
+    return _place(_asarray(a, dtype), device)
 
 
-def _filled(shape, value, dtype):
+def _filled(shape, value, dtype, device=None):
     """np.full eagerly; under a trace, a broadcast of the scalar (made inside
-    the kernels that read it, never stored)."""
+    the kernels that read it, never stored); on a device, a fill kernel."""
     shape, dtype = _shape(shape), np.dtype(dtype)
     if current_trace() is not None and shape:
         return broadcast_in_dim_p.bind(dtype.type(value), shape=shape, broadcast_dimensions=())
-    return np.full(shape, value, dtype)
+    if device is not None and current_trace() is None:
+        from ..runtime.devices import resolve_device
+        if resolve_device(device) == "cuda":
+            from ..runtime.cuda_array import filled
+            return filled(shape, dtype.type(value))
+    return _place(np.full(shape, value, dtype), device)
 
 
-def zeros(shape, dtype=None):
-    return _filled(shape, 0, _dt(dtype))
+def zeros(shape, dtype=None, device=None):
+    return _filled(shape, 0, _dt(dtype), device)
 
 
-def ones(shape, dtype=None):
-    return _filled(shape, 1, _dt(dtype))
+def ones(shape, dtype=None, device=None):
+    return _filled(shape, 1, _dt(dtype), device)
 
 
-def empty(shape, dtype=None):
-    return zeros(shape, dtype)
+def empty(shape, dtype=None, device=None):
+    return zeros(shape, dtype, device)
 
 
-def full(shape, fill_value, dtype=None):
+def full(shape, fill_value, dtype=None, device=None):
     if isinstance(fill_value, Tracer):
         from ._core import broadcast_to
         return broadcast_to(cast(fill_value, dtype) if dtype else fill_value, _shape(shape))
     # A Python scalar gives the default int / float, a numpy value its dtype (JAX).
     dt = _dt(dtype) if dtype is not None else typeof(fill_value)[0]
     if np.ndim(fill_value):
-        return np.full(_shape(shape), fill_value, dt)
-    return _filled(shape, fill_value, dt)
+        return _place(np.full(_shape(shape), np.asarray(fill_value), dt), device)
+    return _filled(shape, fill_value, dt, device)
 
 
 def _like_dtype(a, dtype):
     return _dt(dtype) if dtype is not None else typeof(a)[0]
 
 
-def zeros_like(a, dtype=None, shape=None):
-    return zeros(shape_of(a) if shape is None else shape, _like_dtype(a, dtype))
+def zeros_like(a, dtype=None, shape=None, device=None):
+    return zeros(shape_of(a) if shape is None else shape, _like_dtype(a, dtype),
+                 device or _device_of(a))
 
 
-def ones_like(a, dtype=None, shape=None):
-    return ones(shape_of(a) if shape is None else shape, _like_dtype(a, dtype))
+def ones_like(a, dtype=None, shape=None, device=None):
+    return ones(shape_of(a) if shape is None else shape, _like_dtype(a, dtype),
+                device or _device_of(a))
 
 
-def empty_like(a, dtype=None, shape=None):
-    return zeros_like(a, dtype, shape)
+def empty_like(a, dtype=None, shape=None, device=None):
+    return zeros_like(a, dtype, shape, device)
 
 
-def full_like(a, fill_value, dtype=None, shape=None):
-    return full(shape_of(a) if shape is None else shape, fill_value, _like_dtype(a, dtype))
+def full_like(a, fill_value, dtype=None, shape=None, device=None):
+    return full(shape_of(a) if shape is None else shape, fill_value, _like_dtype(a, dtype),
+                device or _device_of(a))
 
 
-def arange(start, stop=None, step=1, dtype=None):
+def arange(start, stop=None, step=1, dtype=None, device=None):
+    return _place(_arange(start, stop, step, dtype), device)
+
+
+def _arange(start, stop, step, dtype):
     for v in (start, stop, step):
         if isinstance(v, Tracer):
             raise TypeError("arange: start, stop and step must be concrete (the result's "
@@ -101,16 +136,16 @@ def arange(start, stop=None, step=1, dtype=None):
     return np.arange(start, stop, step).astype(_dt(dtype))
 
 
-def linspace(start, stop, num=50, endpoint=True, dtype=None):
-    return np.linspace(start, stop, num, endpoint=endpoint).astype(_dt(dtype))
+def linspace(start, stop, num=50, endpoint=True, dtype=None, device=None):
+    return _place(np.linspace(start, stop, num, endpoint=endpoint).astype(_dt(dtype)), device)
 
 
-def eye(N, M=None, k=0, dtype=None):
-    return np.eye(N, M, k, dtype=_dt(dtype))
+def eye(N, M=None, k=0, dtype=None, device=None):
+    return _place(np.eye(N, M, k, dtype=_dt(dtype)), device)
 
 
-def identity(n, dtype=None):
-    return eye(n, dtype=dtype)
+def identity(n, dtype=None, device=None):
+    return eye(n, dtype=dtype, device=device)
 
 
 def iota(dtype, shape, dimension=0):
@@ -118,8 +153,8 @@ def iota(dtype, shape, dimension=0):
     return iota_p.bind(dtype=_dt(dtype), shape=_shape(shape), dimension=dimension)
 
 
-def tri(N, M=None, k=0, dtype=None):
-    return np.tri(N, M, k, dtype=_dt(dtype))
+def tri(N, M=None, k=0, dtype=None, device=None):
+    return _place(np.tri(N, M, k, dtype=_dt(dtype)), device)
 
 
 def tril(m, k=0):
