@@ -195,3 +195,29 @@ def resource_report(kernels, cc=None):
         rep, info = assemble(ptx, cc)
         out.append({"group": g, "entry": e, "arch": f"sm_{cc[0]}{cc[1]}", **rep, "ptxas": info})
     return out
+
+
+# --- the device's peaks (what benchmarks compare against) -------------------------
+
+# FP32 lanes (FMA units) per SM by compute capability: Volta, Turing, A100 64;
+# GA10x, Ada, Hopper, Blackwell 128.
+FP32_LANES_PER_SM = {(7, 0): 64, (7, 2): 64, (7, 5): 64, (8, 0): 64, (8, 6): 128,
+                     (8, 7): 128, (8, 9): 128, (9, 0): 128, (10, 0): 128, (10, 3): 128,
+                     (12, 0): 128}
+
+
+def device_peaks(dev):
+    """The theoretical peaks of a device from its properties (anything with
+    numba's device attributes): {'name', 'cc', 'bandwidth_GBps' (DRAM: 2
+    transfers per memory clock x bus width), 'fp32_GFLOPs' (SMs x FP32
+    lanes x 2 flops per FMA x SM clock; None for an unknown architecture)}.
+    The clocks are the boost clocks the driver reports, so these are upper
+    bounds, as vendors quote them."""
+    cc = tuple(dev.compute_capability)
+    mem_khz, bus_bits = int(dev.MEMORY_CLOCK_RATE), int(dev.GLOBAL_MEMORY_BUS_WIDTH)
+    lanes = FP32_LANES_PER_SM.get(cc)
+    sm_khz, sms = int(dev.CLOCK_RATE), int(dev.MULTIPROCESSOR_COUNT)
+    name = dev.name.decode() if isinstance(dev.name, bytes) else str(dev.name)
+    return {"name": name, "cc": cc,
+            "bandwidth_GBps": 2 * mem_khz * 1e3 * bus_bits / 8 / 1e9,
+            "fp32_GFLOPs": None if lanes is None else sms * lanes * 2 * sm_khz * 1e3 / 1e9}

@@ -447,6 +447,45 @@ def test_device_limits_read_the_current_device(monkeypatch):
 
 # --- cache_info ------------------------------------------------------------------------
 
+def test_device_peaks_from_properties():
+    from needle.runtime.cuda_inspect import device_peaks
+    # an H100 SXM as its driver reports it: HBM3 at 2619 MHz on a 5120-bit bus,
+    # 132 SMs at 1980 MHz
+    h100 = SimpleNamespace(compute_capability=(9, 0), MEMORY_CLOCK_RATE=2619000,
+                           GLOBAL_MEMORY_BUS_WIDTH=5120, CLOCK_RATE=1980000,
+                           MULTIPROCESSOR_COUNT=132, name=b"NVIDIA H100 80GB HBM3")
+    p = device_peaks(h100)
+    assert p["name"] == "NVIDIA H100 80GB HBM3" and p["cc"] == (9, 0)
+    assert abs(p["bandwidth_GBps"] - 3352) < 1          # the vendor's 3.35 TB/s
+    assert abs(p["fp32_GFLOPs"] - 66908) < 1            # and 67 TFLOP/s FP32
+    a100 = SimpleNamespace(compute_capability=(8, 0), MEMORY_CLOCK_RATE=1215000,
+                           GLOBAL_MEMORY_BUS_WIDTH=5120, CLOCK_RATE=1410000,
+                           MULTIPROCESSOR_COUNT=108, name="A100")
+    p = device_peaks(a100)
+    assert abs(p["bandwidth_GBps"] - 1555) < 1 and abs(p["fp32_GFLOPs"] - 19492) < 1
+    assert device_peaks(SimpleNamespace(**{**vars(a100), "compute_capability": (6, 1)})
+                        )["fp32_GFLOPs"] is None
+
+
+def test_benchmark_workloads_run_in_the_simulator():
+    # benchmarks/bench_cuda.py's workloads, tiny: every one compiles for CUDA
+    # and matches the numpy interpreter (on a GPU the benchmark times them)
+    sys.path.insert(0, os.path.join(os.path.dirname(HERE), "benchmarks"))
+    import bench_cuda
+    work = bench_cuda._workloads(1, np.random.default_rng(0), d=8, n=8, bn=4, b=4, din=6, h=5)
+    assert len(work) == 8
+    for name, (fn, args, flops) in work.items():
+        if name.startswith(("elementwise", "softmax", "layernorm", "sum_of")):
+            args = tuple(a[:4] if a.ndim == 2 else a for a in args)    # 4 rows, not 64
+        opt, flat, want = traced(fn, args)
+        got = cuda_runtime.compile_cuda(opt, name)(*flat)
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5, err_msg=name)
+    assert "skipped" in subprocess.run([sys.executable, os.path.join(
+        os.path.dirname(HERE), "benchmarks", "bench_cuda.py")], capture_output=True,
+        text=True, env=dict(os.environ, NUMBA_ENABLE_CUDASIM="1")).stdout
+
+
 def test_cache_info_counts_cuda_kernels():
     cuda_runtime.clear_memory_cache()
     needle.reset_cache_info()
