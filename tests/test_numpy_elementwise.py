@@ -274,6 +274,19 @@ def test_int_floor_divide_remainder(dt, mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dt", [I32, I64], ids=lambda d: d.name)
+def test_int_division_at_the_extremes(dt, mode):
+    """The most negative integer divided by -1 wraps to itself (numpy)."""
+    lo, hi = np.iinfo(dt).min, np.iinfo(dt).max
+    x = np.array([lo, lo, lo, hi, hi, lo + 1, 0], dt)
+    y = np.array([-1, 1, 2, -1, -2, -1, -1], dt)
+    with np.errstate(all="ignore"):
+        want_q, want_r = np.floor_divide(x, y), np.remainder(x, y)
+    assert_close(run(nnp.floor_divide, (x, y), mode), want_q, dt)
+    assert_close(run(nnp.remainder, (x, y), mode), want_r, dt)
+
+
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("dt", [F32, F64], ids=lambda d: d.name)
 def test_float_floor_divide_remainder(dt, mode):
     """Float floor_divide and remainder agree with numpy's divmod, including the

@@ -69,7 +69,14 @@ def _not(x, dt):
 
 
 def _div(x, y, dt):
-    return f"({x} / {y})" if dt.kind == "f" else f"({x} // {y})"
+    if dt.kind == "f":
+        return f"({x} / {y})"
+    if dt == np.int64:
+        # INT64_MIN // -1 overflows: numpy wraps to INT64_MIN, numba's division
+        # gives 0; negation wraps the same as numpy (narrower ints divide in
+        # 64 bits and wrap when cast back)
+        return f"(-{x} if {y} == -1 else {x} // {y})"
+    return f"({x} // {y})"
 
 
 # Each rule: (*operand exprs, operand dtype) -> expression.
