@@ -7,8 +7,9 @@ Output: an Executable whose stages 'fused' (kernel groups) and 'kernels'
 
 Kernel groups go through codegen and the kernel cache; library calls
 (dot_general: numpy's BLAS) and views (reshape) become plain runtime steps.
-A group whose loop domain has at least PARALLEL_MIN_SIZE elements gets the
-parallel (prange) variant; smaller ones the serial variant. Just two variants
+A group that touches at least PARALLEL_MIN_SIZE elements (its largest input
+or output: a row max of a 4096x4096 array has 4096 results but reads 16M
+values) gets the parallel (prange) variant; smaller ones the serial variant. Just two variants
 per group, chosen by size, so a shape class compiles predictably.
 
 Memory plan: each intermediate is released after its last reader (its pool
@@ -60,7 +61,9 @@ LIBRARY_CALLS = {"dot_general": _dot_general_call}
 
 
 def _domain_size(sub):
-    return max((int(np.prod(v.aval.shape, dtype=np.int64)) for v in sub.outvars), default=0)
+    """Elements of the largest array the group reads or writes: its work."""
+    return max((int(np.prod(v.aval.shape, dtype=np.int64)) for v in sub.outvars + sub.invars),
+               default=0)
 
 
 def compile_executable(cg, device="cpu", name="f", donated=()):

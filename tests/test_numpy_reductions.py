@@ -201,14 +201,17 @@ def test_cumsum(dt, mode, data):
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("dt", [F32, F64], ids=lambda d: d.name)
 def test_special_values(dt, mode):
-    """NaN propagates through max / min / sum; argmax / argmin return the first
+    """NaN propagates through max / min / sum (either sign of NaN: the CPU
+    compares floats as ordered integers); argmax / argmin return the first
     NaN, as numpy; infinities compare as numbers."""
     nan, inf = np.nan, np.inf
     x = np.array([[1.0, nan, 3.0, nan],
                   [-inf, -inf, -inf, -inf],
                   [inf, 2.0, inf, -1.0],
                   [0.0, -0.0, 5.0, -inf],
-                  [inf, inf, inf, inf]], dt)
+                  [inf, inf, inf, inf],
+                  [2.0, -nan, -inf, 1.0]], dt)     # a NaN with its sign bit set
+    assert np.signbit(x[5, 1])
     fns = {"max": (nnp.max, np.max), "min": (nnp.min, np.min), "sum": (nnp.sum, np.sum),
            "argmax": (nnp.argmax, np.argmax), "argmin": (nnp.argmin, np.argmin)}
     got = run(lambda a: {n: (f(a, axis=1), f(a, axis=0), f(a)) for n, (f, _) in fns.items()},

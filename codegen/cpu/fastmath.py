@@ -42,6 +42,20 @@ def _f2i(typingctx, x):
     return _types.int32(_types.float32), codegen
 
 
+@_intrinsic
+def _l2f(typingctx, x):
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], context.get_value_type(_types.float64))
+    return _types.float64(_types.int64), codegen
+
+
+@_intrinsic
+def _f2l(typingctx, x):
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], context.get_value_type(_types.int64))
+    return _types.int64(_types.float64), codegen
+
+
 _FM = {"contract"}
 
 
