@@ -36,7 +36,7 @@ LIBRARY = {"cpu": {"dot_general"}, "cuda": set()}
 VIEWS = {"reshape"}
 # Roots with a loop structure of their own: they can absorb producers but
 # cannot be inlined into consumers.
-ROOT_ONLY = {"cumsum", "scatter", "scatter_add"}
+ROOT_ONLY = {"cumsum", "scatter", "scatter_add", "scatter_mul", "scatter_min", "scatter_max"}
 EXPENSIVE = {"exp", "log", "log1p", "expm1", "sin", "cos", "tan", "tanh", "logistic", "erf",
              "pow", "atan2", "sqrt", "rsqrt", "gather"}
 MAX_REDUCTION_RECOMPUTE = 1.0

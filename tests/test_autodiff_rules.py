@@ -19,7 +19,8 @@ from needle.ir.primitives import (BINARY, UNARY, broadcast_in_dim_p, concatenate
                                   convert_element_type_p, cumsum_p, dot_general_p, gather_p,
                                   integer_pow_p, pad_p, reduce_max_p, reduce_min_p,
                                   reduce_prod_p, reduce_sum_p, reshape_p, rev_p, scatter_add_p,
-                                  scatter_p, select_p, slice_p, transpose_p)
+                                  scatter_max_p, scatter_min_p, scatter_mul_p, scatter_p,
+                                  select_p, slice_p, transpose_p)
 
 from helpers import jit, shapes
 
@@ -254,6 +255,30 @@ def test_gather_scatter(shape, seed):
     check_grads(lambda x, u: scatter_add_p.bind(x, idx, u, axis=ax), x, u, seed=seed)
     # scatter with repeated indices: only the last write to a position counts.
     check_grads(lambda x, u: scatter_p.bind(x, idx, u, axis=ax), x, u, seed=seed)
+    # every update of a repeated index counts (products of the others, ties
+    # of min / max are away: the values are distinct almost surely)
+    check_grads(lambda x, u: scatter_mul_p.bind(x, idx, u, axis=ax), x, u, seed=seed)
+    check_grads(lambda x, u: scatter_min_p.bind(x, idx, u, axis=ax), x, u, seed=seed)
+    check_grads(lambda x, u: scatter_max_p.bind(x, idx, u, axis=ax), x, u, seed=seed)
+
+
+def test_scatter_mul_with_zero_updates_and_extremum_ties():
+    # d/du_j of x * prod(u) is x times the product of the others, also when
+    # some updates are 0 (one zero: only it has a derivative; two: none has)
+    x = np.array([2.0, 3.0, -1.5])
+    idx = np.array([0, 0, 0, 1, 1, 2])
+    u = np.array([0.0, 1.5, -2.0, 0.0, 0.0, 0.7])
+    _, vjp_fn = needle.vjp(lambda x, u: scatter_mul_p.bind(x, idx, u, axis=0), x, u)
+    ct_x, ct_u = vjp_fn(np.array([1.0, 10.0, 100.0]))
+    np.testing.assert_allclose(ct_x, [0.0, 0.0, 70.0])
+    np.testing.assert_allclose(ct_u, [2 * 1.5 * -2.0, 0, 0, 0, 0, 100 * -1.5])
+    check_grads(lambda x, u: scatter_mul_p.bind(x, idx, u, axis=0), x, u)
+    # a tie between the operand and an update of max splits the derivative
+    _, vjp_fn = needle.vjp(lambda x, u: scatter_max_p.bind(x, np.array([0, 0]), u, axis=0),
+                           np.array([1.0, 5.0]), np.array([1.0, 0.5]))
+    ct_x, ct_u = vjp_fn(np.array([1.0, 1.0]))
+    np.testing.assert_allclose(ct_x, [0.5, 1.0])
+    np.testing.assert_allclose(ct_u, [0.5, 0.0])
 
 
 def test_scatter_duplicate_indices_last_write_wins():

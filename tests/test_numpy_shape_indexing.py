@@ -356,7 +356,8 @@ def _update_index(draw, shape, unique):
 def test_at_update(how, mode, data):
     x = _array(data, mode, min_dims=1)
     assume(not (how in ("add", "mul") and x.dtype == B))
-    idx = data.draw(_update_index(x.shape, unique=True))
+    # with a repeated index set's winner is unspecified; the others apply all
+    idx = data.draw(_update_index(x.shape, unique=how == "set"))
     sub = x[idx].shape
     vshape = data.draw(st.sampled_from([(), sub, sub[1:]] if sub else [()]), label="vshape")
     v = data.draw(arrays(x.dtype, vshape), label="values")
@@ -394,15 +395,21 @@ def test_at_add_repeated_indices(mode):
     _same(run(lambda a, v: _at(mode, a, idx).add(v), (x, v), mode), _np_at(x, idx, "add", v))
 
 
-@pytest.mark.xfail(strict=True, reason="at[].mul/min/max gather, combine and scatter once: "
-                   "with a repeated index only the last update applies (JAX applies all); "
-                   "needs scatter_mul/min/max primitives")
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("how", ["mul", "min", "max"])
-def test_at_repeated_indices_combine_all(how):
-    x = np.full((3,), 2.0, np.float32)
-    idx = np.array([1, 1, 1], np.int64)
-    v = np.array([0.5, 3.0, 1.5], np.float32)
-    _same(getattr(nnp.at(x)[idx], how)(v), _np_at(x, idx, how, v))
+def test_at_repeated_indices_combine_all(how, mode):
+    """A repeated index applies every update (np.multiply.at / minimum.at /
+    maximum.at, JAX's .at[].mul / min / max); min / max propagate NaN."""
+    x = np.array([2.0, 2.0, 5.0, -1.0, 0.5], np.float32)
+    idx = np.array([1, 1, 1, 3, 4, 4], np.int64)
+    v = np.array([0.5, 3.0, 1.5, -4.0, np.nan, 2.0], np.float32)
+    got = run(lambda a, v: getattr(_at(mode, a, idx), how)(v), (x, v), mode)
+    _same(got, _np_at(x, idx, how, v))
+    xi = np.array([[3, -2], [7, 1]], np.int32)
+    vi = np.array([[5, -9], [2, 4], [1, 1]], np.int32)
+    ii = np.array([0, 0, 1], np.int64)
+    got = run(lambda a, v: getattr(_at(mode, a, ii), how)(v), (xi, vi), mode)
+    _same(got, _np_at(xi, ii, how, vi))
 
 
 # ----------------------------------------------------------------------------
@@ -419,7 +426,8 @@ def test_every_structural_and_indexing_primitive_is_tested_here():
     from needle.ir import PRIMITIVES
     names = {n for n, p in PRIMITIVES.items() if p.kind in ("structural", "indexing")}
     assert names == {"broadcast_in_dim", "reshape", "transpose", "slice", "pad", "concatenate",
-                     "rev", "iota", "gather", "scatter", "scatter_add"}
+                     "rev", "iota", "gather", "scatter", "scatter_add", "scatter_mul",
+                     "scatter_min", "scatter_max"}
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -498,10 +506,12 @@ def test_concatenate_iota_primitives(mode, data):
 @pytest.mark.parametrize("mode", MODES)
 @given(data=st.data())
 def test_gather_scatter_primitives(mode, data):
-    """gather / scatter / scatter_add along any axis with n-d index arrays;
-    negative indices wrap. scatter_add accumulates repeats; scatter is tested
-    with distinct positions (with repeats the winner is unspecified)."""
-    from needle.ir.primitives import gather_p, scatter_add_p, scatter_p
+    """gather / scatter / scatter_add / mul / min / max along any axis with
+    n-d index arrays; negative indices wrap. The combining scatters apply
+    every repeat; scatter is tested with distinct positions (with repeats
+    the winner is unspecified)."""
+    from needle.ir.primitives import (gather_p, scatter_add_p, scatter_max_p, scatter_min_p,
+                                      scatter_mul_p, scatter_p)
     x = _array(data, mode, min_dims=1)
     axis = data.draw(st.integers(0, x.ndim - 1), label="axis")
     n = x.shape[axis]
@@ -512,17 +522,24 @@ def test_gather_scatter_primitives(mode, data):
     upd_shape = x.shape[:axis] + idx.shape + x.shape[axis + 1:]
     upd = data.draw(arrays(x.dtype, upd_shape), label="upd")
     upd_u = data.draw(arrays(x.dtype, x.shape[:axis] + uniq.shape + x.shape[axis + 1:]))
+    combining = [("min", scatter_min_p, np.minimum), ("max", scatter_max_p, np.maximum)]
+    if x.dtype != B:
+        combining += [("add", scatter_add_p, np.add), ("mul", scatter_mul_p, np.multiply)]
     got = run(lambda a, i, u, j, w: [gather_p.bind(a, i, axis=axis),
                                      scatter_p.bind(a, j, w, axis=axis)]
-              + ([scatter_add_p.bind(a, i, u, axis=axis)] if x.dtype != B else []),
+              + [p.bind(a, i, u, axis=axis) for _, p, _ in combining],
               (x, idx, upd, uniq, upd_u), mode)
     wrapped = np.where(idx < 0, idx + n, idx)
     _same(got[0], np.take(x, wrapped, axis))
     want = x.copy()
     want[(slice(None),) * axis + (uniq,)] = upd_u
     _same(got[1], want)
-    if x.dtype != B:
+    for k, (name, _, ufunc) in enumerate(combining):
         want = np.moveaxis(x.copy(), axis, 0)
-        np.add.at(want, wrapped.reshape(-1),
-                  np.moveaxis(upd.reshape(x.shape[:axis] + (-1,) + x.shape[axis + 1:]), axis, 0))
-        _same(got[2], np.moveaxis(want, 0, axis))
+        with np.errstate(all="ignore"):
+            ufunc.at(want, wrapped.reshape(-1), np.moveaxis(
+                upd.reshape(x.shape[:axis] + (-1,) + x.shape[axis + 1:]), axis, 0))
+        try:
+            _same(got[2 + k], np.moveaxis(want, 0, axis))
+        except AssertionError as e:
+            raise AssertionError(f"scatter_{name}: {e}") from None

@@ -57,6 +57,13 @@ def integer_ops(x, y):
     return x ** y, x // y, x % y, nnp.where(x > y, x * y, -x)
 
 
+def scatter_combine(table, ids, upd, counts, cids, cupd):
+    """Scatters that combine repeated indices: float multiply and max (in
+    order along the index axis, one thread per column), integer min
+    (atomics)."""
+    return (table.at[ids].mul(upd), table.at[ids].max(upd), counts.at[cids].min(cupd))
+
+
 def _args(name, rng):
     u = lambda *s: rng.uniform(-1.0, 1.0, s).astype(F32)           # noqa: E731
     return {
@@ -69,13 +76,18 @@ def _args(name, rng):
         "batched_matmul": lambda: (u(2, 5, 6), u(2, 6, 3)),
         "integer_ops": lambda: (rng.integers(-3, 4, (5, 6)).astype(np.int32),
                                 rng.integers(-3, 4, (6,)).astype(np.int32)),
+        "scatter_combine": lambda: (u(7, 4), np.array([3, 0, 6, 3, -1], np.int32), u(5, 4),
+                                    rng.integers(-5, 5, (6,)).astype(np.int32),
+                                    np.array([1, 1, 4, 0], np.int32),
+                                    rng.integers(-5, 5, (4,)).astype(np.int32)),
         "gather_scatter_add": lambda: (u(7, 4), np.array([3, 0, 6, 3, -1], np.int32),
                                        u(5, 4)),
     }[name]()
 
 
 PROGRAMS = {f.__name__: f for f in (elementwise_chain, softmax, layernorm, mlp_forward_backward,
-                                    batched_matmul, gather_scatter_add, integer_ops)}
+                                    batched_matmul, gather_scatter_add, scatter_combine,
+                                    integer_ops)}
 # Programs whose floating-point arithmetic is all float32 (no .f64 may appear in their PTX).
 FLOAT32 = set(PROGRAMS)
 # The same chain on float64: the control that the PTX test does see float64.

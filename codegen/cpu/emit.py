@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...ir.core import Lit
-from ...ir.primitives import reduce_identity
+from ...ir.primitives import SCATTERS, reduce_identity
 from . import rules
 from .fastmath import FAST32, HELPERS
 from .rules import CTOR, const
@@ -545,13 +545,13 @@ class KernelEmitter:
         outs = self.g.outvars
         roots = [self.producer.get(v) for v in outs]
         special = [e for e in roots if e is not None and e.prim.name in
-                   ("cumsum", "scatter", "scatter_add")]
+                   ("cumsum",) + SCATTERS]
         if special:
             if len(outs) != 1:
                 raise NotImplementedError(f"{special[0].prim.name} must be alone in its "
                                           f"kernel group")
-            getattr(self, "_root_" + special[0].prim.name.replace("scatter_add", "scatter"))(
-                special[0])
+            root = special[0].prim.name
+            getattr(self, "_root_" + ("scatter" if root in SCATTERS else root))(special[0])
             return
         # The domain is the largest output; every other output's shape must be a
         # prefix of it (a row sum beside the rows), stored in the loop of its
@@ -611,12 +611,25 @@ class KernelEmitter:
                          prefix="j")
         u, _ = self.value_at(upd, tuple(uidx))
         target = uidx[:axis] + [_Idx(jj, js)] + uidx[axis + k:]
-        self._update("o0", target, u, uscope, add=e.prim.name == "scatter_add")
+        self._update("o0", target, u, uscope, e.prim.name)
 
-    def _update(self, out_name, idx, val, scope, add):
-        """One scatter update: out[idx] += val (scatter_add) or = val."""
+    def _update(self, out_name, idx, val, scope, how):
+        """One scatter update of out[idx] by `val`: scatter writes it, the
+        others combine it with the current value (add, mul, NaN-propagating
+        min / max)."""
         sub = ", ".join(i.text for i in idx)
-        scope.emit(f"{out_name}[{sub}] {'+=' if add else '='} {val}")
+        cur = f"{out_name}[{sub}]"
+        dt = self.g.outvars[0].aval.dtype
+        if how == "scatter":
+            scope.emit(f"{cur} = {val}")
+        elif how == "scatter_add":
+            scope.emit(f"{cur} += {val}")
+        elif how == "scatter_mul":
+            scope.emit(f"{cur} *= {val}")
+        else:
+            u = self.define(val, scope, dt) if not val.isidentifier() else val
+            combine = rules._fmax if how == "scatter_max" else rules._fmin
+            scope.emit(f"{cur} = {combine(u, cur, dt)}")
 
     # -- the module ---------------------------------------------------------------
     def array_params(self):

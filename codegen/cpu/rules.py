@@ -157,7 +157,7 @@ def select(p, x, y):
 # Primitives the emitter indexes specially (no expression rule of their own).
 EMITTERS = {"broadcast_in_dim", "reshape", "transpose", "slice", "pad", "concatenate", "rev",
             "iota", "reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "argmax", "argmin",
-            "cumsum", "gather", "scatter_add", "scatter", "select", "convert_element_type",
-            "integer_pow"}
+            "cumsum", "gather", "scatter_add", "scatter", "scatter_mul", "scatter_min",
+            "scatter_max", "select", "convert_element_type", "integer_pow"}
 
 assert set(UNARY) <= set(UNARY_RULES) and set(BINARY) | set(COMPARE) <= set(BINARY_RULES)

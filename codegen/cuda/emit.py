@@ -33,8 +33,12 @@ outermost loop they depend on) and overrides what differs:
   contracted axes.
 - scatter_add updates with `cuda.atomic.add`, scatter with a plain store
   (with a repeated index, which update wins is unspecified, as in JAX on
-  GPU); the copy of the operand is a first kernel, the updates a second, so
-  every copy lands before any update.
+  GPU), integer scatter_min / max with `cuda.atomic.min / max`; scatter_mul
+  and float scatter_min / max (no atomic multiply; numba's float atomic max
+  drops a NaN update) apply the updates in order along the index axes, one
+  thread per position of the other axes (exact, deterministic; serial for
+  a flat `x.at[idx].mul(v)`). The copy of the operand is a first kernel,
+  the updates a second, so every copy lands before any update.
 - cumsum: one thread per scan line.
 - expressions: float32 `math.*` (libdevice), typed constants (`f32(...)`,
   the CPU `const`), so a float32 program has no float64 arithmetic.
@@ -133,6 +137,7 @@ SIM_SHARED = (
     "        _ka.FakeCUDAShared.array = _array\n"
     "        _ka.FakeCUDAShared.needle_locked = True")
 
+INT_ATOMIC_DTYPES = {np.dtype(t) for t in (np.int32, np.uint32, np.int64, np.uint64)}
 ATOMIC_DTYPES = {np.dtype(t) for t in (np.int32, np.uint32, np.int64, np.uint64, np.float32,
                                        np.float64)}
 
@@ -215,6 +220,7 @@ class CudaKernelEmitter(KernelEmitter):
     index_0d = "0"
 
     threads = None                      # block size the kernel needs (None: any)
+    ordered_axes = ()                   # a scatter's index axes updated serially
 
     def __init__(self, graph, name="kernel", flat_axes=None):
         super().__init__(graph, name, parallel=False)
@@ -272,6 +278,8 @@ class CudaKernelEmitter(KernelEmitter):
         flat = axes
         if self.flat_axes is not None and not self.entries:
             flat = [d for d in axes if d in self.flat_axes]
+        if self.entries and self.ordered_axes:      # a scatter's updates, in order
+            flat = [d for d in axes if d not in self.ordered_axes]
         serial = [d for d in axes if d not in flat]
         ext = [self.dim(shape_var, d) for d in flat]
         grid = self._open_grid(ext)
@@ -326,15 +334,30 @@ class CudaKernelEmitter(KernelEmitter):
             return self.define(acc, parent, dt), parent
         return acc, parent
 
-    def _update(self, out_name, idx, val, scope, add):
-        if not add:
-            return super()._update(out_name, idx, val, scope, add)
+    def _root_scatter(self, e):
+        # scatter_mul, and scatter_min / max without an integer atomic, update
+        # in order along the index axes: one thread per position of the other
+        # (column) axes, which never touch the same element (see `_domain`).
+        dt = e.outs[0].aval.dtype
+        name = e.prim.name
+        if name == "scatter_mul" or (name in ("scatter_min", "scatter_max") and
+                                     dt not in INT_ATOMIC_DTYPES):
+            axis, k = e.params["axis"], e.inputs[1].aval.ndim
+            self.ordered_axes = set(range(axis, axis + k))
+        return super()._root_scatter(e)
+
+    def _update(self, out_name, idx, val, scope, how):
         dt = self.g.outvars[0].aval.dtype
-        if dt not in ATOMIC_DTYPES:
-            raise NotImplementedError(f"CUDA codegen: scatter_add on {dt.name} needs an "
-                                      f"atomic add CUDA does not have")
         sub = idx[0].text if len(idx) == 1 else f"({', '.join(i.text for i in idx)})"
-        scope.emit(f"cuda.atomic.add({out_name}, {sub}, {CTOR[dt]}({val}))")
+        if how == "scatter_add":
+            if dt not in ATOMIC_DTYPES:
+                raise NotImplementedError(f"CUDA codegen: scatter_add on {dt.name} needs an "
+                                          f"atomic add CUDA does not have")
+            scope.emit(f"cuda.atomic.add({out_name}, {sub}, {CTOR[dt]}({val}))")
+        elif how in ("scatter_min", "scatter_max") and dt in INT_ATOMIC_DTYPES:
+            scope.emit(f"cuda.atomic.{how[-3:]}({out_name}, {sub}, {CTOR[dt]}({val}))")
+        else:       # a store, or an ordered update (no other thread has this element)
+            super()._update(out_name, idx, val, scope, how)
 
     # -- the module -----------------------------------------------------------------
     def array_params(self):

@@ -1,13 +1,17 @@
 """Stage ir: gather and scatter along one axis (take, one_hot, embedding
 lookups and their gradients).
 
-Input: nothing. Output: `gather_p`, `scatter_add_p`, `scatter_p`.
+Input: nothing. Output: `gather_p`, `scatter_add_p`, `scatter_p`,
+`scatter_mul_p`, `scatter_min_p`, `scatter_max_p`.
 
 gather(x, idx, axis): out[a..., i..., b...] = x[a..., idx[i...], b...], so the
 output shape is x.shape[:axis] + idx.shape + x.shape[axis+1:].
 scatter_add(x, idx, upd, axis) adds upd (shaped like the gather output) into
 x at those positions; scatter(x, idx, upd, axis) writes them (when an index
-repeats, the last write wins on CPU; which one is unspecified in general).
+repeats, the last write wins on CPU; which one is unspecified in general);
+scatter_mul / scatter_min / scatter_max combine every update into its
+position (lax.scatter_mul / min / max: a repeated index applies all its
+updates; min / max propagate NaN as numpy's minimum / maximum).
 
 Index semantics: negative indices count from the end (as numpy), and indices
 still out of range after that are clamped to [0, n-1] (numpy raises; a
@@ -17,7 +21,8 @@ import numpy as np
 
 from ..core import Primitive, ShapedArray, ShapeError
 
-__all__ = ["gather_p", "scatter_add_p", "scatter_p", "normalize_index"]
+__all__ = ["gather_p", "scatter_add_p", "scatter_p", "scatter_mul_p", "scatter_min_p",
+           "scatter_max_p", "SCATTERS", "normalize_index"]
 
 
 def normalize_index(idx, n):
@@ -62,7 +67,12 @@ def _scatter_aval(name):
     return rule
 
 
-def _scatter_impl(add):
+# how each scatter combines an update u into the current value (numpy's ufunc.at)
+_UFUNC = {"scatter_add": np.add, "scatter_mul": np.multiply, "scatter_min": np.minimum,
+          "scatter_max": np.maximum}
+
+
+def _scatter_impl(name):
     def impl(x, idx, upd, *, axis):
         out = np.array(x, copy=True)
         idx = normalize_index(idx, x.shape[axis])
@@ -70,8 +80,9 @@ def _scatter_impl(add):
         u = np.moveaxis(upd.reshape(x.shape[:axis] + (idx.size,) + x.shape[axis + 1:]),
                         axis, 0)
         flat = idx.reshape(-1)
-        if add:
-            np.add.at(o, flat, u)
+        if name in _UFUNC:
+            with np.errstate(all="ignore"):
+                _UFUNC[name].at(o, flat, u)
         else:
             for j, i in enumerate(flat):                       # in order: the last write wins
                 o[i] = u[j]
@@ -79,7 +90,16 @@ def _scatter_impl(add):
     return impl
 
 
-scatter_add_p = Primitive("scatter_add", kind="indexing")
-scatter_add_p.abstract_eval, scatter_add_p.impl = _scatter_aval("scatter_add"), _scatter_impl(True)
-scatter_p = Primitive("scatter", kind="indexing")
-scatter_p.abstract_eval, scatter_p.impl = _scatter_aval("scatter"), _scatter_impl(False)
+def _scatter_prim(name):
+    p = Primitive(name, kind="indexing")
+    p.abstract_eval, p.impl = _scatter_aval(name), _scatter_impl(name)
+    return p
+
+
+scatter_add_p = _scatter_prim("scatter_add")
+scatter_p = _scatter_prim("scatter")
+scatter_mul_p = _scatter_prim("scatter_mul")
+scatter_min_p = _scatter_prim("scatter_min")
+scatter_max_p = _scatter_prim("scatter_max")
+# every scatter: (operand, indices, updates) -> operand-shaped, its own kernel root
+SCATTERS = ("scatter", "scatter_add", "scatter_mul", "scatter_min", "scatter_max")

@@ -10,7 +10,8 @@ compiled kernel cannot raise; numpy would).
 import numpy as np
 
 from ..ir.core import ShapeError
-from ..ir.primitives import gather_p, rev_p, scatter_add_p, scatter_p, slice_p
+from ..ir.primitives import (gather_p, rev_p, scatter_add_p, scatter_max_p, scatter_min_p,
+                             scatter_mul_p, scatter_p, slice_p)
 from ..tracer.core import Tracer
 from ._core import asarray, broadcast_to, cast, shape_of, typeof, user_line, with_location
 from .shape import reshape, transpose
@@ -220,21 +221,14 @@ class _IndexUpdateRef:
         return getitem(self.x, self.idx)
 
     def _apply(self, values, how):
-        from .math import maximum, minimum, multiply
         x, shape, pos = self._positions()
         flat = reshape(x, (-1,))
         pshape = tuple(shape_of(pos))
         (v,) = [cast(asarray(values), typeof(x)[0])]
         v = broadcast_to(v, pshape, f"at[].{how}")
-        if how == "set":
-            out = scatter_p.bind(flat, pos, v, axis=0)
-        elif how == "add":
-            out = scatter_add_p.bind(flat, pos, v, axis=0)
-        else:
-            cur = gather_p.bind(flat, pos, axis=0)
-            new = {"mul": multiply, "min": minimum, "max": maximum}[how](cur, v)
-            out = scatter_p.bind(flat, pos, cast(new, typeof(x)[0]), axis=0)
-        return reshape(out, shape)
+        prim = {"set": scatter_p, "add": scatter_add_p, "mul": scatter_mul_p,
+                "min": scatter_min_p, "max": scatter_max_p}[how]
+        return reshape(prim.bind(flat, pos, v, axis=0), shape)
 
     def set(self, values):
         return self._apply(values, "set")

@@ -29,8 +29,9 @@ from ...ir.primitives import (BINARY, COMPARE, UNARY, argmax_p, argmin_p,
                               broadcast_in_dim_p, concatenate_p, convert_element_type_p,
                               cumsum_p, dot_general_p, gather_p, integer_pow_p, iota_p,
                               kernel_p, pad_p, reduce_max_p, reduce_min_p, reduce_prod_p,
-                              reduce_sum_p, reshape_p, rev_p, scatter_add_p, scatter_p,
-                              select_p, slice_p, transpose_p)
+                              reduce_sum_p, reshape_p, rev_p, scatter_add_p, scatter_max_p,
+                              scatter_min_p, scatter_mul_p, scatter_p, select_p, slice_p,
+                              transpose_p)
 from ...tracer.core import Tracer, current_trace
 from .markers import custom_lin_p, custom_vjp_call_p, stop_gradient_p
 
@@ -559,6 +560,70 @@ def _scatter_T(ct, x, idx, u, *, axis):
     return [ct_x, None, ct_u]
 
 
+def _scatter_mul_jvp(primals, tangents, *, axis):
+    # out[t] = x[t] * prod of the updates u_j into t. d/dx[t]: that product
+    # (scatter_mul of the tangent, linear in it); d/du_j: x[t] times the
+    # product of the other updates into t, computed without dividing by zero
+    # as reduce_prod's rule does (per position: how many updates are 0, the
+    # product of the others).
+    (x, idx, u), (tx, _, tu) = primals, tangents
+    ans = scatter_mul_p.bind(x, idx, u, axis=axis)
+    x_aval = aval_of_value(x)
+    t_out = None
+    if tx is not None:
+        t_out = scatter_mul_p.bind(fit(tx, x_aval), idx, u, axis=axis)
+    if tu is not None:
+        one, z = const(1, u), const(0, u)
+        is0 = eq(u, z)
+        safe = select(is0, one, u)
+        ones_x = add(zeros(x_aval), const(1, x))
+        p1 = gather_p.bind(scatter_mul_p.bind(ones_x, idx, safe, axis=axis), idx, axis=axis)
+        n0 = gather_p.bind(scatter_add_p.bind(zeros(x_aval), idx, convert(is0, dtype_of(u)),
+                                              axis=axis), idx, axis=axis)
+        others = select(is0, select(eq(n0, one), p1, z), select(eq(n0, z), div(p1, safe), z))
+        coef = mul(gather_p.bind(x, idx, axis=axis), others)
+        t_u = scatter_add_p.bind(zeros(x_aval), idx, mul(fit(tu, aval_of_value(u)), coef),
+                                 axis=axis)
+        t_out = add_tangents(t_out, t_u)
+    return ans, t_out
+
+
+def _scatter_mul_T(ct, x, idx, u, *, axis):
+    # linear in the operand only (the JVP applies it to the operand's tangent)
+    if isinstance(u, UndefinedPrimal):
+        raise NotImplementedError("scatter_mul is not linear in its updates")
+    ones = add(zeros(aval_of_value(ct)), const(1, ct))
+    return [mul(ct, scatter_mul_p.bind(ones, idx, u, axis=axis)), None, None]
+
+
+def _scatter_extremum_jvp(prim):
+    # JAX's rule: the result at t is the operand or some updates; the tangent
+    # is the average of the tangents of those that equal it (ties split).
+    def rule(primals, tangents, *, axis):
+        (x, idx, u), (tx, _, tu) = primals, tangents
+        ans = prim.bind(x, idx, u, axis=axis)
+        if tx is None and tu is None:
+            return ans, None
+        x_aval, dt = aval_of_value(x), dtype_of(x)
+        won = convert(eq(u, gather_p.bind(ans, idx, axis=axis)), dt)
+        kept = convert(eq(x, ans), dt)
+        refs = add(scatter_add_p.bind(zeros(x_aval), idx, won, axis=axis), kept)
+        refs = select(eq(refs, const(0, x)), const(1, x), refs)      # a NaN result
+        t_out = None
+        if tx is not None:
+            t_out = mul(fit(tx, x_aval), div(kept, refs))
+        if tu is not None:
+            coef = div(won, gather_p.bind(refs, idx, axis=axis))
+            t_out = add_tangents(t_out, scatter_add_p.bind(
+                zeros(x_aval), idx, mul(fit(tu, aval_of_value(u)), coef), axis=axis))
+        return ans, t_out
+    return rule
+
+
+JVP_RULES[scatter_mul_p] = _scatter_mul_jvp
+TRANSPOSE_RULES[scatter_mul_p] = _scatter_mul_T
+JVP_RULES[scatter_min_p] = _scatter_extremum_jvp(scatter_min_p)
+JVP_RULES[scatter_max_p] = _scatter_extremum_jvp(scatter_max_p)
 JVP_RULES[gather_p] = _gather_jvp
 TRANSPOSE_RULES[gather_p] = _gather_T
 JVP_RULES[scatter_add_p] = _scatter_jvp(scatter_add_p)
