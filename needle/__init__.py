@@ -3,7 +3,7 @@
 The public API: `jit`, `make_ir`, `eval_shape`, `cache_info`, `devices`,
 `device_put` and `Array` (an array on the CUDA device), the
 differentiation transformations (`grad`, `value_and_grad`, `vjp`, `jvp`,
-`jacfwd`, `jacrev`, `hessian`, `stop_gradient`, `custom_vjp`), and
+`jacfwd`, `jacrev`, `hessian`, `stop_gradient`, `custom_vjp`), `vmap`, and
 the modules `needle.numpy`, `needle.nn`, `needle.scipy`, `needle.tree_util`.
 Names and semantics follow JAX where they overlap.
 """
@@ -12,6 +12,7 @@ from . import numpy, nn, scipy, tree_util  # noqa: F401,A004
 from .api import Jitted, Lowered, eval_shape, jit, make_ir  # noqa: F401
 from .autodiff import (custom_vjp, grad, hessian, jacfwd, jacrev, jvp,  # noqa: F401
                        stop_gradient, value_and_grad, vjp)
+from .batching import vmap  # noqa: F401
 from .ir.core import ShapedArray, ShapeError  # noqa: F401
 from .ir.dtypes import DTypeError  # noqa: F401
 from .runtime import KernelCompileError, cache_info, devices, reset_cache_info  # noqa: F401

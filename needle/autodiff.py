@@ -16,14 +16,15 @@ all work.
 
 As in JAX: `grad` needs a scalar floating-point output and floating-point
 arguments; `vjp` and `jvp` accept integer inputs (their cotangents /
-tangents are zeros); jacfwd / jacrev build the Jacobian one basis vector at a
-time (needle has no vmap yet), so they suit small inputs / outputs.
+tangents are zeros); jacfwd / jacrev run the linearized / backward program
+once, batched over the basis vectors with vmap's rules (passes/batching).
 """
 import functools
 
 import numpy as np
 
 from .ir.interpreter import eval_graph
+from .passes.batching import batch_graph
 from .passes.autodiff import (ad_active, ad_context, cleanup, custom_vjp_call_p,
                               jvp_graph, linearize, stop_gradient_p)
 from .passes.autodiff.markers import custom_lin_p
@@ -285,13 +286,6 @@ def jvp(f, primals, tangents, has_aux=False):
 
 # --- Jacobians -------------------------------------------------------------------------
 
-def _stack_leading(xs, shape):
-    """Stack values along a new leading axis and reshape it to `shape`."""
-    from . import numpy as nnp
-    return nnp.reshape(nnp.stack([nnp.asarray(x) for x in xs]), tuple(shape) + tuple(
-        np.shape(xs[0]) if not hasattr(xs[0], "shape") else xs[0].shape))
-
-
 def _move_leading_to_back(x, n_lead):
     from . import numpy as nnp
     nd = len(x.shape)
@@ -317,32 +311,59 @@ def _jac_tree(t, argnums, blocks):
     return pytree.tree_unflatten(t.out_tree, per_out)
 
 
+def _basis(aval):
+    """The a.size unit vectors of `aval`'s shape, stacked: (size, *shape)."""
+    return np.eye(aval.size, dtype=aval.dtype).reshape((aval.size,) + tuple(aval.shape))
+
+
+def _unstack(x, flag, size, shape):
+    """A batched result (size, *s) as shape + s; an unbatched one repeated."""
+    from . import numpy as nnp
+    if not flag:
+        x = nnp.broadcast_to(nnp.asarray(x), (size,) + tuple(np.shape(x) if not hasattr(
+            x, "shape") else x.shape))
+    return nnp.reshape(x, tuple(shape) + tuple(x.shape[1:]))
+
+
 def jacrev(f, argnums=0):
-    """The Jacobian by reverse mode: one backward pass per output element.
-    Each block has shape out.shape + arg.shape."""
+    """The Jacobian by reverse mode: the backward program run once, batched
+    over the basis of each output (vmap's rules: one batched pass, not one
+    per element). Each block has shape out.shape + arg.shape."""
     @functools.wraps(f)
     def jac(*args, **kwargs):
         t, _ = _jac_setup(f, argnums, args, kwargs, "jacrev")
         v = _VJP(t)
+        lin = v.lin
         blocks = []
         for k, a in enumerate(t.out_avals):
-            rows = []
-            for e in range(a.size):
-                cts = [_zeros(b) for b in t.out_avals]
-                basis = np.zeros(a.size, a.dtype)
-                basis[e] = 1
-                cts[k] = basis.reshape(a.shape)
-                rows.append(v.pull(cts))
-            blocks.append([_stack_leading([r[j] for r in rows], a.shape) if rows else
-                           np.zeros(tuple(a.shape) + tuple(ia.shape), ia.dtype)
-                           for j, ia in enumerate(t.in_avals)])
+            if a.size == 0 or not lin.nonzero[k]:
+                blocks.append([np.zeros(tuple(a.shape) + tuple(ia.shape), ia.dtype)
+                               for ia in t.in_avals])
+                continue
+            cts, flags = [], []
+            for m, (b, nz) in enumerate(zip(t.out_avals, lin.nonzero)):
+                if nz:
+                    cts.append(_basis(b) if m == k else _zeros(b))
+                    flags.append(m == k)
+            grads, gflags = batch_graph(lin.backward, list(v.res) + cts,
+                                        [False] * len(v.res) + flags, a.size, _fname(f))
+            it = iter(zip(grads, gflags))
+            row = []
+            for ia, w in zip(t.in_avals, lin.wrt):
+                if w:
+                    g, fl = next(it)
+                    row.append(_unstack(g, fl, a.size, a.shape))
+                else:
+                    row.append(np.zeros(tuple(a.shape) + tuple(ia.shape), ia.dtype))
+            blocks.append(row)
         return _jac_tree(t, argnums, blocks)
     return jac
 
 
 def jacfwd(f, argnums=0):
-    """The Jacobian by forward mode: one JVP per input element. Each block has
-    shape out.shape + arg.shape."""
+    """The Jacobian by forward mode: the linearized program run once, batched
+    over the basis of each input (vmap's rules). Each block has shape
+    out.shape + arg.shape."""
     @functools.wraps(f)
     def jac(*args, **kwargs):
         t, _ = _jac_setup(f, argnums, args, kwargs, "jacfwd")
@@ -352,19 +373,21 @@ def jacfwd(f, argnums=0):
         if any(e.prim is custom_lin_p for e in lin.forward.graph.eqns):
             raise TypeError(f"jacfwd({_fname(f)}): the function calls a needle.custom_vjp "
                             f"function, which has no forward-mode rule; use jacrev")
-        cols = []                                    # cols[j][e] = [d out_k for k]
+        cols = []                                    # cols[j][k]: (ia.size, *out_k.shape)
         for j, ia in enumerate(t.in_avals):
+            if ia.size == 0:
+                cols.append(None)
+                continue
+            tans = [_basis(b) if m == j else _zeros(b) for m, b in enumerate(t.in_avals)]
+            vals, flags = batch_graph(lin.forward, list(res) + tans,
+                                      [False] * len(res) + [m == j for m in
+                                                            range(len(t.in_avals))],
+                                      ia.size, _fname(f))
+            it = iter(zip(vals, flags))
             col = []
-            for e in range(ia.size):
-                basis = np.zeros(ia.size, ia.dtype)
-                basis[e] = 1
-                tans = [_zeros(b) for b in t.in_avals]
-                tans[j] = basis.reshape(ia.shape)
-                vals = eval_graph(lin.forward.graph, lin.forward.consts, list(res) + tans)
-                it = iter(vals)
-                col.append(_concrete([next(it) if nz else _zeros(a)
-                                      for nz, a in zip(lin.nonzero, t.out_avals)],
-                                     t.out_avals))
+            for nz, a in zip(lin.nonzero, t.out_avals):
+                val, fl = next(it) if nz else (_zeros(a), False)
+                col.append(_unstack(val, fl, ia.size, (ia.size,)))
             cols.append(col)
         blocks = []
         for k, a in enumerate(t.out_avals):
@@ -373,11 +396,21 @@ def jacfwd(f, argnums=0):
                 if ia.size == 0:
                     row.append(np.zeros(tuple(a.shape) + tuple(ia.shape), a.dtype))
                     continue
-                stacked = _stack_leading([c[k] for c in cols[j]], ia.shape)
-                row.append(_move_leading_to_back(stacked, len(ia.shape)))
+                stacked = cols[j][k]                 # (ia.size, *a.shape)
+                moved = _move_leading_to_back(stacked, 1)
+                row.append(_concrete_one(_reshape_back(moved, a.shape, ia.shape), a))
             blocks.append(row)
         return _jac_tree(t, argnums, blocks)
     return jac
+
+
+def _reshape_back(x, out_shape, in_shape):
+    from . import numpy as nnp
+    return nnp.reshape(x, tuple(out_shape) + tuple(in_shape))
+
+
+def _concrete_one(x, aval):
+    return x if isinstance(x, Tracer) else np.asarray(x, dtype=aval.dtype)
 
 
 def hessian(f, argnums=0):
