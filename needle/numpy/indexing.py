@@ -220,14 +220,33 @@ class _IndexUpdateRef:
     def get(self):
         return getitem(self.x, self.idx)
 
+    def _rows(self):
+        """The index array when the index picks whole rows (`x.at[ids]`, or
+        `x.at[ids, :, ...]`), else None: such an update scatters along axis 0
+        directly (parallel over the rows' elements), not through flat positions."""
+        idx = self.idx if isinstance(self.idx, tuple) else (self.idx,)
+        if not idx or not _is_array_index(idx[0]) or \
+                any(not (isinstance(s, slice) and s == slice(None)) for s in idx[1:]):
+            return None
+        ia = asarray(idx[0])
+        return ia if typeof(ia)[0].kind in "iu" else None
+
     def _apply(self, values, how):
+        prim = {"set": scatter_p, "add": scatter_add_p, "mul": scatter_mul_p,
+                "min": scatter_min_p, "max": scatter_max_p}[how]
+        rows = self._rows()
+        if rows is not None:
+            x = asarray(self.x)
+            shape = tuple(shape_of(x))
+            if len(shape) >= 1 and shape[0] > 0:
+                v = broadcast_to(cast(asarray(values), typeof(x)[0]),
+                                 tuple(shape_of(rows)) + shape[1:], f"at[].{how}")
+                return prim.bind(x, rows, v, axis=0)
         x, shape, pos = self._positions()
         flat = reshape(x, (-1,))
         pshape = tuple(shape_of(pos))
         (v,) = [cast(asarray(values), typeof(x)[0])]
         v = broadcast_to(v, pshape, f"at[].{how}")
-        prim = {"set": scatter_p, "add": scatter_add_p, "mul": scatter_mul_p,
-                "min": scatter_min_p, "max": scatter_max_p}[how]
         return reshape(prim.bind(flat, pos, v, axis=0), shape)
 
     def set(self, values):
