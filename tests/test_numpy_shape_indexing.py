@@ -543,3 +543,18 @@ def test_gather_scatter_primitives(mode, data):
             _same(got[2 + k], np.moveaxis(want, 0, axis))
         except AssertionError as e:
             raise AssertionError(f"scatter_{name}: {e}") from None
+
+
+def test_created_arrays_index_with_traced_indices_under_jit():
+    """Under jit, needle.numpy creation functions give traced constants (as
+    jnp arrays under jax.jit), so a traced index applies to them: numpy's own
+    indexing would ask the tracer for its value."""
+    i = np.array([1, 5, -1, -7], np.int64)
+    got = jit(lambda i: [nnp.arange(4.0)[i], nnp.eye(4)[i], nnp.array([5, 6, 7, 8])[i],
+                         nnp.linspace(0, 1, 4)[i], nnp.tri(4, dtype=np.int32)[i]])(i)
+    clamp = np.clip(np.where(i < 0, i + 4, i), 0, 3)
+    _same(got[0], np.arange(4.0, dtype=np.float32)[clamp])
+    _same(got[1], np.eye(4, dtype=np.float32)[clamp])
+    _same(got[2], np.array([5, 6, 7, 8])[clamp])
+    _same(got[3], np.linspace(0, 1, 4).astype(np.float32)[clamp])
+    _same(got[4], np.tri(4, dtype=np.int32)[clamp])

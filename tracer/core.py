@@ -129,6 +129,17 @@ def current_trace():
     return _STACK.traces[-1] if _STACK.traces else None
 
 
+def lift(x):
+    """A host array as a traced constant of the current trace (a constvar,
+    snapshotted), so traced operations such as indexing apply to it; 0-d
+    values and values outside a trace are returned as they are."""
+    tr = current_trace()
+    if tr is None or isinstance(x, Tracer) or np.ndim(x) == 0:
+        return x
+    arr = np.asarray(x)
+    return Tracer(tr, tr._const(arr, aval_of(arr), snapshot=True), user_line(2))
+
+
 # Primitives whose result is larger than their operands: with constant operands
 # under an active trace they are staged into the trace rather than computed.
 STAGED_WHEN_TRACING = {"broadcast_in_dim", "iota"}

@@ -19,7 +19,7 @@ import numpy as np
 from ..ir import dtypes
 from ..ir.primitives import broadcast_in_dim_p, iota_p
 from ._core import asarray as _asarray, cast, shape_of, typeof
-from ..tracer.core import Tracer, current_trace
+from ..tracer.core import Tracer, current_trace, lift
 
 
 def _dt(dtype, default=dtypes.DEFAULT_FLOAT):
@@ -38,7 +38,12 @@ def _device_of(a):
 
 def _place(value, device):
     """`value` (a host or device array) on `device`; unchanged without one, or
-    when it is a tracer of a trace (the jitted function's placement decides)."""
+    when it is a tracer of a trace (the jitted function's placement decides).
+    Under a trace a host array becomes a traced constant of that trace (as a
+    jnp array is under jax.jit), so `nnp.arange(n)[i]` with a traced `i`
+    indexes it instead of asking numpy for the tracer's value."""
+    if isinstance(value, np.ndarray) and value.ndim and current_trace() is not None:
+        return lift(value)
     if device is None or (isinstance(value, Tracer) and _device_of(value) is None):
         return value
     from ..runtime.cuda_array import device_put
