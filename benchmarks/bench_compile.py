@@ -29,6 +29,7 @@ def tiny(x):
     return x * 2.0 + 1.0
 
 rng = np.random.default_rng(0)
+time.sleep(float(sys.argv[1]) if len(sys.argv) > 1 else 0.0)   # the script's own work
 x = rng.standard_normal((128, 784)).astype(np.float32)
 w = rng.standard_normal((784, 64)).astype(np.float32)
 b = np.zeros(64, np.float32)
@@ -68,10 +69,10 @@ print(json.dumps(out))
 """
 
 
-def run_child(cache):
+def run_child(cache, work_s=0.0):
     env = dict(os.environ, NEEDLE_CACHE_DIR=cache)
-    r = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True,
-                       check=True)
+    r = subprocess.run([sys.executable, "-c", CHILD, str(work_s)], env=env, capture_output=True,
+                       text=True, check=True)
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
@@ -79,7 +80,11 @@ def main():
     with tempfile.TemporaryDirectory() as cache:
         cold = run_child(cache)
         warm = run_child(cache)
-    for name, r in (("cold cache", cold), ("warm cache (new process)", warm)):
+        # a script that loads data for 0.5 s after `import needle`: Numba warms
+        # up meanwhile (runtime/prewarm.py), so its first call only loads
+        busy = run_child(cache, 0.5)
+    for name, r in (("cold cache", cold), ("warm cache (new process)", warm),
+                    ("warm, after 0.5 s of work", busy)):
         i = r["info"]
         print(f"{name:26s} import {r['import_s'] * 1e3:6.0f} ms | first call of layer "
               f"{r['first_layer_s'] * 1e3:7.1f} ms, of tiny {r['first_tiny_s'] * 1e3:6.1f} ms | "

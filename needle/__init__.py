@@ -21,3 +21,5 @@ from .tracer.core import (ConcretizationError, LeakedTracerError, NeedleError,  
                           TracingError)
 
 __version__ = "0.1.0"
+
+_runtime.prewarm.start()    # numba's CPU target loads in the background (NEEDLE_PREWARM=0: off)

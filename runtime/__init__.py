@@ -7,6 +7,7 @@ device pool in cuda_memory, PTX and ptxas reports in cuda_inspect; all of
 them import numba.cuda only when used).
 """
 from . import parallel  # noqa: F401  (sets OMP_WAIT_POLICY before numba loads)
+from . import prewarm  # noqa: F401
 from .compile import compile_executable  # noqa: F401
 from .devices import devices, resolve_device  # noqa: F401
 from .dump import dump_stages  # noqa: F401

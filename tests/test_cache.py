@@ -202,3 +202,21 @@ def test_needle_dump_writes_one_file_per_stage(tmp_path, monkeypatch):
         assert text.strip() == lo.as_text(stage).strip()
     assert "tanh" in (tmp_path / files[0]).read_text()
     assert "numba.njit" in (tmp_path / files[-1]).read_text()
+
+
+def test_prewarm_imports_numba_in_the_background_and_can_be_turned_off():
+    """`import needle` starts a thread that imports numba's CPU target
+    modules while the script goes on (runtime/prewarm.py); NEEDLE_PREWARM=0
+    leaves numba unimported until the first compile. Either way the first
+    jitted call works right away (the thread takes no Numba lock)."""
+    code = ("import sys, numpy as np, needle\n"
+            "from needle.runtime import prewarm\n"
+            "prewarm.wait()\n"
+            "print('numba.np.arraymath' in sys.modules)\n"
+            "print(needle.jit(lambda x: x * 2.0)(np.ones(3, np.float32)).sum())\n")
+    for flag, want in (("1", "True"), ("0", "False")):
+        env = dict(os.environ, NEEDLE_PREWARM=flag)
+        r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split() == [want, "6.0"], (flag, r.stdout)
