@@ -10,6 +10,7 @@ simulator (NUMBA_ENABLE_CUDASIM=1, read when numba.cuda is first imported).
 Nothing here imports numba.cuda until CUDA is asked for.
 """
 import importlib.util
+import sys
 
 _cuda_state = None          # None: not probed yet; else (available, reason)
 
@@ -23,7 +24,13 @@ def cuda_status():
                                   "or pip install \"numba-cuda[cu13]\" nvidia-cuda-nvcc)")
         else:
             try:
-                from numba import config, cuda
+                from numba.core import config
+                if "numba.cuda" not in sys.modules:
+                    # numba may be imported already (runtime/prewarm.py): read the
+                    # environment again, so NUMBA_ENABLE_CUDASIM set after
+                    # `import needle` still counts, as it did before numba loaded
+                    config.reload_config()
+                from numba import cuda
                 if config.ENABLE_CUDASIM:
                     _cuda_state = (True, "Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1)")
                 elif cuda.is_available():           # pragma: no cover (needs a GPU)
