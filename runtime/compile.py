@@ -26,8 +26,8 @@ from ..ir.core import Lit
 from ..ir.primitives.linalg import dot_general_numpy
 from ..passes.fusion import is_library, is_view, partition
 from . import memory, parallel
-from .executable import (Executable, call_step, kernel_step, last_uses, release_plan,
-                         slot_or_value, view_step)
+from .executable import (Executable, call_step, inplace_plan, kernel_step, last_uses,
+                         release_plan, slot_or_value, view_step)
 from .kernel_cache import load_kernel
 
 PARALLEL_MIN_SIZE = int(os.environ.get("NEEDLE_PARALLEL_MIN_SIZE", 1 << 16))
@@ -76,7 +76,7 @@ def compile_executable(cg, device="cpu", name="f", donated=()):
     in_slots = [slots[v] for v in g.invars]
     donated_vars = {g.invars[k] for k in donated}
     out_vars = {v for v in g.outvars if not isinstance(v, Lit)}
-    last_use = last_uses(g)
+    last_use, taken = last_uses(g), set()
     steps, sources = [], []
     n_kernels = n_lib = 0
     for k, e in enumerate(g.eqns):
@@ -96,17 +96,8 @@ def compile_executable(cg, device="cpu", name="f", donated=()):
             specs = [(v.aval.shape, v.aval.dtype) for v in e.outs]
             if any(not isinstance(i, int) for i in ins):
                 raise AssertionError("kernel group inputs must be variables")
-            inplace, taken = {}, set()
-            for pos in ks.aligned:
-                x = e.inputs[pos]
-                if x in donated_vars and last_use.get(x) == k and x not in out_vars \
-                        and x not in taken:
-                    for j, v in enumerate(e.outs):
-                        if j not in inplace and v.aval.dtype == x.aval.dtype and \
-                                v.aval.shape == x.aval.shape:
-                            inplace[j] = slots[x]
-                            taken.add(x)
-                            break
+            inplace = inplace_plan(e, k, ks.aligned, slots, donated_vars, last_use, out_vars,
+                                   taken)
             steps.append(kernel_step(fn, ins, outs, specs, dims, inplace))
             sources.append((e.params["name"], ks))
             n_kernels += 1

@@ -39,7 +39,7 @@ from ..ir.core import Lit
 from ..passes.fusion import is_view, partition
 from . import cuda_memory
 from .cuda_array import Array, dev_shape, to_device
-from .executable import last_uses, release_plan
+from .executable import inplace_plan, last_uses, release_plan
 from .kernel_cache import import_kernel_module
 from .stats import stats
 
@@ -235,24 +235,6 @@ def _view_step(src, out, aval):
     return run
 
 
-def _inplace_plan(e, k, ks, slots, donated_vars, last_use, out_vars, taken):
-    """{output position: input slot} of kernel equation `e` (number `k`): an
-    output takes the buffer of a donated input of its shape and dtype that
-    this kernel reads last and only at the element it stores (as the CPU
-    runtime does, runtime/compile.py)."""
-    plan = {}
-    for pos in ks.aligned:
-        x = e.inputs[pos]
-        if x in donated_vars and last_use.get(x) == k and x not in out_vars and x not in taken:
-            for j, v in enumerate(e.outs):
-                if j not in plan and v.aval.dtype == x.aval.dtype and \
-                        v.aval.shape == x.aval.shape:
-                    plan[j] = slots[x]
-                    taken.add(x)
-                    break
-    return plan
-
-
 def compile_cuda(cg, name="f", donated=()):
     """A CudaProgram running the optimised ClosedGraph `cg` on the CUDA
     backend; `donated`: flat input positions the caller gives up (their
@@ -275,7 +257,8 @@ def compile_cuda(cg, name="f", donated=()):
                                                 f"from {e.source})")
             if any(isinstance(x, Lit) for x in e.inputs):
                 raise AssertionError("kernel group inputs must be variables")
-            inplace = _inplace_plan(e, k, ks, slots, donated_vars, last_use, out_vars, taken)
+            inplace = inplace_plan(e, k, ks.aligned, slots, donated_vars, last_use, out_vars,
+                                   taken)
             steps.append(_kernel_step(ks, fns, [slots[x] for x in e.inputs],
                                       [slots[v] for v in e.outs], [v.aval for v in e.outs],
                                       inplace))

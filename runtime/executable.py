@@ -146,3 +146,22 @@ def slot_or_value(slots, x):
         return np.asarray(x.val, dtype=x.aval.dtype)
     assert isinstance(x, Var)
     return slots[x]
+
+
+def inplace_plan(e, k, aligned, slots, donated_vars, last_use, out_vars, taken):
+    """{output position: input slot} of kernel equation `e` (number `k` of
+    its graph): an output takes the buffer of a donated input of its shape
+    and dtype that this kernel reads last, and only at the element it stores
+    (`aligned`: those input positions, from codegen). `taken` collects the
+    inputs given away (each serves one output). CPU and CUDA runtimes."""
+    plan = {}
+    for pos in aligned:
+        x = e.inputs[pos]
+        if x in donated_vars and last_use.get(x) == k and x not in out_vars and x not in taken:
+            for j, v in enumerate(e.outs):
+                if j not in plan and v.aval.dtype == x.aval.dtype and \
+                        v.aval.shape == x.aval.shape:
+                    plan[j] = slots[x]
+                    taken.add(x)
+                    break
+    return plan
