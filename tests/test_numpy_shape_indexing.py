@@ -558,3 +558,45 @@ def test_created_arrays_index_with_traced_indices_under_jit():
     _same(got[2], np.array([5, 6, 7, 8])[clamp])
     _same(got[3], np.linspace(0, 1, 4).astype(np.float32)[clamp])
     _same(got[4], np.tri(4, dtype=np.int32)[clamp])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_at_out_of_range_updates_are_dropped_or_clipped(mode):
+    """As JAX: an update whose index is out of range after wrapping negative
+    indices once is dropped by default (mode="drop" / "fill"), clamped to the
+    edge with mode="clip" / "promise_in_bounds"; reading clamps."""
+    x = np.zeros(4, np.float32)
+    i = np.array([1, 5, -1, -7], np.int64)
+    v = np.array([1.0, 2.0, 3.0, 4.0], np.float32)
+    got = run(lambda a, i, v: [_at(mode, a, i).set(v), _at(mode, a, i).add(1.0),
+                               _at(mode, a, i).max(v), _at(mode, a, i).mul(v),
+                               _at(mode, a, i).add(1.0, mode="clip"),
+                               _at(mode, a, i).set(v, mode="fill")], (x, i, v), mode)
+    _same(got[0], np.array([0, 1, 0, 3], np.float32))
+    _same(got[1], np.array([0, 1, 0, 1], np.float32))
+    _same(got[2], np.array([0, 1, 0, 3], np.float32))
+    _same(got[3], np.array([0, 0, 0, 0], np.float32))
+    _same(got[4], np.array([1, 1, 0, 2], np.float32))   # 5 -> 3, -7 -> 0
+    _same(got[5], np.array([0, 1, 0, 3], np.float32))
+    rows = run(lambda a, i: _at(mode, a, i).add(1.0),
+               (np.zeros((3, 2), np.float32), np.array([0, 3, -4], np.int64)), mode)
+    _same(rows, np.array([[1, 1], [0, 0], [0, 0]], np.float32))
+    with pytest.raises(ValueError, match="mode must be one of"):
+        nnp.at(x)[i].set(v, mode="wrap")
+
+
+def test_gradient_of_dropped_updates_is_zero():
+    i = np.array([1, 5, -1, -7], np.int64)
+    w = np.arange(1.0, 5.0)
+
+    def f(u):
+        return nnp.sum(nnp.zeros(4).at[i].set(u) * w)
+    np.testing.assert_allclose(needle.grad(f)(np.ones(4)), [2.0, 0.0, 4.0, 0.0])
+
+    def g(u):
+        return nnp.sum(nnp.ones(4).at[i].mul(u) * w)
+    np.testing.assert_allclose(needle.grad(g)(np.full(4, 2.0)), [2.0, 0.0, 4.0, 0.0])
+    # vmap with per-example indices, some out of range
+    out = needle.vmap(lambda a, j: a.at[j].add(1.0))(np.zeros((2, 3), np.float32),
+                                                     np.array([[0, 3], [-1, -4]], np.int64))
+    _same(out, np.array([[1, 0, 0], [0, 0, 1]], np.float32))

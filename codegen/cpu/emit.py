@@ -607,11 +607,18 @@ class KernelEmitter:
         k = ind.aval.ndim
         j, js = self.operand(ind, tuple(uidx[axis:axis + k]))
         n = self.dim(x, axis)
-        jj = self.define(f"min(max(i64({j}) + {n} if {j} < 0 else i64({j}), 0), {n} - 1)", js,
+        wrapped = f"i64({j}) + {n} if {j} < 0 else i64({j})"
+        drop = e.params.get("mode", "clip") == "drop"
+        jj = self.define(wrapped if drop else f"min(max({wrapped}, 0), {n} - 1)", js,
                          prefix="j")
         u, _ = self.value_at(upd, tuple(uidx))
         target = uidx[:axis] + [_Idx(jj, js)] + uidx[axis + k:]
-        self._update("o0", target, u, uscope, e.prim.name)
+        if drop:                # an update out of range is skipped (mode="drop")
+            guard = uscope.child(f"if {jj} >= 0 and {jj} < {n}:")
+            self._update("o0", target, u, guard, e.prim.name)
+            uscope.close(guard)
+        else:
+            self._update("o0", target, u, uscope, e.prim.name)
 
     def _update(self, out_name, idx, val, scope, how):
         """One scatter update of out[idx] by `val`: scatter writes it, the

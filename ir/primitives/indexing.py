@@ -16,13 +16,16 @@ updates; min / max propagate NaN as numpy's minimum / maximum).
 Index semantics: negative indices count from the end (as numpy), and indices
 still out of range after that are clamped to [0, n-1] (numpy raises; a
 compiled kernel cannot, so needle clamps, documented in needle.numpy.take).
+A scatter's `mode` param says what an out-of-range update does: "clip"
+(the default) clamps it as gather does (a gather's transpose needs that);
+"drop" skips it, as JAX's `x.at[idx].set / add / ...` do by default.
 """
 import numpy as np
 
 from ..core import Primitive, ShapedArray, ShapeError
 
 __all__ = ["gather_p", "scatter_add_p", "scatter_p", "scatter_mul_p", "scatter_min_p",
-           "scatter_max_p", "SCATTERS", "normalize_index"]
+           "scatter_max_p", "SCATTERS", "normalize_index", "in_range"]
 
 
 def normalize_index(idx, n):
@@ -54,8 +57,20 @@ gather_p = Primitive("gather", kind="indexing")
 gather_p.abstract_eval, gather_p.impl = _gather_aval, _gather_impl
 
 
+MODES = ("clip", "drop")
+
+
+def in_range(idx, n):
+    """Where the (integer) indices name a position of an axis of length n
+    after negative ones are wrapped once: what mode="drop" keeps."""
+    idx = np.asarray(idx).astype(np.int64)
+    return (idx >= -n) & (idx < n)
+
+
 def _scatter_aval(name):
-    def rule(x, idx, upd, *, axis):
+    def rule(x, idx, upd, *, axis, mode="clip"):
+        if mode not in MODES:
+            raise ValueError(f"{name}: mode must be one of {MODES}, got {mode!r}")
         shape = _check(name, x, idx, axis)
         if upd.shape != shape:
             raise ShapeError(f"{name}: updates have shape {upd.shape}, expected {shape} for "
@@ -73,13 +88,17 @@ _UFUNC = {"scatter_add": np.add, "scatter_mul": np.multiply, "scatter_min": np.m
 
 
 def _scatter_impl(name):
-    def impl(x, idx, upd, *, axis):
+    def impl(x, idx, upd, *, axis, mode="clip"):
         out = np.array(x, copy=True)
-        idx = normalize_index(idx, x.shape[axis])
+        n = x.shape[axis]
+        keep = in_range(idx, n).reshape(-1)
+        idx = normalize_index(idx, n)
         o = np.moveaxis(out, axis, 0)                          # view: (n, a..., b...)
         u = np.moveaxis(upd.reshape(x.shape[:axis] + (idx.size,) + x.shape[axis + 1:]),
                         axis, 0)
         flat = idx.reshape(-1)
+        if mode == "drop":
+            flat, u = flat[keep], u[keep]
         if name in _UFUNC:
             with np.errstate(all="ignore"):
                 _UFUNC[name].at(o, flat, u)

@@ -231,9 +231,17 @@ class _IndexUpdateRef:
         ia = asarray(idx[0])
         return ia if typeof(ia)[0].kind in "iu" else None
 
-    def _apply(self, values, how):
+    def _apply(self, values, how, mode=None):
         prim = {"set": scatter_p, "add": scatter_add_p, "mul": scatter_mul_p,
                 "min": scatter_min_p, "max": scatter_max_p}[how]
+        # JAX's modes: out-of-range updates are dropped by default ("drop" /
+        # "fill"), or clamped to the edge ("clip" / "promise_in_bounds")
+        modes = {None: "drop", "drop": "drop", "fill": "drop", "clip": "clip",
+                 "promise_in_bounds": "clip"}
+        if mode not in modes:
+            raise _err(f"at[].{how}: mode must be one of {sorted(m for m in modes if m)}, got "
+                       f"{mode!r}", ValueError)
+        mode = modes[mode]
         rows = self._rows()
         if rows is not None:
             x = asarray(self.x)
@@ -241,30 +249,31 @@ class _IndexUpdateRef:
             if len(shape) >= 1 and shape[0] > 0:
                 v = broadcast_to(cast(asarray(values), typeof(x)[0]),
                                  tuple(shape_of(rows)) + shape[1:], f"at[].{how}")
-                return prim.bind(x, rows, v, axis=0)
+                return prim.bind(x, rows, v, axis=0, mode=mode)
         x, shape, pos = self._positions()
         flat = reshape(x, (-1,))
         pshape = tuple(shape_of(pos))
         (v,) = [cast(asarray(values), typeof(x)[0])]
         v = broadcast_to(v, pshape, f"at[].{how}")
-        return reshape(prim.bind(flat, pos, v, axis=0), shape)
+        return reshape(prim.bind(flat, pos, v, axis=0, mode=mode), shape)
 
-    def set(self, values):
-        return self._apply(values, "set")
+    # JAX's signatures: indices_are_sorted / unique_indices are hints (accepted)
+    def set(self, values, *, indices_are_sorted=False, unique_indices=False, mode=None):
+        return self._apply(values, "set", mode)
 
-    def add(self, values):
-        return self._apply(values, "add")
+    def add(self, values, *, indices_are_sorted=False, unique_indices=False, mode=None):
+        return self._apply(values, "add", mode)
 
-    def multiply(self, values):
-        return self._apply(values, "mul")
+    def multiply(self, values, *, indices_are_sorted=False, unique_indices=False, mode=None):
+        return self._apply(values, "mul", mode)
 
     mul = multiply
 
-    def min(self, values):
-        return self._apply(values, "min")
+    def min(self, values, *, indices_are_sorted=False, unique_indices=False, mode=None):
+        return self._apply(values, "min", mode)
 
-    def max(self, values):
-        return self._apply(values, "max")
+    def max(self, values, *, indices_are_sorted=False, unique_indices=False, mode=None):
+        return self._apply(values, "max", mode)
 
 
 class _IndexUpdateHelper:

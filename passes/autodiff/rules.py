@@ -520,22 +520,42 @@ def _gather_T(ct, x, idx, *, axis):
 
 
 def _scatter_jvp(prim):
-    def rule(primals, tangents, *, axis):
+    def rule(primals, tangents, *, axis, mode="clip"):
         (x, idx, u), (tx, _, tu) = primals, tangents
-        ans = prim.bind(x, idx, u, axis=axis)
+        ans = prim.bind(x, idx, u, axis=axis, mode=mode)
         if tx is None and tu is None:
             return ans, None
         return ans, prim.bind(instantiate(tx, aval_of_value(x)), idx,
-                              instantiate(tu, aval_of_value(u)), axis=axis)
+                              instantiate(tu, aval_of_value(u)), axis=axis, mode=mode)
     return rule
 
 
-def _scatter_add_T(ct, x, idx, u, *, axis):
-    return [ct if isinstance(x, UndefinedPrimal) else None, None,
-            gather_p.bind(ct, idx, axis=axis) if isinstance(u, UndefinedPrimal) else None]
+def _kept(idx, x_aval, u_aval, axis, mode):
+    """mode="drop": 1.0 where an update lands (its index in range), shaped
+    like the updates; None for mode="clip" (every update lands)."""
+    if mode != "drop":
+        return None
+    n = x_aval.shape[axis]
+    i64 = convert(idx, np.int64)
+    ok = B["and"].bind(COMPARE["ge"].bind(i64, np.array(-n, np.int64)),
+                       lt(i64, np.array(n, np.int64)))
+    return bcast(convert(ok, u_aval.dtype), u_aval.shape,
+                 range(axis, axis + len(shape_of(idx))))
 
 
-def _scatter_winners(x_aval, idx, u_aval, axis):
+def _times(x, mask):
+    return x if mask is None else mul(x, mask)
+
+
+def _scatter_add_T(ct, x, idx, u, *, axis, mode="clip"):
+    ct_u = None
+    if isinstance(u, UndefinedPrimal):
+        ct_u = _times(gather_p.bind(ct, idx, axis=axis),
+                      _kept(idx, aval_of_value(ct), u.aval, axis, mode))
+    return [ct if isinstance(x, UndefinedPrimal) else None, None, ct_u]
+
+
+def _scatter_winners(x_aval, idx, u_aval, axis, mode):
     """1.0 where an update is the one scatter keeps (the last write to its
     position), 0.0 where a later update to the same position overwrote it."""
     ishape = shape_of(idx)
@@ -543,71 +563,73 @@ def _scatter_winners(x_aval, idx, u_aval, axis):
     if m <= 1:
         return None                              # a single update always lands
     pos = np.arange(m, dtype=np.int64).reshape(ishape)
-    last = scatter_p.bind(np.full((x_aval.shape[axis],), -1, np.int64), idx, pos, axis=0)
+    last = scatter_p.bind(np.full((x_aval.shape[axis],), -1, np.int64), idx, pos, axis=0,
+                          mode=mode)
     win = convert(eq(gather_p.bind(last, idx, axis=0), pos), u_aval.dtype)
     return bcast(win, u_aval.shape, range(axis, axis + len(ishape)))
 
 
-def _scatter_T(ct, x, idx, u, *, axis):
+def _scatter_T(ct, x, idx, u, *, axis, mode="clip"):
     u_aval = aval_of_value(u)
     ct_x = ct_u = None
     if isinstance(x, UndefinedPrimal):
-        ct_x = scatter_p.bind(ct, idx, zeros(u_aval), axis=axis)
+        ct_x = scatter_p.bind(ct, idx, zeros(u_aval), axis=axis, mode=mode)
     if isinstance(u, UndefinedPrimal):
         ct_u = gather_p.bind(ct, idx, axis=axis)
-        win = _scatter_winners(aval_of_value(ct), idx, u_aval, axis)
-        ct_u = ct_u if win is None else mul(ct_u, win)
+        ct_u = _times(ct_u, _scatter_winners(aval_of_value(ct), idx, u_aval, axis, mode))
+        ct_u = _times(ct_u, _kept(idx, aval_of_value(ct), u_aval, axis, mode))
     return [ct_x, None, ct_u]
 
 
-def _scatter_mul_jvp(primals, tangents, *, axis):
+def _scatter_mul_jvp(primals, tangents, *, axis, mode="clip"):
     # out[t] = x[t] * prod of the updates u_j into t. d/dx[t]: that product
     # (scatter_mul of the tangent, linear in it); d/du_j: x[t] times the
     # product of the other updates into t, computed without dividing by zero
     # as reduce_prod's rule does (per position: how many updates are 0, the
-    # product of the others).
+    # product of the others). Dropped updates (mode="drop") count nowhere.
     (x, idx, u), (tx, _, tu) = primals, tangents
-    ans = scatter_mul_p.bind(x, idx, u, axis=axis)
+    ans = scatter_mul_p.bind(x, idx, u, axis=axis, mode=mode)
     x_aval = aval_of_value(x)
     t_out = None
     if tx is not None:
-        t_out = scatter_mul_p.bind(fit(tx, x_aval), idx, u, axis=axis)
+        t_out = scatter_mul_p.bind(fit(tx, x_aval), idx, u, axis=axis, mode=mode)
     if tu is not None:
         one, z = const(1, u), const(0, u)
         is0 = eq(u, z)
         safe = select(is0, one, u)
         ones_x = add(zeros(x_aval), const(1, x))
-        p1 = gather_p.bind(scatter_mul_p.bind(ones_x, idx, safe, axis=axis), idx, axis=axis)
+        p1 = gather_p.bind(scatter_mul_p.bind(ones_x, idx, safe, axis=axis, mode=mode), idx,
+                           axis=axis)
         n0 = gather_p.bind(scatter_add_p.bind(zeros(x_aval), idx, convert(is0, dtype_of(u)),
-                                              axis=axis), idx, axis=axis)
+                                              axis=axis, mode=mode), idx, axis=axis)
         others = select(is0, select(eq(n0, one), p1, z), select(eq(n0, z), div(p1, safe), z))
         coef = mul(gather_p.bind(x, idx, axis=axis), others)
         t_u = scatter_add_p.bind(zeros(x_aval), idx, mul(fit(tu, aval_of_value(u)), coef),
-                                 axis=axis)
+                                 axis=axis, mode=mode)
         t_out = add_tangents(t_out, t_u)
     return ans, t_out
 
 
-def _scatter_mul_T(ct, x, idx, u, *, axis):
+def _scatter_mul_T(ct, x, idx, u, *, axis, mode="clip"):
     # linear in the operand only (the JVP applies it to the operand's tangent)
     if isinstance(u, UndefinedPrimal):
         raise NotImplementedError("scatter_mul is not linear in its updates")
     ones = add(zeros(aval_of_value(ct)), const(1, ct))
-    return [mul(ct, scatter_mul_p.bind(ones, idx, u, axis=axis)), None, None]
+    return [mul(ct, scatter_mul_p.bind(ones, idx, u, axis=axis, mode=mode)), None, None]
 
 
 def _scatter_extremum_jvp(prim):
     # JAX's rule: the result at t is the operand or some updates; the tangent
     # is the average of the tangents of those that equal it (ties split).
-    def rule(primals, tangents, *, axis):
+    def rule(primals, tangents, *, axis, mode="clip"):
         (x, idx, u), (tx, _, tu) = primals, tangents
-        ans = prim.bind(x, idx, u, axis=axis)
+        ans = prim.bind(x, idx, u, axis=axis, mode=mode)
         if tx is None and tu is None:
             return ans, None
         x_aval, dt = aval_of_value(x), dtype_of(x)
         won = convert(eq(u, gather_p.bind(ans, idx, axis=axis)), dt)
         kept = convert(eq(x, ans), dt)
-        refs = add(scatter_add_p.bind(zeros(x_aval), idx, won, axis=axis), kept)
+        refs = add(scatter_add_p.bind(zeros(x_aval), idx, won, axis=axis, mode=mode), kept)
         refs = select(eq(refs, const(0, x)), const(1, x), refs)      # a NaN result
         t_out = None
         if tx is not None:
@@ -615,7 +637,8 @@ def _scatter_extremum_jvp(prim):
         if tu is not None:
             coef = div(won, gather_p.bind(refs, idx, axis=axis))
             t_out = add_tangents(t_out, scatter_add_p.bind(
-                zeros(x_aval), idx, mul(fit(tu, aval_of_value(u)), coef), axis=axis))
+                zeros(x_aval), idx, mul(fit(tu, aval_of_value(u)), coef), axis=axis,
+                mode=mode))
         return ans, t_out
     return rule
 

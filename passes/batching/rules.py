@@ -183,10 +183,11 @@ BATCH_RULES[dot_general_p] = _dot_general
 
 # --- gather / scatter ----------------------------------------------------------------
 
-def _flat_index(idx, n, size):
+def _flat_index(idx, n, size, mode="clip"):
     """Per-example indices into axis of length n (any sign, clamped as gather
-    does), offset by example: b * n + i, for the (size * n)-long flattened axis."""
-    from ...ir.primitives import add_p, lt_p, max_p, min_p, mul_p
+    does), offset by example: b * n + i, for the (size * n)-long flattened axis.
+    With mode="drop" an index out of range stays out of range (size * n)."""
+    from ...ir.primitives import add_p, and_p, ge_p, lt_p, max_p, min_p, mul_p
     idx = idx if len(shape_of(idx)) and shape_of(idx)[0] == size else bcast_batch(idx, size)
     dt = np.dtype(idx.dtype)
     idx = convert_element_type_p.bind(idx, new_dtype=np.dtype(np.int64), weak_type=False) \
@@ -196,7 +197,11 @@ def _flat_index(idx, n, size):
     clamped = min_p.bind(max_p.bind(wrapped, np.array(0, np.int64)), np.array(n - 1, np.int64))
     s = shape_of(idx)
     offs = iota_p.bind(dtype=np.dtype(np.int64), shape=s, dimension=0)
-    return add_p.bind(clamped, mul_p.bind(offs, n64))
+    flat = add_p.bind(clamped, mul_p.bind(offs, n64))
+    if mode == "drop":
+        ok = and_p.bind(ge_p.bind(wrapped, np.array(0, np.int64)), lt_p.bind(wrapped, n64))
+        flat = select_p.bind(ok, flat, np.array(size * n, np.int64))
+    return flat
 
 
 def _to_front(x, axis, size):
@@ -228,17 +233,17 @@ def _gather(args, batched, size, *, axis):
 
 
 def _scatter(prim):
-    def rule(args, batched, size, *, axis):
+    def rule(args, batched, size, *, axis, mode="clip"):
         x, idx, u = args
         bx, bi, bu = batched
         if not bi:
             x, u = (x if bx else bcast_batch(x, size)), (u if bu else bcast_batch(u, size))
-            return prim.bind(x, idx, u, axis=axis + 1)
+            return prim.bind(x, idx, u, axis=axis + 1, mode=mode)
         x = x if bx else bcast_batch(x, size)
         u = u if bu else bcast_batch(u, size)
         xs = shape_of(x)[1:]
         flat, fs = _to_front(x, axis, size)
-        pos = _flat_index(idx, xs[axis], size)
+        pos = _flat_index(idx, xs[axis], size, mode)
         k = len(shape_of(pos)) - 1
         # updates per example: before + is + after -> is + before + after
         nb = axis
@@ -248,7 +253,7 @@ def _scatter(prim):
         us = shape_of(u)
         u = reshape(u, (us[0] * int(np.prod(us[1:1 + k], dtype=np.int64)),) + us[1 + k:])
         pos = reshape(pos, (int(np.prod(shape_of(pos), dtype=np.int64)),))
-        out = prim.bind(flat, pos, u, axis=0)
+        out = prim.bind(flat, pos, u, axis=0, mode=mode)
         return moveaxis(reshape(out, fs), 1, axis + 1)
     return rule
 
