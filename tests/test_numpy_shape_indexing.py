@@ -600,3 +600,50 @@ def test_gradient_of_dropped_updates_is_zero():
     out = needle.vmap(lambda a, j: a.at[j].add(1.0))(np.zeros((2, 3), np.float32),
                                                      np.array([[0, 3], [-1, -4]], np.int64))
     _same(out, np.array([[1, 0, 0], [0, 0, 1]], np.float32))
+
+
+_SEVERAL = {
+    "i,j": lambda a, i, j, k: a[i, j], ":,i,j": lambda a, i, j, k: a[:, i, j],
+    "i,:,j": lambda a, i, j, k: a[i, :, j], "i,2,j": lambda a, i, j, k: a[i, 2, j],
+    "1,i,j": lambda a, i, j, k: a[1, i, j], "k,i,j": lambda a, i, j, k: a[k, i, j],
+    "None,i,j": lambda a, i, j, k: a[None, i, j], "i,None,j": lambda a, i, j, k: a[i, None, j],
+    "...,i,j": lambda a, i, j, k: a[..., i, j], "k,1:3,j": lambda a, i, j, k: a[k, 1:3, j],
+    "i,::-1,j": lambda a, i, j, k: a[i, ::-1, j], "0,i,1": lambda a, i, j, k: a[0, i, 1],
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_indexing_with_several_integer_arrays(mode):
+    """numpy's advanced indexing with several arrays: they broadcast together,
+    and the broadcast dims go in place when the advanced indices (arrays and
+    ints) are adjacent, else first; negative indices wrap. The canonical
+    cross-entropy pick logp[arange(n), labels] and its gradient."""
+    x = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)
+    i, j, k = np.array([0, 3, -1]), np.array([1, 4, 2]), np.array([[0], [3]])
+    for name, f in _SEVERAL.items():
+        if mode == "jit":
+            got = jit(f)(x, i, j, k)
+        else:                   # needle's own indexing of a numpy array, eagerly
+            got = nnp.at(x)[_index_of(f, i, j, k)].get()
+        try:
+            _same(got, f(x, i, j, k))
+        except AssertionError as e:
+            raise AssertionError(f"x[{name}]: {e}") from None
+    logp = np.log(np.arange(1, 16, dtype=np.float64).reshape(5, 3) / 16)
+    y = np.array([0, 2, 1, 1, 0])
+    np.testing.assert_allclose(jit(lambda l, y: l[nnp.arange(5), y])(logp, y),
+                               logp[np.arange(5), y])
+    g = needle.grad(lambda l: -nnp.mean(l[nnp.arange(5), y]))(logp)
+    want = np.zeros_like(logp)
+    want[np.arange(5), y] = -0.2
+    np.testing.assert_allclose(g, want)
+    with pytest.raises(IndexError, match="could not be broadcast"):
+        jit(lambda a: a[np.array([0, 1]), np.array([0, 1, 2])])(x)
+
+
+def _index_of(f, i, j, k):
+    """The index tuple f applies (recorded by calling it on a probe)."""
+    class Probe:
+        def __getitem__(self, idx):
+            return idx
+    return f(Probe(), i, j, k)

@@ -1,5 +1,6 @@
 """needle.numpy: indexing: basic indexing (ints, slices, None, Ellipsis),
-integer-array indexing along one axis, take / take_along_axis, and the
+integer-array indexing (one or several arrays, numpy's placement of the
+broadcast dims), take / take_along_axis, and the
 functional updates `x.at[idx].set / add / mul / min / max / get`.
 
 Input: an array or tracer and an index. Output: the selected or updated
@@ -99,9 +100,6 @@ def getitem(x, idx):
             raise _err(f"needle cannot index with {type(it).__name__} ({it!r}); use ints, "
                        f"slices, None, Ellipsis or one integer array", TypeError)
         d += 1
-    if len(arrays) > 1:
-        raise _err("indexing with more than one integer array is not supported; index "
-                   "one axis at a time or use take_along_axis", NotImplementedError)
     if revs:
         x = rev_p.bind(x, dimensions=tuple(revs))
     if (tuple(starts), tuple(limits), tuple(strides)) != ((0,) * len(shape), shape,
@@ -110,6 +108,8 @@ def getitem(x, idx):
                          strides=tuple(strides))
     sliced = tuple(shape_of(x))
     adv_pos = [k for k, f in enumerate(final) if f[0] == "adv"]
+    if len(arrays) > 1:
+        return _gather_several(x, sliced, arrays, ints, final, adv_pos)
     if arrays:
         ad, ia = arrays[0]
         x = gather_p.bind(x, ia, axis=ad)
@@ -144,6 +144,56 @@ def getitem(x, idx):
             out_shape.append(1)
         elif f[0] == "dim":
             out_shape.append(sliced[f[1]])
+    return reshape(x, out_shape)
+
+
+def _gather_several(x, sliced, arrays, ints, final, adv_pos):
+    """x[..., i, ..., j, ...] with several integer arrays (after the slices):
+    the indexed axes are moved to the front and merged into one, the index
+    arrays broadcast together and combined into a flat index (each wrapped and
+    clamped on its own axis, as a single gather does), one gather; then the
+    broadcast dims go where numpy puts them: in place when the advanced
+    indices (arrays and ints) are adjacent, else first."""
+    from .math import add, clip, multiply, where
+    axes = [d for d, _ in arrays]
+    others = [d for d in range(len(sliced)) if d not in axes]
+    sizes = [sliced[d] for d in axes]
+    x = transpose(x, axes + others)
+    x = reshape(x, (int(np.prod(sizes, dtype=np.int64)),) + tuple(sliced[d] for d in others))
+    norm = []
+    for (_, ia), n in zip(arrays, sizes):
+        ia = cast(ia, np.int64)
+        norm.append(clip(where(ia < 0, add(ia, n), ia), 0, n - 1))
+    try:
+        bshape = tuple(np.broadcast_shapes(*[tuple(shape_of(i)) for i in norm]))
+    except ValueError:
+        raise _err("shape mismatch: indexing arrays could not be broadcast together with "
+                   "shapes " + " ".join(str(tuple(shape_of(i))) for i in norm)) from None
+    flat, stride = None, 1
+    for i, n in zip(reversed(norm), reversed(sizes)):
+        term = broadcast_to(multiply(i, stride), bshape)
+        flat = term if flat is None else add(flat, term)
+        stride *= n
+    x = gather_p.bind(x, flat, axis=0)               # bshape + the other axes
+    kept = [d for d in others if d not in ints]
+    x = reshape(x, bshape + tuple(sliced[d] for d in kept))
+    nb = len(bshape)
+    contiguous = adv_pos == list(range(adv_pos[0], adv_pos[-1] + 1))
+    at = sum(1 for f in final[:adv_pos[0]] if f[0] == "dim") if contiguous else 0
+    perm = list(range(nb, nb + at)) + list(range(nb)) + list(range(nb + at, nb + len(kept)))
+    x = transpose(x, perm)
+    out_shape, dims, placed = [], iter(shape_of(x)), False
+    for k, f in enumerate(final):
+        if not contiguous and not placed:
+            out_shape.extend(next(dims) for _ in range(nb))
+            placed = True
+        if f[0] == "new":
+            out_shape.append(1)
+        elif f[0] == "dim":
+            out_shape.append(next(dims))
+        elif not placed:
+            out_shape.extend(next(dims) for _ in range(nb))
+            placed = True
     return reshape(x, out_shape)
 
 
