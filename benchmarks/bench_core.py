@@ -1,5 +1,6 @@
 """Core CPU benchmarks: needle's jit against numpy (and JAX / PyTorch when
-installed) on the workloads of the spine issue.
+installed) on the workloads of the spine issue, and a 3x3 convolution
+(needle.nn.conv: im2col + BLAS).
 
 Run: python benchmarks/bench_core.py [--small]
 Prints one table; the ratio columns are peer time / needle time (above 1:
@@ -29,6 +30,15 @@ def chain_np(x):
 def softmax_np(x):
     e = np.exp(x - x.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
+
+
+def conv_np(x, w):
+    """3x3, padding 1, stride 1, NHWC: numpy's im2col (sliding windows) and a
+    tensordot, the way a numpy user would write it."""
+    from numpy.lib.stride_tricks import sliding_window_view
+    xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    win = sliding_window_view(xp, (3, 3), axis=(1, 2))            # (B, H, W, C, 3, 3)
+    return np.tensordot(win, w, axes=([4, 5, 3], [0, 1, 2]))
 
 
 def layernorm(x, g, b):
@@ -88,6 +98,18 @@ def main():
     bb = rng.standard_normal((m, m)).astype(np.float32)
     add(f"matmul {m}^3 f32", needle.jit(lambda a, b: a @ b), lambda a, b: a @ b,
         (lambda a, b: a @ b) if jax else None, (lambda a, b: a @ b) if torch else None, a, bb)
+
+    nb = 64 // s
+    xc = rng.standard_normal((nb, 32, 32, 64)).astype(np.float32)
+    wc = rng.standard_normal((3, 3, 64, 64)).astype(np.float32)
+    add(f"conv 3x3 {nb}x32x32x64 NHWC f32", needle.jit(lambda x, w: nnn.conv(x, w, 1, 1)),
+        conv_np,
+        (lambda x, w: jax.lax.conv_general_dilated(
+            x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")))
+        if jax else None,
+        (lambda x, w: torch.nn.functional.conv2d(
+            x.permute(0, 3, 1, 2), w.permute(3, 2, 0, 1), padding=1).permute(0, 2, 3, 1))
+        if torch else None, xc, wc)
 
     print_table(rows)
     chain_jit = needle.jit(chain)

@@ -1,5 +1,6 @@
 """needle.nn: neural-network functions with JAX's names (jax.nn): relu, gelu,
-sigmoid, silu, softmax, log_softmax, logsumexp, one_hot, ...
+sigmoid, silu, softmax, log_softmax, logsumexp, one_hot, ..., and `conv`
+(N-d convolution, channels last, as im2col + matmul).
 
 Input: arrays or tracers. Output: arrays or tracers; numerically stable forms
 (softmax and logsumexp subtract the maximum first, under stop_gradient as in
@@ -105,3 +106,77 @@ def standardize(x, axis=-1, epsilon=1e-5):
     mean = nnp.mean(x, axis=axis, keepdims=True)
     var = nnp.var(x, axis=axis, keepdims=True)
     return nnp.multiply(nnp.subtract(x, mean), nnp.rsqrt(nnp.add(var, epsilon)))
+
+
+def _per_dim(v, n, name):
+    v = (v,) * n if isinstance(v, (int, np.integer)) else tuple(v)
+    if len(v) != n or any(int(e) < 1 for e in v):
+        raise ValueError(f"conv: {name} must be a positive int or {n} of them, got {v!r}")
+    return tuple(int(e) for e in v)
+
+
+def conv(x, w, stride=1, padding=0, dilation=1):
+    """N-d convolution (cross-correlation, as every deep-learning library),
+    channels last: x is (batch, *spatial, C_in), w is (*kernel, C_in, C_out)
+    (NHWC / HWIO for 2-d; the course library's layout), the result
+    (batch, *out, C_out). stride and dilation (of the kernel): an int or one
+    per spatial dim; padding: an int, one per dim, (lo, hi) pairs per dim,
+    "VALID" or "SAME" (the output size ceil(in / stride), extra on the high
+    side as in JAX / TensorFlow).
+
+    Written as im2col from needle's primitives: the padded input's strided
+    slices, one per kernel offset, are stacked into a (batch, *out, K * C_in)
+    array (one fused kernel) and multiplied with w as a (K * C_in, C_out)
+    matrix (one BLAS call on CPU); its gradient, jit, vmap and the CUDA
+    backend come from those primitives' rules."""
+    x, w = asarray(x), asarray(w)
+    xs, ws = tuple(nnp.shape(x)), tuple(nnp.shape(w))
+    n = len(xs) - 2
+    if n < 1 or len(ws) != n + 2:
+        raise ValueError(f"conv: x must be (batch, *spatial, C_in) and w (*kernel, C_in, "
+                         f"C_out) with as many spatial dims; got x {xs}, w {ws}")
+    if ws[-2] != xs[-1]:
+        raise ValueError(f"conv: w has {ws[-2]} input channels (w {ws}), x has {xs[-1]} "
+                         f"(x {xs})")
+    stride = _per_dim(stride, n, "stride")
+    dilation = _per_dim(dilation, n, "dilation")
+    k = ws[:n]
+    span = [d * (kk - 1) + 1 for d, kk in zip(dilation, k)]
+    if isinstance(padding, str):
+        mode = padding.upper()
+        if mode == "VALID":
+            pads = [(0, 0)] * n
+        elif mode == "SAME":
+            pads = []
+            for size, s, sp in zip(xs[1:-1], stride, span):
+                total = max((-(-size // s) - 1) * s + sp - size, 0)
+                pads.append((total // 2, total - total // 2))
+        else:
+            raise ValueError(f"conv: padding must be an int, pairs, 'VALID' or 'SAME', got "
+                             f"{padding!r}")
+    elif isinstance(padding, (int, np.integer)):
+        pads = [(int(padding), int(padding))] * n
+    else:
+        pads = [(int(p), int(p)) if isinstance(p, (int, np.integer)) else
+                (int(p[0]), int(p[1])) for p in padding]
+        if len(pads) != n:
+            raise ValueError(f"conv: padding needs one entry per spatial dim ({n}), got "
+                             f"{padding!r}")
+    out = [(size + lo + hi - sp) // s + 1 for size, (lo, hi), sp, s
+           in zip(xs[1:-1], pads, span, stride)]
+    if any(o < 1 for o in out):
+        raise ValueError(f"conv: the kernel {k} (dilation {dilation}) does not fit the "
+                         f"padded input {xs} (padding {pads})")
+    x, w = promote(x, w)
+    if any(lo or hi for lo, hi in pads):
+        x = nnp.pad(x, [(0, 0)] + pads + [(0, 0)])
+    cols = []
+    for offs in np.ndindex(*k):
+        idx = (slice(None),) + tuple(
+            slice(o * d, o * d + (m - 1) * s + 1, s)
+            for o, d, m, s in zip(offs, dilation, out, stride)) + (slice(None),)
+        cols.append(x[idx])
+    patches = cols[0] if len(cols) == 1 else nnp.stack(cols, axis=-2)   # (B, *out, K, C)
+    kc = int(np.prod(k)) * ws[-2]
+    patches = nnp.reshape(patches, (xs[0],) + tuple(out) + (kc,))
+    return nnp.matmul(patches, nnp.reshape(w, (kc, ws[-1])))
