@@ -1,6 +1,6 @@
 """needle.nn: neural-network functions with JAX's names (jax.nn): relu, gelu,
 sigmoid, silu, softmax, log_softmax, logsumexp, one_hot, ..., and `conv`
-(N-d convolution, channels last, as im2col + matmul).
+(N-d convolution, channels last, as im2col + matmul), `max_pool`, `avg_pool`.
 
 Input: arrays or tracers. Output: arrays or tracers; numerically stable forms
 (softmax and logsumexp subtract the maximum first, under stop_gradient as in
@@ -108,11 +108,59 @@ def standardize(x, axis=-1, epsilon=1e-5):
     return nnp.multiply(nnp.subtract(x, mean), nnp.rsqrt(nnp.add(var, epsilon)))
 
 
-def _per_dim(v, n, name):
+def _per_dim(v, n, name, fn="conv"):
     v = (v,) * n if isinstance(v, (int, np.integer)) else tuple(v)
     if len(v) != n or any(int(e) < 1 for e in v):
-        raise ValueError(f"conv: {name} must be a positive int or {n} of them, got {v!r}")
+        raise ValueError(f"{fn}: {name} must be a positive int or {n} of them, got {v!r}")
     return tuple(int(e) for e in v)
+
+
+def _resolve_padding(padding, x_shape, k, stride, dilation, name):
+    """(lo, hi) per spatial dim from an int, pairs, "VALID" or "SAME" (the
+    output size ceil(in / stride), the extra on the high side, as JAX)."""
+    n = len(k)
+    span = [d * (kk - 1) + 1 for d, kk in zip(dilation, k)]
+    if isinstance(padding, str):
+        mode = padding.upper()
+        if mode == "VALID":
+            return [(0, 0)] * n
+        if mode == "SAME":
+            pads = []
+            for size, s, sp in zip(x_shape[1:-1], stride, span):
+                total = max((-(-size // s) - 1) * s + sp - size, 0)
+                pads.append((total // 2, total - total // 2))
+            return pads
+        raise ValueError(f"{name}: padding must be an int, pairs, 'VALID' or 'SAME', got "
+                         f"{padding!r}")
+    if isinstance(padding, (int, np.integer)):
+        return [(int(padding), int(padding))] * n
+    pads = [(int(p), int(p)) if isinstance(p, (int, np.integer)) else (int(p[0]), int(p[1]))
+            for p in padding]
+    if len(pads) != n:
+        raise ValueError(f"{name}: padding needs one entry per spatial dim ({n}), got "
+                         f"{padding!r}")
+    return pads
+
+
+def _windows(x, k, stride, dilation, pads, pad_value, name):
+    """The strided slices of the padded x, one per window offset (channels
+    last), and the output's spatial shape."""
+    xs = tuple(nnp.shape(x))
+    span = [d * (kk - 1) + 1 for d, kk in zip(dilation, k)]
+    out = [(size + lo + hi - sp) // s + 1 for size, (lo, hi), sp, s
+           in zip(xs[1:-1], pads, span, stride)]
+    if any(o < 1 for o in out):
+        raise ValueError(f"{name}: the window {tuple(k)} (dilation {dilation}) does not fit "
+                         f"the padded input {xs} (padding {pads})")
+    if any(lo or hi for lo, hi in pads):
+        x = nnp.pad(x, [(0, 0)] + list(pads) + [(0, 0)], constant_values=pad_value)
+    cols = []
+    for offs in np.ndindex(*k):
+        idx = (slice(None),) + tuple(
+            slice(o * d, o * d + (m - 1) * s + 1, s)
+            for o, d, m, s in zip(offs, dilation, out, stride)) + (slice(None),)
+        cols.append(x[idx])
+    return cols, out
 
 
 def conv(x, w, stride=1, padding=0, dilation=1):
@@ -141,42 +189,56 @@ def conv(x, w, stride=1, padding=0, dilation=1):
     stride = _per_dim(stride, n, "stride")
     dilation = _per_dim(dilation, n, "dilation")
     k = ws[:n]
-    span = [d * (kk - 1) + 1 for d, kk in zip(dilation, k)]
-    if isinstance(padding, str):
-        mode = padding.upper()
-        if mode == "VALID":
-            pads = [(0, 0)] * n
-        elif mode == "SAME":
-            pads = []
-            for size, s, sp in zip(xs[1:-1], stride, span):
-                total = max((-(-size // s) - 1) * s + sp - size, 0)
-                pads.append((total // 2, total - total // 2))
-        else:
-            raise ValueError(f"conv: padding must be an int, pairs, 'VALID' or 'SAME', got "
-                             f"{padding!r}")
-    elif isinstance(padding, (int, np.integer)):
-        pads = [(int(padding), int(padding))] * n
-    else:
-        pads = [(int(p), int(p)) if isinstance(p, (int, np.integer)) else
-                (int(p[0]), int(p[1])) for p in padding]
-        if len(pads) != n:
-            raise ValueError(f"conv: padding needs one entry per spatial dim ({n}), got "
-                             f"{padding!r}")
-    out = [(size + lo + hi - sp) // s + 1 for size, (lo, hi), sp, s
-           in zip(xs[1:-1], pads, span, stride)]
-    if any(o < 1 for o in out):
-        raise ValueError(f"conv: the kernel {k} (dilation {dilation}) does not fit the "
-                         f"padded input {xs} (padding {pads})")
+    pads = _resolve_padding(padding, xs, k, stride, dilation, "conv")
     x, w = promote(x, w)
-    if any(lo or hi for lo, hi in pads):
-        x = nnp.pad(x, [(0, 0)] + pads + [(0, 0)])
-    cols = []
-    for offs in np.ndindex(*k):
-        idx = (slice(None),) + tuple(
-            slice(o * d, o * d + (m - 1) * s + 1, s)
-            for o, d, m, s in zip(offs, dilation, out, stride)) + (slice(None),)
-        cols.append(x[idx])
+    cols, out = _windows(x, k, stride, dilation, pads, 0, "conv")
     patches = cols[0] if len(cols) == 1 else nnp.stack(cols, axis=-2)   # (B, *out, K, C)
     kc = int(np.prod(k)) * ws[-2]
     patches = nnp.reshape(patches, (xs[0],) + tuple(out) + (kc,))
     return nnp.matmul(patches, nnp.reshape(w, (kc, ws[-1])))
+
+
+def _pool(x, window, strides, padding, name):
+    x = asarray(x)
+    xs = tuple(nnp.shape(x))
+    n = len(xs) - 2
+    if n < 1:
+        raise ValueError(f"{name}: x must be (batch, *spatial, C), got {xs}")
+    window = _per_dim(window, n, "window", name)
+    strides = window if strides is None else _per_dim(strides, n, "strides", name)
+    pads = _resolve_padding(padding, xs, window, strides, (1,) * n, name)
+    return x, window, strides, pads
+
+
+def max_pool(x, window, strides=None, padding="VALID"):
+    """Max over windows of the spatial dims, channels last ((batch, *spatial,
+    C)); strides default to the window (flax.linen.max_pool's defaults);
+    padding as `conv` (padded positions never win: -inf)."""
+    x, window, strides, pads = _pool(x, window, strides, padding, "max_pool")
+    dt = typeof(x)[0]
+    low = -np.inf if dt.kind == "f" else np.iinfo(dt).min
+    cols, _ = _windows(x, window, strides, (1,) * len(window), pads, low, "max_pool")
+    out = cols[0]
+    for c in cols[1:]:
+        out = nnp.maximum(out, c)
+    return out
+
+
+def avg_pool(x, window, strides=None, padding="VALID", count_include_pad=True):
+    """Mean over windows of the spatial dims, channels last; with padding,
+    count_include_pad=True divides by the window size (flax's default),
+    False by the number of real elements in each window."""
+    x, window, strides, pads = _pool(x, window, strides, padding, "avg_pool")
+    x = promote(x, to_float=True)[0]
+    ones = (1,) * len(window)
+    cols, out = _windows(x, window, strides, ones, pads, 0, "avg_pool")
+    total = cols[0]
+    for c in cols[1:]:
+        total = nnp.add(total, c)
+    if count_include_pad or not any(lo or hi for lo, hi in pads):
+        return nnp.divide(total, float(np.prod(window)))
+    # how many real elements each window holds: pool a ones image the same way
+    shape = (1,) + tuple(nnp.shape(x)[1:-1]) + (1,)
+    counts, _ = _windows(np.ones(shape, typeof(x)[0]), window, strides, ones, pads, 0,
+                         "avg_pool")
+    return nnp.divide(total, np.sum(np.stack([np.asarray(c) for c in counts]), axis=0))

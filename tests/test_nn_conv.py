@@ -2,7 +2,8 @@
 built from sliding_window_view and einsum: 1-, 2- and 3-d, strides, padding
 (ints, pairs, "SAME", "VALID"), kernel dilation, float32 and float64, eagerly
 and under jit; its gradient against central finite differences; vmap over
-it; and the shape errors.
+it; and the shape errors. Also max_pool / avg_pool (padding, strides,
+count_include_pad) and their gradients.
 """
 import numpy as np
 import pytest
@@ -121,3 +122,52 @@ def test_conv_errors():
         nn.conv(x, np.zeros((3, 3, 3, 4), np.float32), stride=0)
     with pytest.raises(ValueError, match="padding"):
         nn.conv(x, np.zeros((3, 3, 3, 4), np.float32), padding="FULL")
+
+
+def _pool_reference(x, window, strides, pads, how):
+    n = x.ndim - 2
+    fill = -np.inf if how == "max" else 0.0
+    xp = np.pad(np.asarray(x, np.float64), [(0, 0)] + pads + [(0, 0)], constant_values=fill)
+    win = sliding_window_view(xp, window, axis=tuple(range(1, n + 1)))
+    win = win[(slice(None),) + tuple(slice(None, None, s) for s in strides)]
+    axes = tuple(range(-n, 0))
+    return win.max(axis=axes) if how == "max" else win.mean(axis=axes)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_max_and_avg_pool(mode):
+    x = rng.standard_normal((2, 7, 6, 3)).astype(np.float32)
+    got = run(lambda x: [nn.max_pool(x, 2), nn.max_pool(x, (3, 2), (2, 1), "SAME"),
+                         nn.avg_pool(x, 2), nn.avg_pool(x, 3, 2, ((1, 1), (0, 1))),
+                         nn.avg_pool(x, 3, 1, "SAME", count_include_pad=False)], (x,), mode)
+    same = _pads(x.shape, (3, 2), (2, 1), "SAME", (1, 1))
+    wants = [_pool_reference(x, (2, 2), (2, 2), [(0, 0)] * 2, "max"),
+             _pool_reference(x, (3, 2), (2, 1), same, "max"),
+             _pool_reference(x, (2, 2), (2, 2), [(0, 0)] * 2, "mean"),
+             _pool_reference(x, (3, 3), (2, 2), [(1, 1), (0, 1)], "mean")]
+    # without the padding in the count: sum over the window / real elements
+    total = _pool_reference(x, (3, 3), (1, 1), [(1, 1)] * 2, "mean") * 9
+    count = _pool_reference(np.ones((1, 7, 6, 1)), (3, 3), (1, 1), [(1, 1)] * 2, "mean") * 9
+    wants.append(total / count)
+    for g, w in zip(got, wants):
+        np.testing.assert_allclose(g, w.astype(np.float32), rtol=1e-5, atol=1e-6)
+    # integers: the padding never wins a max
+    xi = rng.integers(-9, 0, (1, 3, 3, 1)).astype(np.int32)
+    np.testing.assert_array_equal(nn.max_pool(xi, 2, 1, "SAME"),
+                                  _pool_reference(xi, (2, 2), (1, 1), [(0, 1)] * 2, "max"))
+
+
+def test_pool_gradients():
+    x = rng.standard_normal((1, 5, 5, 2))
+    ct = rng.standard_normal((1, 3, 3, 2))
+    for how, f in (("max", lambda x: nn.max_pool(x, 3, 2, ((1, 1), (1, 1)))),
+                   ("mean", lambda x: nn.avg_pool(x, 3, 2, ((1, 1), (1, 1))))):
+        g = needle.grad(lambda x: nnp.sum(f(x) * ct))(x)
+        d = rng.standard_normal(x.shape)
+        eps = 1e-6
+
+        def ref(x):
+            return np.sum(_pool_reference(x, (3, 3), (2, 2), [(1, 1)] * 2, how) * ct)
+        fd = (ref(x + eps * d) - ref(x - eps * d)) / (2 * eps)
+        np.testing.assert_allclose(np.sum(g * d), fd,
+                                   rtol=1e-6, err_msg=how)
