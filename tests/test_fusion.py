@@ -188,3 +188,36 @@ def test_mlp_training_step_kernel_count():
     # extra outputs of one kernel. Pinned so a regression shows.
     assert lo.library_call_count == 5
     assert lo.kernel_count <= 13, lo.as_text("fused")
+
+
+def test_softmax_computes_exp_once_per_element():
+    """The row sum's loop leaves exp(x - max) in the output, and the output's
+    loop reads it back (codegen/cpu/emit.py _plan_output_cache): one exp per
+    element. Checked with a second output (the row sums), with the output
+    read by nothing else, and with x donated (the output must not overwrite
+    x before every read: donation in place is off for such a kernel)."""
+    x = rng.standard_normal((5, 37)).astype(np.float32)
+    x[1, 3] = np.inf
+    x[2, :] = -np.inf
+
+    def ref(x):
+        with np.errstate(all="ignore"):
+            e = np.exp(x - x.max(axis=1, keepdims=True))
+            return e / e.sum(axis=1, keepdims=True), e.sum(axis=1)
+
+    f = needle.jit(lambda x: nnn.softmax(x, axis=1))
+    body = f.lower(x).as_text("kernels").split("def kernel(")[1]
+    assert body.count("_fexp(") == 1, body
+    np.testing.assert_allclose(f(x), ref(x)[0], rtol=1e-5, equal_nan=True)
+
+    def two(x):
+        e = nnp.exp(x - nnp.max(x, axis=1, keepdims=True))
+        s = nnp.sum(e, axis=1)
+        return e / s[:, None] + 1.0, s
+    got = needle.jit(two)(x)
+    np.testing.assert_allclose(got[0], ref(x)[0] + 1.0, rtol=1e-5, equal_nan=True)
+    np.testing.assert_allclose(got[1], ref(x)[1], rtol=1e-5)
+    donated = needle.jit(lambda x: nnn.softmax(x, axis=1) * x, donate_argnums=0)
+    xc = x.copy()
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_allclose(donated(xc), ref(x)[0] * x, rtol=1e-5, equal_nan=True)

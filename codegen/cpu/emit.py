@@ -27,6 +27,10 @@ from . import rules
 from .fastmath import FAST32, HELPERS
 from .rules import CTOR, const
 
+# Values worth keeping rather than computing again.
+TRANSCENDENTAL = {"exp", "log", "log1p", "expm1", "sin", "cos", "tan", "tanh", "logistic", "erf",
+                  "pow", "atan2", "sqrt", "rsqrt"}
+
 
 class Scope:
     """A block of generated code: the function body or one loop."""
@@ -123,6 +127,10 @@ class KernelEmitter:
     # propagating float compare-and-select chain stays scalar and latency-
     # bound (no 'nnan' flag): 7x faster on a row max.
     ordered_int_minmax = True
+    # A row sum of an expensive value the output also uses (softmax's exp)
+    # leaves that value in the output buffer for the output's own loop to
+    # read back (`_plan_output_cache`), instead of computing it twice.
+    reuse_output_cache = True
     # How a 0-d array parameter is indexed.
     index_0d = "()"
 
@@ -141,6 +149,7 @@ class KernelEmitter:
         self.executions = {}     # Var -> how often its defining code runs
         self.reads = {}          # input Var -> set of index tuples read
         self.domain_idx = None
+        self.cached = {}         # Var -> the output array holding its values per element
 
     # -- helpers --------------------------------------------------------------
     def fresh(self, prefix="v"):
@@ -186,6 +195,12 @@ class KernelEmitter:
         hit = self.memo.get(key)
         if hit is not None and hit[1] in self.cur.chain():
             return hit
+        if var in self.cached and key[1] == self.domain_idx:
+            # left in the output by the row sum's loop, which runs before
+            scope = self.deepest(i.scope for i in idx)
+            out = (self.define(f"{self.cached[var]}[{', '.join(key[1])}]", scope), scope)
+            self.memo[key] = out
+            return out
         if var in self.args:
             self.reads.setdefault(var, set()).add(key[1])
             scope = self.deepest(i.scope for i in idx)
@@ -456,11 +471,48 @@ class KernelEmitter:
         def body():
             v, _ = self.value_at(x, full)
             inner.emit(self._combine(name, acc, v, dt))
+            if x in self.cached:
+                inner.emit(f"{self.cached[x]}[{', '.join(i.text for i in full)}] = {v}")
         self._with_scope(inner, body)
         self._close(parent, inner)
         if dt != np.bool_ and dt.kind in "iu" and dt.itemsize < 8:
             return self.define(acc, parent, dt), parent
         return acc, parent
+
+    def _plan_output_cache(self, outs, dom):
+        """If the group's one full-shape output uses, element for element, an
+        expensive value E that a row sum (over the last axis) also reduces,
+        the sum's loop stores E into that output and the output's loop reads
+        it back: softmax computes exp once per element, not twice."""
+        if not self.reuse_output_cache or dom.aval.ndim == 0 or \
+                sum(1 for v in outs if v.aval.shape == dom.aval.shape) != 1:
+            return
+        last = dom.aval.ndim - 1
+        for e in self.g.eqns:
+            x = e.inputs[0] if e.inputs else None
+            if e.prim.name != "reduce_sum" or tuple(e.params["axes"]) != (last,) or \
+                    x in self.args or not hasattr(x, "aval") or \
+                    x.aval.shape != dom.aval.shape or x.aval.dtype != dom.aval.dtype or \
+                    self.producer[x].prim.name not in TRANSCENDENTAL:
+                continue
+            if self._uses_elementwise(dom, x):
+                self.cached[x] = f"o{outs.index(dom)}"
+                return
+
+    def _uses_elementwise(self, var, target):
+        """Whether `var` reads `target` at its own index (through elementwise
+        equations only)."""
+        seen, todo = set(), [var]
+        while todo:
+            v = todo.pop()
+            if v is target:
+                return True
+            e = self.producer.get(v)
+            if e is None or v in seen or e.prim.kind != "elementwise":
+                continue
+            seen.add(v)
+            todo += [x for x in e.inputs if hasattr(x, "aval") and x.aval.shape == v.aval.shape]
+        return False
 
     def _ordered_minmax(self, e, idx, axes, acc, parent):
         """max / min of floats as integers: a float's bits k, with the other
@@ -563,6 +615,7 @@ class KernelEmitter:
             raise NotImplementedError(f"kernel group outputs of shapes {bad} and {shape}: "
                                       f"not prefixes of one loop domain")
         self.domain_shape = shape
+        self._plan_output_cache(list(outs), dom)
         idx, scope = self._domain(dom)
         self.cur = scope
         self.domain_idx = tuple(i.text for i in idx)
@@ -687,6 +740,8 @@ class KernelEmitter:
         buffer when the caller donates it (every value is computed before
         the stores of its element)."""
         shape = getattr(self, "domain_shape", None)
+        if self.cached:          # the output is written before the inputs are all read
+            return ()
         return tuple(k for k, v in enumerate(self.g.invars)
                      if self.domain_idx is not None and v.aval.shape == shape
                      and self.reads.get(v, set()) <= {self.domain_idx})

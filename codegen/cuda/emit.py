@@ -215,6 +215,7 @@ class CudaKernelEmitter(KernelEmitter):
     binary_rules = rules.BINARY_RULES
     stage_strided_reductions = False    # no temporaries: threads read columns coalesced
     ordered_int_minmax = False          # float max / min compare in registers on a GPU
+    reuse_output_cache = False          # recomputing beats a global-memory round trip
     # A 0-d array is passed as a 1-element vector (the simulator has no 0-d
     # device arrays; a plain vector is the simpler type on a GPU too).
     index_0d = "0"
