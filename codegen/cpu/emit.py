@@ -27,6 +27,36 @@ from . import rules
 from .fastmath import FAST32, HELPERS
 from .rules import CTOR, const
 
+def _reshape_groups(xs, os_):
+    """Pair runs of input axes with runs of output axes of equal size, in
+    order ((32, 576) -> (32, 9, 64): [0]~[0], [1]~[1, 2]); size-1 axes join a
+    neighbouring run. None if a size is 0."""
+    if 0 in xs or 0 in os_:
+        return None
+    groups, i, j = [], 0, 0
+    while i < len(xs) and j < len(os_):
+        gi, gj = [i], [j]
+        a, b = xs[i], os_[j]
+        i, j = i + 1, j + 1
+        while a != b:
+            if a < b:
+                a *= xs[i]
+                gi.append(i)
+                i += 1
+            else:
+                b *= os_[j]
+                gj.append(j)
+                j += 1
+        groups.append((gi, gj))
+    rest_in, rest_out = list(range(i, len(xs))), list(range(j, len(os_)))
+    if rest_in or rest_out:             # only size-1 axes can be left
+        if groups:
+            groups[-1] = (groups[-1][0] + rest_in, groups[-1][1] + rest_out)
+        else:
+            groups.append((rest_in, rest_out))
+    return groups
+
+
 # Values worth keeping rather than computing again.
 TRANSCENDENTAL = {"exp", "log", "log1p", "expm1", "sin", "cos", "tan", "tanh", "logistic", "erf",
                   "pow", "atan2", "sqrt", "rsqrt"}
@@ -294,23 +324,38 @@ class KernelEmitter:
     def _emit_reshape(self, e, idx):
         x, out = e.inputs[0], e.outs[0]
         xs, os_ = x.aval.shape, out.aval.shape
-        if [n for n in xs if n != 1] == [n for n in os_ if n != 1]:
-            # Only size-1 axes inserted or removed: map the others one to one.
-            it = iter([i for i, n in zip(idx, os_) if n != 1])
-            xi = tuple(_Idx("0", self.root) if n == 1 else next(it) for n in xs)
-            return self.value_at(x, xi)
-        scope = self.deepest(i.scope for i in idx)
-        flat = "0"
-        for d, i in enumerate(idx):
-            flat = f"({flat}) * {self.dim(out, d)} + {i.text}" if d else i.text
-        f = self.define(flat, scope, prefix="f")
-        xi = []
-        for d in reversed(range(len(xs))):
-            n = self.dim(x, d)
-            xi.append(_Idx(self.define(f"{f} % {n}", scope, prefix="f"), scope))
-            if d:
+        groups = _reshape_groups(xs, os_)
+        if groups is None:              # (zero-size axes) one group: flatten all
+            groups = [(list(range(len(xs))), list(range(len(os_))))]
+        xi = [None] * len(xs)
+        for ins, outs in groups:
+            # the group's flat index over its output axes, unravelled over its
+            # input axes: a split (576 -> 9 x 64) costs a multiply-add, a merge
+            # one divmod; axes mapped one to one cost nothing
+            real_in = [d for d in ins if xs[d] != 1]
+            real_out = [d for d in outs if os_[d] != 1]
+            for d in ins:
+                if xs[d] == 1:
+                    xi[d] = _Idx("0", self.root)
+            if not real_in:
+                continue
+            if len(real_in) == 1 and len(real_out) == 1:
+                xi[real_in[0]] = idx[real_out[0]]
+                continue
+            scope = self.deepest([self.root] + [idx[d].scope for d in real_out])
+            flat = None
+            for d in real_out:
+                flat = idx[d].text if flat is None else \
+                    f"({flat}) * {self.dim(out, d)} + {idx[d].text}"
+            f = self.define(flat or "0", scope, prefix="f")
+            for k, d in enumerate(reversed(real_in)):
+                if k == len(real_in) - 1:
+                    xi[d] = _Idx(f, scope)
+                    break
+                n = self.dim(x, d)
+                xi[d] = _Idx(self.define(f"{f} % {n}", scope, prefix="f"), scope)
                 f = self.define(f"{f} // {n}", scope, prefix="f")
-        return self.value_at(x, tuple(reversed(xi)))
+        return self.value_at(x, tuple(xi))
 
     def _emit_iota(self, e, idx):
         i = idx[e.params["dimension"]]
