@@ -15,6 +15,10 @@ Workloads:
   donates the params (needle and JAX `donate_argnums=0`; numpy updates in
   place).
 
+- a 3x3 convolution, 32x32x32x64 NHWC: the gradients of sum(relu(conv(x, w)))
+  in x and w (needle.nn.conv: im2col + matmul; JAX's conv_general_dilated;
+  numpy: im2col, matmuls and col2im written out).
+
 Before timing, the needle results are checked against numpy (gradients of
 the MLP loss to 1e-4 relative on a small batch). Run:
     python benchmarks/bench_autodiff.py [--small] [--repeats N]
@@ -184,6 +188,25 @@ def check(sizes, rng):
 
 # --- main --------------------------------------------------------------------------
 
+def conv_fwd_bwd_np(x, w):
+    """numpy: im2col by sliding windows, the forward matmul, the relu mask,
+    the two gradient matmuls and col2im by adding shifted slices."""
+    from numpy.lib.stride_tricks import sliding_window_view
+    b, h, wd, c = x.shape
+    xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    cols = sliding_window_view(xp, (3, 3), axis=(1, 2)).transpose(0, 1, 2, 4, 5, 3)
+    cols = cols.reshape(b * h * wd, 9 * c)
+    y = cols @ w.reshape(9 * c, -1)
+    g = (y > 0).astype(x.dtype)
+    gw = (cols.T @ g).reshape(w.shape)
+    gcols = (g @ w.reshape(9 * c, -1).T).reshape(b, h, wd, 3, 3, c)
+    gx = np.zeros_like(xp)
+    for i in range(3):
+        for j in range(3):
+            gx[:, i:i + h, j:j + wd] += gcols[:, :, :, i, j]
+    return gx[:, 1:-1, 1:-1], gw
+
+
 def main():
     args = bench_args()
     s = 16 if args.small else 1
@@ -230,6 +253,24 @@ def main():
         rows.append((name + (" donated" if donate else ""),
                      timeit_side_by_side(fns, repeats=args.repeats)))
         state.clear()
+
+    # conv 3x3 forward + backward (both gradients) of sum(relu(conv(x, w)))
+    nb = 32 // s
+    xc = rng.standard_normal((nb, 32, 32, 64)).astype(np.float32)
+    wc = (rng.standard_normal((3, 3, 64, 64)) * 0.05).astype(np.float32)
+    cg = needle.jit(needle.grad(lambda x, w: nnp.sum(nnn.relu(nnn.conv(x, w, 1, 1))),
+                                argnums=(0, 1)))
+    fns = {"needle": lambda: cg(xc, wc), "numpy": lambda: conv_fwd_bwd_np(xc, wc)}
+    if jax is not None:
+        def jconv(x, w):
+            return jax.lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)),
+                                                dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        jcg = jax.jit(jax.grad(lambda x, w: jax.numpy.sum(jax.nn.relu(jconv(x, w))),
+                               argnums=(0, 1)))
+        jxc, jwc = jax.device_put(xc), jax.device_put(wc)
+        fns["jax"] = lambda: jax.block_until_ready(jcg(jxc, jwc))
+    rows.append((f"conv 3x3 {nb}x32x32x64 fwd+bwd", timeit_side_by_side(fns,
+                                                                         repeats=args.repeats)))
 
     print_table(rows)
     t = rows[0][1]["needle"]
