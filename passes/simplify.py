@@ -84,9 +84,10 @@ def _transpose(e, ctx):
             ctx.uses.get(x, 0) == 1:
         (lc, rc), (lb, rb) = p.params["dimension_numbers"]
         a, b = p.inputs
-        if not lb and a.aval.ndim == 2 and b.aval.ndim == 2 and len(lc) == 1:
-            # (a.b)^T -> b^T.a^T: a weight gradient comes out in the layout its
-            # update needs, with no transpose kernel after the BLAS call.
+        if not lb and a.aval.ndim - len(lc) == 1 and b.aval.ndim - len(rc) == 1:
+            # (a.b)^T -> b^T.a^T (one free axis each, any contracted axes): a
+            # weight gradient comes out in the layout its update needs (a
+            # conv's too), with no transpose kernel after the BLAS call.
             return Eqn(p.prim, [b, a], {**p.params, "dimension_numbers": ((rc, lc), ((), ()))},
                        e.outs, e.source)
     if p is not None and p.prim.name == "transpose":

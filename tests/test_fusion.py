@@ -242,3 +242,14 @@ def test_reshape_maps_runs_of_axes_without_division():
     np.testing.assert_allclose(f(x), x.reshape(3, 4, 2, 9) * 3.0, rtol=1e-6)
     g = needle.jit(lambda a: nnp.exp(nnp.reshape(a, (12, 18))) + 1.0)   # a merge: one divmod
     np.testing.assert_allclose(g(x), np.exp(x.reshape(12, 18)) + 1.0, rtol=1e-6)
+
+
+def test_conv_forward_backward_kernel_count():
+    # im2col, the relu mask, col2im: 3 kernels; forward, dW, dX: 3 BLAS calls
+    # (dW comes out of the BLAS call in w's layout: no transpose kernel)
+    x = rng.standard_normal((2, 6, 6, 3)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 3, 4)).astype(np.float32)
+    f = needle.jit(needle.grad(lambda x, w: nnp.sum(nnn.relu(nnn.conv(x, w, 1, 1))),
+                               argnums=(0, 1)))
+    lo = f.lower(x, w)
+    assert (lo.kernel_count, lo.library_call_count) == (3, 3), lo.as_text("fused")
