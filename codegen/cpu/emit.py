@@ -516,7 +516,8 @@ class KernelEmitter:
         def body():
             v, _ = self.value_at(x, full)
             inner.emit(self._combine(name, acc, v, dt))
-            if x in self.cached:
+            if x in self.cached and \
+                    tuple(i.text for i in full[:-1]) == self.domain_idx[:-1]:
                 inner.emit(f"{self.cached[x]}[{', '.join(i.text for i in full)}] = {v}")
         self._with_scope(inner, body)
         self._close(parent, inner)
@@ -540,9 +541,54 @@ class KernelEmitter:
                     x.aval.shape != dom.aval.shape or x.aval.dtype != dom.aval.dtype or \
                     self.producer[x].prim.name not in TRANSCENDENTAL:
                 continue
-            if self._uses_elementwise(dom, x):
+            if self._uses_elementwise(dom, x) and self._row_aligned(dom, e.outs[0]):
                 self.cached[x] = f"o{outs.index(dom)}"
                 return
+
+    def _row_aligned(self, var, red):
+        """Whether every path from the row sum `red` to `var` keeps the row
+        (elementwise ops, broadcasts along trailing axes, size-1 reshapes):
+        then the sum is computed for the output's own row, in the loop that
+        stores E into that row (a shifted row, through a slice or a gather,
+        would leave the cache unwritten for this one)."""
+        ok, todo, seen = False, [var], set()
+        while todo:
+            v = todo.pop()
+            if v is red:
+                ok = True
+                continue
+            e = self.producer.get(v)
+            if e is None or v in seen:
+                continue
+            seen.add(v)
+            name, nd = e.prim.name, v.aval.ndim
+            if e.prim.kind == "elementwise":
+                pass
+            elif name == "broadcast_in_dim":
+                dims = tuple(e.params["broadcast_dimensions"])
+                if dims != tuple(range(len(dims))):
+                    return False
+            elif name == "reshape":
+                src = e.inputs[0].aval.shape
+                if [n for n in src if n != 1] != [n for n in v.aval.shape if n != 1] or \
+                        (src and v.aval.shape and src[0] != v.aval.shape[0]):
+                    return False
+            elif self._depends(v, red):
+                return False        # any other way from the sum to the output
+            todo += [x for x in e.inputs if hasattr(x, "aval") and x.aval.ndim <= nd]
+        return ok
+
+    def _depends(self, var, target):
+        todo, seen = [var], set()
+        while todo:
+            v = todo.pop()
+            if v is target:
+                return True
+            e = self.producer.get(v)
+            if e is not None and v not in seen:
+                seen.add(v)
+                todo += [x for x in e.inputs if hasattr(x, "aval")]
+        return False
 
     def _uses_elementwise(self, var, target):
         """Whether `var` reads `target` at its own index (through elementwise
