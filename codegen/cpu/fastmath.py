@@ -28,32 +28,20 @@ from numba.core import types as _types
 from numba.extending import intrinsic as _intrinsic
 
 
-@_intrinsic
-def _i2f(typingctx, x):
-    def codegen(context, builder, sig, args):
-        return builder.bitcast(args[0], context.get_value_type(_types.float32))
-    return _types.float32(_types.int32), codegen
+def _bitcast(name, src, dst):
+    """An intrinsic reinterpreting a `src` value's bits as `dst`."""
+    def cast(typingctx, x):
+        def codegen(context, builder, sig, args):
+            return builder.bitcast(args[0], context.get_value_type(dst))
+        return dst(src), codegen
+    cast.__name__ = cast.__qualname__ = name
+    return _intrinsic(cast)
 
 
-@_intrinsic
-def _f2i(typingctx, x):
-    def codegen(context, builder, sig, args):
-        return builder.bitcast(args[0], context.get_value_type(_types.int32))
-    return _types.int32(_types.float32), codegen
-
-
-@_intrinsic
-def _l2f(typingctx, x):
-    def codegen(context, builder, sig, args):
-        return builder.bitcast(args[0], context.get_value_type(_types.float64))
-    return _types.float64(_types.int64), codegen
-
-
-@_intrinsic
-def _f2l(typingctx, x):
-    def codegen(context, builder, sig, args):
-        return builder.bitcast(args[0], context.get_value_type(_types.int64))
-    return _types.int64(_types.float64), codegen
+_i2f = _bitcast("_i2f", _types.int32, _types.float32)
+_f2i = _bitcast("_f2i", _types.float32, _types.int32)
+_l2f = _bitcast("_l2f", _types.int64, _types.float64)
+_f2l = _bitcast("_f2l", _types.float64, _types.int64)
 
 
 _FM = {"contract"}
