@@ -24,6 +24,8 @@ from .reductions import *  # noqa: F401,F403
 from .reductions import all, any, max, min, sum  # noqa: F401,A004
 from .shape import *  # noqa: F401,F403
 from .shape import broadcast_arrays  # noqa: F401  (numpy's, not _core's: 0-d broadcast too)
+from .more import *  # noqa: F401,F403
+from . import linalg  # noqa: F401,E402  (needle.numpy.linalg: norm)
 # last: the star imports above carry _core's operand-form asarray
 from .creation import array, asarray, iota  # noqa: F401,E402
 
