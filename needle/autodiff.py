@@ -25,6 +25,7 @@ import numpy as np
 
 from .ir.interpreter import eval_graph
 from .passes.batching import batch_graph
+from .passes.batching.rules import bcast_batch
 from .passes.autodiff import (ad_active, ad_context, cleanup, custom_vjp_call_p,
                               jvp_graph, linearize, stop_gradient_p)
 from .passes.autodiff.markers import custom_lin_p
@@ -320,8 +321,7 @@ def _unstack(x, flag, size, shape):
     """A batched result (size, *s) as shape + s; an unbatched one repeated."""
     from . import numpy as nnp
     if not flag:
-        x = nnp.broadcast_to(nnp.asarray(x), (size,) + tuple(np.shape(x) if not hasattr(
-            x, "shape") else x.shape))
+        x = bcast_batch(x if isinstance(x, Tracer) else np.asarray(x), size)
     return nnp.reshape(x, tuple(shape) + tuple(x.shape[1:]))
 
 
@@ -364,6 +364,8 @@ def jacfwd(f, argnums=0):
     """The Jacobian by forward mode: the linearized program run once, batched
     over the basis of each input (vmap's rules). Each block has shape
     out.shape + arg.shape."""
+    from . import numpy as nnp
+
     @functools.wraps(f)
     def jac(*args, **kwargs):
         t, _ = _jac_setup(f, argnums, args, kwargs, "jacfwd")
@@ -398,19 +400,11 @@ def jacfwd(f, argnums=0):
                     continue
                 stacked = cols[j][k]                 # (ia.size, *a.shape)
                 moved = _move_leading_to_back(stacked, 1)
-                row.append(_concrete_one(_reshape_back(moved, a.shape, ia.shape), a))
+                row.append(_concrete([nnp.reshape(moved, tuple(a.shape) + tuple(ia.shape))],
+                                     [a])[0])
             blocks.append(row)
         return _jac_tree(t, argnums, blocks)
     return jac
-
-
-def _reshape_back(x, out_shape, in_shape):
-    from . import numpy as nnp
-    return nnp.reshape(x, tuple(out_shape) + tuple(in_shape))
-
-
-def _concrete_one(x, aval):
-    return x if isinstance(x, Tracer) else np.asarray(x, dtype=aval.dtype)
 
 
 def hessian(f, argnums=0):

@@ -541,7 +541,7 @@ class KernelEmitter:
                     x.aval.shape != dom.aval.shape or x.aval.dtype != dom.aval.dtype or \
                     self.producer[x].prim.name not in TRANSCENDENTAL:
                 continue
-            if self._uses_elementwise(dom, x) and self._row_aligned(dom, e.outs[0]):
+            if self._reaches(dom, x, elementwise_only=True) and self._row_aligned(dom, e.outs[0]):
                 self.cached[x] = f"o{outs.index(dom)}"
                 return
 
@@ -573,36 +573,26 @@ class KernelEmitter:
                 if [n for n in src if n != 1] != [n for n in v.aval.shape if n != 1] or \
                         (src and v.aval.shape and src[0] != v.aval.shape[0]):
                     return False
-            elif self._depends(v, red):
+            elif self._reaches(v, red):
                 return False        # any other way from the sum to the output
             todo += [x for x in e.inputs if hasattr(x, "aval") and x.aval.ndim <= nd]
         return ok
 
-    def _depends(self, var, target):
-        todo, seen = [var], set()
-        while todo:
-            v = todo.pop()
-            if v is target:
-                return True
-            e = self.producer.get(v)
-            if e is not None and v not in seen:
-                seen.add(v)
-                todo += [x for x in e.inputs if hasattr(x, "aval")]
-        return False
-
-    def _uses_elementwise(self, var, target):
-        """Whether `var` reads `target` at its own index (through elementwise
-        equations only)."""
+    def _reaches(self, var, target, elementwise_only=False):
+        """Whether `var` is computed from `target`; with elementwise_only, through
+        elementwise equations of one shape only (it reads `target` at its own
+        index)."""
         seen, todo = set(), [var]
         while todo:
             v = todo.pop()
             if v is target:
                 return True
             e = self.producer.get(v)
-            if e is None or v in seen or e.prim.kind != "elementwise":
+            if e is None or v in seen or (elementwise_only and e.prim.kind != "elementwise"):
                 continue
             seen.add(v)
-            todo += [x for x in e.inputs if hasattr(x, "aval") and x.aval.shape == v.aval.shape]
+            todo += [x for x in e.inputs if hasattr(x, "aval") and
+                     (not elementwise_only or x.aval.shape == v.aval.shape)]
         return False
 
     def _ordered_minmax(self, e, idx, axes, acc, parent):

@@ -318,17 +318,8 @@ class RowBlockEmitter(CudaKernelEmitter):
         f = self.fresh("f")
         loop = vb.child(f"for {f} in range(vb_ * {self.T} + tid_, {ext}, "
                         f"{self.P * self.T}):", max(1, x.aval.size // self.P))
-        full, q = [None] * x.aval.ndim, f
-        for d in range(x.aval.ndim - 1, -1, -1):
-            i = self.fresh("i")
-            if d == 0:
-                loop.emit(f"{i} = {q}")
-            else:
-                loop.emit(f"{i} = {q} % {self.dim(x, d)}")
-                q2 = self.fresh("q")
-                loop.emit(f"{q2} = {q} // {self.dim(x, d)}")
-                q = q2
-            full[d] = _Idx(i, loop)
+        names = self._unravel(loop, f, [self.dim(x, d) for d in range(x.aval.ndim)])
+        full = [_Idx(i, loop) for i in names]
         self._count(e.outs[0], loop)
 
         def body():
