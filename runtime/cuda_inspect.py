@@ -52,15 +52,17 @@ def default_cc():
     return DEFAULT_CC
 
 
+# Runs each kernel module from its source text, as kernel_cache does: never
+# from sys.path or a .pyc.
 _CHILD = r"""
-import json, sys
+import json, sys, types
 from numba import cuda
 req = json.load(sys.stdin)
-sys.path.insert(0, req["dir"])
-import importlib
 out = {}
-for modname, entries in req["modules"]:
-    mod = importlib.import_module(modname)
+for modname, path, source, entries in req["modules"]:
+    mod = sys.modules[modname] = types.ModuleType(modname)
+    mod.__file__ = path
+    exec(compile(source, path, "exec", dont_inherit=True), mod.__dict__)
     for entry in entries:
         ptx, _ = cuda.compile_ptx(getattr(mod, entry), mod.SIGNATURE, cc=tuple(req["cc"]),
                                   launch_bounds=getattr(mod, "LAUNCH_BOUNDS", None))
@@ -69,22 +71,23 @@ json.dump(out, sys.stdout)
 """
 
 
-def _compile_in_subprocess(todo, cc, folder):
+def _compile_in_subprocess(todo, cc):
+    """`todo`: (KernelSource, its module file) pairs."""
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0")
-    req = {"dir": folder, "cc": list(cc),
-           "modules": [(f"nk_{ks.key}", list(ks.entries)) for ks in todo]}
+    req = {"cc": list(cc),
+           "modules": [(f"nk_{ks.key}", path, ks.source, list(ks.entries)) for ks, path in todo]}
     r = subprocess.run([sys.executable, "-c", _CHILD], input=json.dumps(req), env=env,
                        capture_output=True, text=True, timeout=600)
     if r.returncode:
         raise RuntimeError("compiling the CUDA kernels to PTX (in a subprocess without the "
                            f"simulator) failed:\n{r.stderr[-4000:]}")
     got = json.loads(r.stdout)
-    return {(ks.key, e): got[f"nk_{ks.key}:{e}"] for ks in todo for e in ks.entries}
+    return {(ks.key, e): got[f"nk_{ks.key}:{e}"] for ks, _ in todo for e in ks.entries}
 
 
 def compile_ptx(kernels, cc=None):
     """{(group name, entry): PTX} of every kernel entry, for `cc`."""
-    from .kernel_cache import _kernel_dir, import_kernel_module
+    from .kernel_cache import import_kernel_module
     cc = tuple(cc or default_cc())
     todo = {}
     for _, ks in kernels:
@@ -92,10 +95,9 @@ def compile_ptx(kernels, cc=None):
             todo[ks.key] = ks
     if todo:
         try:
-            if _simulator_on():
-                for ks in todo.values():             # make sure the module files exist
-                    import_kernel_module(ks, "cuda")
-                got = _compile_in_subprocess(list(todo.values()), cc, _kernel_dir("cuda"))
+            if _simulator_on():                     # the module files, written if needed
+                got = _compile_in_subprocess(
+                    [(ks, import_kernel_module(ks, "cuda").__file__) for ks in todo.values()], cc)
             else:
                 from numba import cuda
                 got = {}
