@@ -134,12 +134,19 @@ class Primitive:
     `abstract_eval(*avals, **params) -> [ShapedArray]` and
     `impl(*arrays, **params) -> [np.ndarray]` are declared beside it in
     ir/primitives/. Other stages keep their own tables keyed by Primitive.
-    """
 
-    def __init__(self, name, multiple_results=False, kind="other"):
+    `effectful`: running it does something besides computing its results
+    (debug_callback prints). Passes keep such an equation and its order among
+    the others (DCE, CSE and folding leave it alone), fusion never puts it in
+    a kernel, and the runtime runs it as a host step between kernels.
+    """
+    effectful = False
+
+    def __init__(self, name, multiple_results=False, kind="other", effectful=False):
         self.name = name
         self.multiple_results = multiple_results
         self.kind = kind          # 'elementwise', 'structural', 'reduction', 'linalg', 'indexing', 'group'
+        self.effectful = effectful
         self.abstract_eval = None
         self.impl = None
         if name in PRIMITIVES:

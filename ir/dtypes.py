@@ -39,6 +39,11 @@ def canonicalize(dtype, what="value"):
         dt = np.dtype(dtype)
     except TypeError as e:
         raise DTypeError(f"{what}: {dtype!r} is not a dtype") from e
+    if not dt.isnative:
+        # A byte-swapped dtype ('>f4' on a little-endian host): numpy computes
+        # in native order, so needle takes it as its native twin; values are
+        # converted where arrays enter (np.asarray to the canonical dtype).
+        dt = dt.newbyteorder("=")
     if dt not in SUPPORTED:
         names = ", ".join(sorted(d.name for d in SUPPORTED))
         raise DTypeError(f"{what} has dtype {dt.name}, which needle does not support "

@@ -59,7 +59,8 @@ def pp_graph(graph, indent=0, names=None):
         pstr = f"[{' '.join(params)}]" if params else ""
         outs = " ".join(f"{names(v)}:{v.aval.str_short()}" for v in e.outs)
         ins = " ".join(names(v) for v in e.inputs)
-        lines.append(f"{pad}    {outs} = {e.prim.name}{pstr} {ins}".rstrip())
+        lhs = f"{outs} = " if e.outs else ""              # an effect binds no result
+        lines.append(f"{pad}    {lhs}{e.prim.name}{pstr} {ins}".rstrip())
         for k, v in sorted(e.params.items()):
             if isinstance(v, Graph):
                 lines.append(pp_graph(v, indent + 6, names))

@@ -3,8 +3,9 @@
 The public API: `jit`, `make_ir`, `eval_shape`, `cache_info`, `devices`,
 `device_put` and `Array` (an array on the CUDA device), the
 differentiation transformations (`grad`, `value_and_grad`, `vjp`, `jvp`,
-`jacfwd`, `jacrev`, `hessian`, `stop_gradient`, `custom_vjp`), `vmap`, and
-the modules `needle.numpy`, `needle.nn`, `needle.scipy`, `needle.tree_util`.
+`jacfwd`, `jacrev`, `hessian`, `stop_gradient`, `custom_vjp`), `vmap`,
+`debug_nans`, and the modules `needle.numpy`, `needle.nn`, `needle.scipy`,
+`needle.tree_util`, `needle.debug` (`print`, `callback` inside compiled code).
 Names and semantics follow JAX where they overlap.
 """
 from . import runtime as _runtime  # noqa: F401  (first: sets OMP_WAIT_POLICY)
@@ -13,6 +14,8 @@ from .api import Jitted, Lowered, eval_shape, jit, make_ir  # noqa: F401
 from .autodiff import (custom_vjp, grad, hessian, jacfwd, jacrev, jvp,  # noqa: F401
                        stop_gradient, value_and_grad, vjp)
 from .batching import vmap  # noqa: F401
+from . import debug  # noqa: F401
+from .debug import debug_nans  # noqa: F401
 from .ir.core import ShapedArray, ShapeError  # noqa: F401
 from .ir.dtypes import DTypeError  # noqa: F401
 from .runtime import KernelCompileError, cache_info, devices, reset_cache_info  # noqa: F401

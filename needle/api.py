@@ -17,9 +17,12 @@ signature is marked 'cuda', so the two placements are cached apart.
 """
 import functools
 import inspect
+import itertools
+import math
 import os
 import sys
 import threading
+import weakref
 
 import numpy as np
 
@@ -27,9 +30,29 @@ from . import runtime
 from .ir.core import ClosedGraph, ShapedArray
 from .passes import run_pipeline
 from .runtime.cuda_array import Array
+from .runtime.stats import trace_entries_source
 from .tracer import pytree
 from .tracer.core import TracingError, abstractify, current_trace, trace_to_graph
 from .tracer.source import user_line
+
+# Compiled signatures each jitted function keeps, least recently used
+# dropped first (its kernels stay loaded: a dropped signature costs a trace,
+# not a Numba compile, when it comes back).
+TRACE_CACHE_SIZE = int(os.environ.get("NEEDLE_TRACE_CACHE_SIZE", 64))
+
+_live = weakref.WeakSet()           # every Jitted, for cache_info().trace_entries
+trace_entries_source[0] = lambda: sum(j._entries for j in list(_live))
+_clock = itertools.count()
+
+
+class _Use:
+    """A cached signature's bookkeeping: its keys in the cache, and when it
+    was last called (a stamp from _clock: cheaper on every call than
+    reordering a dict, which would hash the key once more)."""
+    __slots__ = ("keys", "last")
+
+    def __init__(self):
+        self.keys, self.last = [], next(_clock)
 
 _FLOAT_SIG = ("py", float)
 _INT_SIG = ("py", int)
@@ -68,6 +91,33 @@ def _flat_array_key(args):
         if type(a) is not np.ndarray:
             return None
     return ("arrays",) + tuple((a.shape, a.dtype) for a in args)
+
+
+# Bytes beyond any machine's address space (x86-64 and arm64 user space is
+# 2**47-2**48): numpy raises MemoryError (or "array is too big") for such an
+# array at once, and a fused kernel would loop over it for days instead.
+_ADDRESSABLE_BYTES = 1 << 48
+_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+
+
+def _check_sizes(graph, name):
+    """MemoryError for a value (also one fusion would never store, as
+    ones(n).sum()) too large for any memory."""
+    for e in graph.eqns:
+        for v in e.outs:
+            n = math.prod(int(d) for d in v.aval.shape) * v.aval.dtype.itemsize   # no wrap
+            if n > _ADDRESSABLE_BYTES:
+                where = f" (at {e.source})" if e.source else ""
+                unit = max(k for k in range(7) if n >= 1024 ** k)
+                raise MemoryError(f"{name}: {e.prim.name}{where} makes an array of shape "
+                                  f"{v.aval.shape} and dtype {v.aval.dtype.name} "
+                                  f"({n / 1024 ** unit:.3g} {_UNITS[unit]}), "
+                                  f"larger than any memory")
+        for p in e.params.values():
+            for sub in (p if isinstance(p, (tuple, list)) else (p,)):
+                sub = getattr(sub, "graph", sub)            # a ClosedGraph's Graph
+                if hasattr(sub, "eqns"):
+                    _check_sizes(sub, name)
 
 
 def _log_compiles():
@@ -151,16 +201,29 @@ class Jitted:
         self.donate_argnums = (donate_argnums,) if isinstance(donate_argnums, int) else \
             tuple(donate_argnums)
         # None: placed by the arguments at each compile (see the module docstring).
-        self.device = None if device is None else runtime.resolve_device(device)
+        # compile_only: lower() prints CUDA kernels, PTX and ptxas's report on
+        # a machine without a GPU; a call there raises.
+        self.device = None if device is None else runtime.resolve_device(device,
+                                                                         compile_only=True)
+        # key -> (executable, out treedef, Lowered, _Use). A signature has one
+        # key, and the fast path's ("arrays", ...) key too; at most
+        # TRACE_CACHE_SIZE signatures (_entries), the least recently called
+        # dropped first.
         self._cache = {}
+        self._entries = 0
+        self._cap = max(1, TRACE_CACHE_SIZE)
+        _live.add(self)
         self._last_key = None
         self._lock = threading.RLock()      # one trace per signature, even from threads
         self._simple = not self.static_argnums and not self.static_argnames
 
     # -- calling --------------------------------------------------------------
+    # needle.debug_nans(True) swaps in a wrapper that scans the results for NaN
+    # (needle/debug.py), so this path pays nothing while the mode is off.
     def __call__(self, *args, **kwargs):
         if current_trace() is not None:
             return self.fun(*args, **kwargs)          # inlined into the outer trace
+        flat_key = None
         if self._simple and not kwargs:
             # Fast path: positional numpy arrays need no pytree walk.
             flat_key = _flat_array_key(args)
@@ -168,30 +231,59 @@ class Jitted:
                 entry = self._cache.get(flat_key)
                 if entry is not None:
                     runtime.stats.hits += 1
+                    entry[3].last = next(_clock)
                     outs = entry[0](*args)
                     return outs[0] if entry[1] is pytree.LEAF else \
                         pytree.tree_unflatten(entry[1], outs)
             leaves, treedef = pytree.tree_flatten(args)
-            sigs = tuple(_leaf_sig(x) for x in leaves)
-            entry = self._cache.get((treedef, sigs))
-            if entry is not None:
-                runtime.stats.hits += 1
-                return pytree.tree_unflatten(entry[1], entry[0](*leaves))
-            key, statics = (treedef, sigs), ()
-            if flat_key is not None:
-                entry = self._compile(key, args, kwargs, leaves, treedef)
-                self._cache[flat_key] = entry
-                return pytree.tree_unflatten(entry[1], entry[0](*leaves))
+            key = (treedef, tuple(_leaf_sig(x) for x in leaves))
         else:
             statics, leaves, treedef = self._split(args, kwargs)
-            sigs = tuple(_leaf_sig(x) for x in leaves)
-            key = (treedef, sigs, statics)
-            entry = self._cache.get(key)
-            if entry is not None:
-                runtime.stats.hits += 1
-                return pytree.tree_unflatten(entry[1], entry[0](*leaves))
-        entry = self._compile(key, args, kwargs, leaves, treedef)
-        return pytree.tree_unflatten(entry[1], entry[0](*leaves))
+            key = (treedef, tuple(_leaf_sig(x) for x in leaves), statics)
+        entry = self._cache.get(key)
+        if entry is not None:
+            runtime.stats.hits += 1
+            entry[3].last = next(_clock)
+        else:
+            entry = self._compile(key, args, kwargs, leaves, treedef)
+        if flat_key is not None:
+            self._remember(flat_key, entry)
+        try:
+            outs = entry[0](*leaves)
+        except OverflowError:
+            self._int_overflow(leaves, treedef, len(key) > 2)
+            raise
+        return pytree.tree_unflatten(entry[1], outs)
+
+    # -- the trace cache: an LRU over signatures --------------------------------
+    def _remember(self, key, entry):
+        """Store `entry` under `key` (a new signature, or the fast path's key
+        of one), then drop the least recently called signatures beyond the
+        cap, with all their keys. (A call holding a dropped entry finishes.)"""
+        with self._lock:
+            if key in self._cache:
+                return
+            use = entry[3]
+            if not use.keys:
+                self._entries += 1
+            use.keys.append(key)
+            use.last = next(_clock)
+            self._cache[key] = entry
+            if self._entries > self._cap:
+                uses = {id(e[3]): e[3] for e in self._cache.values()}.values()
+                for old in sorted(uses, key=lambda u: u.last)[:self._entries - self._cap]:
+                    for k in old.keys:
+                        del self._cache[k]
+                    old.keys.clear()
+                    self._entries -= 1
+
+    def _int_overflow(self, leaves, treedef, split):
+        """OverflowError naming the argument, for a Python int outside int64
+        (as JAX: needle's type for Python ints is int64)."""
+        for x, p in zip(leaves, self._arg_paths(treedef, split)):
+            if type(x) is int and not -2**63 <= x < 2**63:
+                raise OverflowError(f"{self.name}: argument {p}: Python int too large to "
+                                    f"convert to int64 ({x})") from None
 
     def _split(self, args, kwargs):
         statics = []
@@ -301,6 +393,7 @@ class Jitted:
         if _log_compiles():
             self._explain_miss(key, treedef)
         cg, out_tree, _, _ = self._trace(args, kwargs)
+        _check_sizes(cg.graph, self.name)
         cg, stages = run_pipeline(cg)
         device = self.device or ("cuda" if any(s is not None and s[2:] == ("cuda",)
                                                for s in key[1]) else "cpu")
@@ -315,8 +408,8 @@ class Jitted:
             exe = runtime.compile_executable(cg, "cpu", name=self.name,
                                              donated=self._donated_leaves(args))
         runtime.dump_stages(self.name, stages, exe)
-        entry = (exe, out_tree, Lowered(self.name, stages, exe))
-        self._cache[key] = entry
+        entry = (exe, out_tree, Lowered(self.name, stages, exe), _Use())
+        self._remember(key, entry)
         self._last_key = (key, treedef)
         return entry
 
@@ -380,7 +473,11 @@ class Jitted:
         return self._trace(args, kwargs)[0]
 
     def clear_cache(self):
-        self._cache.clear()
+        with self._lock:
+            for entry in self._cache.values():
+                entry[3].keys.clear()
+            self._cache.clear()
+            self._entries = 0
 
 
 _MISSING = object()
@@ -406,7 +503,13 @@ def jit(fun=None, *, static_argnums=(), static_argnames=(), donate_argnums=(), d
     donate_argnums: positional arguments the caller gives up. Their buffers
     may be overwritten with results of the same shape and dtype (by a kernel
     that reads them element for element, as an optimizer update does), which
-    saves an allocation per call. Do not use a donated array after the call.
+    saves an allocation per call. Do not use a donated array after the call:
+    on CPU the numpy array you passed then holds a result (needle warns once
+    per process). A buffer is only reused by the one output that reads it
+    element for element; a donated array that another argument or a
+    constant also reads (the same array twice, or a view of it) is not
+    written: that call works on a copy. Results never share memory with
+    non-donated arguments (a returned reshape of an argument is a copy).
     On CUDA a donated device array is deleted by the call (`x.is_deleted()`;
     using it raises, as in JAX) and its buffer belongs to the call: a result
     is written into it, or it returns to the pool after its last reader.

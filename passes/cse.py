@@ -1,7 +1,8 @@
 """Stage passes: common-subexpression elimination.
 
 Input: a ClosedGraph. Output: a ClosedGraph where equations that bind the
-same primitive to the same inputs with equal params are computed once.
+same primitive to the same inputs with equal params are computed once (an
+effectful one, debug_callback, runs as often as it was bound).
 """
 import numpy as np
 
@@ -34,6 +35,9 @@ def cse(cg):
     env, seen, eqns = {}, {}, []
     for e in g.eqns:
         inputs = [env.get(x, x) if not isinstance(x, Lit) else x for x in e.inputs]
+        if e.prim.effectful:
+            eqns.append(Eqn(e.prim, inputs, e.params, e.outs, e.source))
+            continue
         key = (e.prim, tuple(_atom_key(x, env) for x in inputs), _param_key(e.params))
         prev = seen.get(key)
         if prev is not None:

@@ -1,7 +1,8 @@
 """Stage passes: dead-code elimination.
 
 Input: a ClosedGraph. Output: a ClosedGraph without equations whose results
-are unused, and without unused constants. (All primitives are pure.)
+are unused, and without unused constants. Every primitive is pure except the
+effectful ones (debug_callback), which are always kept.
 """
 from ..ir.core import ClosedGraph, Graph, Var
 
@@ -11,7 +12,7 @@ def dce(cg):
     live = {v for v in g.outvars if isinstance(v, Var)}
     eqns = []
     for e in reversed(g.eqns):
-        if any(v in live for v in e.outs):
+        if e.prim.effectful or any(v in live for v in e.outs):
             eqns.append(e)
             live.update(x for x in e.inputs if isinstance(x, Var))
     eqns.reverse()

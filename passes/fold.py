@@ -4,7 +4,8 @@ Input: a ClosedGraph. Output: a ClosedGraph where equations whose inputs are
 all literals or captured constants are evaluated at compile time with their
 numpy implementation: scalar results become literals, array results become
 new captured constants. Equations that would materialise a result larger than
-their inputs (a broadcast of a scalar, an iota) are left to the kernels.
+their inputs (a broadcast of a scalar, an iota) are left to the kernels, and
+an effectful equation (debug_callback) to the run: it prints at every call.
 """
 import numpy as np
 
@@ -26,8 +27,8 @@ def fold_constants(cg):
     for e in g.eqns:
         inputs = [read(x) for x in e.inputs]
         vals = [x.val if isinstance(x, Lit) else known.get(x) for x in inputs]
-        foldable = inputs and all(v is not None for v in vals) and not any(
-            hasattr(p, "eqns") for p in e.params.values())
+        foldable = inputs and not e.prim.effectful and all(
+            v is not None for v in vals) and not any(hasattr(p, "eqns") for p in e.params.values())
         if foldable:
             in_size = max(int(np.size(v)) for v in vals)
             out_size = max(v.aval.size for v in e.outs)

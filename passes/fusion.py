@@ -26,6 +26,9 @@ epilogue a kernel after it. Also on CUDA, a full reduction (to a scalar,
 two-stage) never reads another full reduction of its kernel. Where two
 neighbours were not fused,
 the group's `why` param says why, and the fused-stage dump prints it.
+An effectful equation (debug_callback) is never fused: it stays a host step
+between kernels (its operands are stored), and effects keep their program
+order among themselves.
 """
 from ..codegen.cpu.emit import recompute_factors
 from ..ir.core import ClosedGraph, Eqn, Graph, Var
@@ -50,6 +53,11 @@ def is_library(eqn, backend="cpu"):
 
 def is_view(eqn):
     return eqn.prim.name in VIEWS
+
+
+def is_host(eqn):
+    """A step the runtime runs on the host between kernels (debug_callback)."""
+    return eqn.prim.effectful
 
 
 def _cheap(e):
@@ -183,7 +191,7 @@ def partition(cg, backend="cpu"):
         return False
 
     for e in reversed(g.eqns):
-        if is_library(e, backend):
+        if is_library(e, backend) or is_host(e):
             continue
         cons = [c for v in e.outs for c in consumers.get(v, ())]
         cgroups = []
@@ -211,7 +219,7 @@ def partition(cg, backend="cpu"):
         groups.append(gr)
         groups_of.setdefault(e, []).append(gr)
     groups.reverse()
-    others = [e for e in g.eqns if is_library(e, backend) or e in views]
+    others = [e for e in g.eqns if is_library(e, backend) or e in views or is_host(e)]
     while True:
         groups = _merge_siblings(groups, others, order, backend)
         if not _absorb_into_sole_consumer(groups, others, order, graph_outs, backend):
@@ -261,6 +269,10 @@ def _toposort(steps, order):
     producer = {v: k for k, (_, outs) in enumerate(io) for v in outs}
     deps = [{producer[v] for v in ins if v in producer} for ins, _ in io]
     key = [min(order[e] for e in (s.roots if isinstance(s, _Group) else [s])) for s in steps]
+    effects = sorted((k for k, s in enumerate(steps) if not isinstance(s, _Group)
+                      and is_host(s)), key=key.__getitem__)
+    for a, b in zip(effects, effects[1:]):
+        deps[b].add(a)                  # prints in program order
     done, out = set(), []
     pending = sorted(range(len(steps)), key=key.__getitem__)
     while pending:

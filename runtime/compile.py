@@ -28,6 +28,7 @@ from ..passes.fusion import is_library, is_view, partition
 from . import memory, parallel
 from .executable import (Executable, call_step, inplace_plan, kernel_step, last_uses,
                          release_plan, slot_or_value, view_step)
+from .host import HOST_STEPS, host_step
 from .kernel_cache import load_kernel
 
 PARALLEL_MIN_SIZE = int(os.environ.get("NEEDLE_PARALLEL_MIN_SIZE", 1 << 16))
@@ -88,17 +89,20 @@ def compile_executable(cg, device="cpu", name="f", donated=()):
             sub = e.params["graph"]
             par = _domain_size(sub) >= PARALLEL_MIN_SIZE
             ks = emit_kernel(sub, "kernel", parallel=par)
-            fn = load_kernel(ks, device, context=f" (group {e.params['name']} of {name}, "
-                                                 f"from {e.source})")
+            ctx = f" (group {e.params['name']} of {name}, from {e.source})"
+            fn = load_kernel(ks, device, context=ctx)
             if par:
-                fn = parallel.guard(fn)
+                # a forked child runs the serial variant (runtime/parallel.py)
+                fn = parallel.guard(fn, serial=lambda sub=sub, ctx=ctx: load_kernel(
+                    emit_kernel(sub, "kernel", parallel=False), device, context=ctx))
             dims = np.array(ks.dims, dtype=np.int64)
             specs = [(v.aval.shape, v.aval.dtype) for v in e.outs]
             if any(not isinstance(i, int) for i in ins):
                 raise AssertionError("kernel group inputs must be variables")
             inplace = inplace_plan(e, k, ks.aligned, slots, donated_vars, last_use, out_vars,
                                    taken)
-            steps.append(kernel_step(fn, ins, outs, specs, dims, inplace))
+            lits = np.array([v for v, _ in ks.lits], np.float64) if ks.lits else None
+            steps.append(kernel_step(fn, ins, outs, specs, dims, inplace, lits))
             sources.append((e.params["name"], ks))
             n_kernels += 1
         elif is_library(e, device):
@@ -110,16 +114,23 @@ def compile_executable(cg, device="cpu", name="f", donated=()):
                                        e.params))
             else:
                 steps.append(view_step(ins[0], outs[0], e.outs[0].aval.shape))
+        elif e.prim.name in HOST_STEPS:             # debug_callback: Python between kernels
+            steps.append(host_step(HOST_STEPS[e.prim.name](e), ins))
         else:
             raise NotImplementedError(f"the CPU runtime cannot run equation {e.prim.name}")
     plan = list(zip(steps, release_plan(g, slots)))
-    inputs = set(g.invars) | set(g.constvars)
+    # A result that is an input or constant, or a view of one (a reshape),
+    # is copied: results never share memory with the caller's arrays.
+    caller_owned = set(g.invars) | set(g.constvars)
+    for e in g.eqns:
+        if is_view(e) and e.inputs[0] in caller_owned:
+            caller_owned.add(e.outs[0])
     outs = []
     for v in g.outvars:
         if isinstance(v, Lit):
             outs.append(("value", np.asarray(v.val, dtype=v.aval.dtype), False))
         else:
-            outs.append(("slot", slots[v], v in inputs))
+            outs.append(("slot", slots[v], v in caller_owned))
 
     def kernels_text():
         parts = []
@@ -129,4 +140,5 @@ def compile_executable(cg, device="cpu", name="f", donated=()):
         return "\n".join(parts) if parts else "# no kernels"
     stage_texts = {"fused": str(g), "kernels": kernels_text}
     return Executable(name, [v.aval for v in g.invars], len(slots), const_slots,
-                      fused.consts, in_slots, plan, outs, stage_texts, n_kernels, n_lib)
+                      fused.consts, in_slots, plan, outs, stage_texts, n_kernels, n_lib,
+                      donated=sorted(k for k in donated if g.invars[k] in taken))

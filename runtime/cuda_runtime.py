@@ -10,7 +10,8 @@ and returns needle Arrays that stay on the device.
 
 The graph is partitioned for "cuda" (dot_general is a kernel there, not a
 library call), each group is emitted by codegen/cuda, written to the kernel
-cache folder `<NEEDLE_CACHE_DIR>/cuda/` and imported; its plain Python
+cache folder `<NEEDLE_CACHE_DIR>/cuda/` and loaded from there
+(runtime/kernel_cache.py: executed, never imported from sys.path); its plain Python
 kernel functions are wrapped with `cuda.jit`: lazily in the simulator, with
 the module's explicit signature and `cache=True` on a GPU (a new process
 loads the cubin from Numba's cache next to the module). Loads are counted in
@@ -40,6 +41,7 @@ from ..passes.fusion import is_view, partition
 from . import cuda_memory
 from .cuda_array import Array, dev_shape, to_device
 from .executable import inplace_plan, last_uses, release_plan
+from .host import HOST_STEPS, host_step
 from .kernel_cache import import_kernel_module
 from .stats import stats
 
@@ -101,6 +103,11 @@ def load_cuda_kernels(ks, context=""):
     if config.ENABLE_CUDASIM:
         fns = [cuda.jit(getattr(mod, name)) for name in mod.ENTRIES]
         stats.kernels_compiled += 1         # the simulator has no machine code to load
+    elif not cuda.is_available():
+        # No device (jit(f, device="cuda").lower(...) on a machine without a
+        # GPU): the module file is what the kernels, PTX and ptxas stages
+        # read; a program holding None refuses to run (CudaProgram.runnable).
+        return None
     else:                                   # pragma: no cover (needs a GPU)
         # block kernels (codegen/cuda/kernels.py) declare their launch bounds
         lb = getattr(mod, "LAUNCH_BOUNDS", None)
@@ -148,12 +155,21 @@ class CudaProgram:
         self._const_slots, self._in_slots, self._outs = const_slots, in_slots, outs
         self.in_avals = [v.aval for v in fused.graph.invars]
         self._consts = None
+        self.runnable = True        # False: compiled where no device can run it
+
+    def _check_runnable(self):
+        if not self.runnable:
+            from .devices import require_cuda
+            require_cuda()
+            raise RuntimeError(f"{self.name} was compiled where no CUDA device was "
+                               f"available; compile it again to run it")
 
     def __call__(self, *args):
         return [np.asarray(r) for r in self.run_arrays(self.to_device(*args))]
 
     def to_device(self, *args):
         """The arguments as device Arrays (host values copied over)."""
+        self._check_runnable()
         if len(args) != len(self._in_slots):
             raise TypeError(f"{self.name} takes {len(self._in_slots)} arrays, got {len(args)}")
         try:
@@ -168,6 +184,7 @@ class CudaProgram:
         """Launch every step on Arrays; the results are Arrays. `owned`: the
         positions of arguments this call owns (donated: nothing else reads
         their buffers), which a kernel may overwrite."""
+        self._check_runnable()
         owned = {self._in_slots[k] for k in owned}
         env = [None] * self._n_slots
         if self._consts is None:
@@ -196,6 +213,7 @@ def _kernel_step(ks, fns, ins, outs, avals, inplace=None):
     # buffer when this call owns it (a donated argument, `owned`).
     custom = getattr(ks, "launch", None)
     inplace = inplace or {}
+    lits = [np.dtype(dt).type(v) for v, dt in ks.lits]
 
     def run(env, owned=()):
         results = []
@@ -212,7 +230,7 @@ def _kernel_step(ks, fns, ins, outs, avals, inplace=None):
         scratch = [cuda_memory.allocate((n,), np.dtype(dt)) for dt, n in
                    getattr(ks, "scratch", ())]
         args = [env[i]._buf for i in ins] + [r._buf for r in results] + \
-            [buf for buf, _ in scratch] + [int(d) for d in ks.dims]
+            [buf for buf, _ in scratch] + [int(d) for d in ks.dims] + lits
         for k, fn in enumerate(fns):
             n = ks.work_items(k)
             if n:
@@ -248,6 +266,7 @@ def compile_cuda(cg, name="f", donated=()):
     out_vars = {v for v in g.outvars if not isinstance(v, Lit)}
     last_use, taken = last_uses(g), set()
     steps, kernels = [], []
+    runnable = True
     for k, e in enumerate(g.eqns):
         for v in e.outs:
             slots[v] = len(slots)
@@ -255,6 +274,7 @@ def compile_cuda(cg, name="f", donated=()):
             ks = emit_kernel(e.params["graph"], "kernel")
             fns = load_cuda_kernels(ks, context=f" (group {e.params['name']} of {name}, "
                                                 f"from {e.source})")
+            runnable = runnable and fns is not None
             if any(isinstance(x, Lit) for x in e.inputs):
                 raise AssertionError("kernel group inputs must be variables")
             inplace = inplace_plan(e, k, ks.aligned, slots, donated_vars, last_use, out_vars,
@@ -267,13 +287,19 @@ def compile_cuda(cg, name="f", donated=()):
             x = e.inputs[0]
             steps.append(_view_step(x if isinstance(x, Lit) else slots[x], slots[e.outs[0]],
                                     e.outs[0].aval))
+        elif e.prim.name in HOST_STEPS:     # debug_callback: operands copied to the host
+            steps.append(host_step(HOST_STEPS[e.prim.name](e), [
+                np.asarray(x.val, x.aval.dtype) if isinstance(x, Lit) else slots[x]
+                for x in e.inputs]))
         else:
             raise NotImplementedError(f"the CUDA runtime cannot run equation {e.prim.name}")
     release = release_plan(g, slots)      # drop intermediates after their last reader
     outs = [("value", np.asarray(v.val, dtype=v.aval.dtype)) if isinstance(v, Lit)
             else ("slot", slots[v]) for v in g.outvars]
-    return CudaProgram(name, fused, kernels, list(zip(steps, release)), len(slots),
-                       [slots[v] for v in g.constvars], [slots[v] for v in g.invars], outs)
+    program = CudaProgram(name, fused, kernels, list(zip(steps, release)), len(slots),
+                          [slots[v] for v in g.constvars], [slots[v] for v in g.invars], outs)
+    program.runnable = runnable
+    return program
 
 
 class CudaExecutable:
@@ -295,6 +321,7 @@ class CudaExecutable:
         self.library_call_count = 0
 
     def __call__(self, *args):
+        self.program._check_runnable()
         arrays = [_as_array(x, a) for x, a in zip(args, self.in_avals)]
         owned = ()
         if self.donated:

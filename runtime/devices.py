@@ -59,9 +59,12 @@ def default_device():
     return devices()[-1]
 
 
-def resolve_device(device):
+def resolve_device(device, compile_only=False):
     """'cpu' for None or 'cpu'; 'cuda' for 'cuda' / 'cuda:0' when CUDA can
-    run here (a clear error otherwise)."""
+    run here (a clear error otherwise). With `compile_only`, 'cuda' needs
+    numba-cuda but no GPU: generating kernels, PTX and ptxas's report does
+    not touch a device (jit(f, device="cuda").lower(...)); running them
+    raises this error then."""
     if device is None or device == "cpu":
         return "cpu"
     name = str(device)
@@ -69,8 +72,15 @@ def resolve_device(device):
         if name not in ("cuda", "cuda:0"):
             raise ValueError(f"needle uses one CUDA device, 'cuda' (= 'cuda:0'); got {name!r}")
         ok, reason = cuda_status()
-        if not ok:
+        if not ok and not (compile_only and importlib.util.find_spec("numba_cuda")):
             raise RuntimeError(f"the CUDA backend is not available here: {reason}")
         return "cuda"
     raise ValueError(f"unknown device {device!r}; needle knows 'cpu' and 'cuda' "
                      f"(available here: {devices()})")
+
+
+def require_cuda():
+    """Raise the error resolve_device gives when CUDA cannot run here."""
+    ok, reason = cuda_status()
+    if not ok:
+        raise RuntimeError(f"the CUDA backend is not available here: {reason}")

@@ -18,7 +18,7 @@ from . import memory
 
 class Executable:
     def __init__(self, name, in_avals, n_slots, const_slots, consts, in_slots, plan,
-                 outs, stage_texts, kernel_count, library_call_count):
+                 outs, stage_texts, kernel_count, library_call_count, donated=()):
         self.name = name
         self.in_avals = in_avals
         self._template = [None] * n_slots
@@ -30,6 +30,9 @@ class Executable:
         self._stage_texts = stage_texts
         self.kernel_count = kernel_count
         self.library_call_count = library_call_count
+        # Argument positions whose buffer a kernel overwrites in place.
+        self._donated = tuple(donated)
+        self._consts = [c for c in consts if isinstance(c, np.ndarray)]
 
     def stage_names(self):
         return list(self._stage_texts)
@@ -41,12 +44,20 @@ class Executable:
         return t() if callable(t) else t
 
     def __call__(self, *args):
+        if self._donated:
+            args = self._unalias_donated(args)
         env = self._template.copy()
         for (slot, dt), x in zip(self._in, args):
-            if type(x) is not np.ndarray or x.dtype != dt or not x.flags.c_contiguous:
+            if type(x) is not np.ndarray or x.dtype != dt or \
+                    not (fl := x.flags).c_contiguous or not fl.writeable:
                 # np.asarray, not np.ascontiguousarray: the latter turns a
                 # scalar (a weakly typed Python float) into shape (1,).
                 x = np.asarray(x, dtype=dt, order="C")
+                if not x.flags.writeable:
+                    # a read-only input (np.frombuffer, a read-only memmap):
+                    # kernels never write it, but their compiled signatures
+                    # take mutable arrays; one copy per call
+                    x = x.copy()
             env[slot] = x
         for step, release in self._plan:
             step(env)
@@ -61,12 +72,50 @@ class Executable:
         return out
 
 
-def kernel_step(fn, ins, outs, out_specs, dims, inplace=None):
-    """Launch: allocate outputs, call the kernel with inputs, outputs, dims.
-    `inplace` maps an output position to the input slot whose buffer it
-    reuses (a donated argument read only element-for-element)."""
+    def _unalias_donated(self, args):
+        """A donated buffer that another argument or a constant also reads
+        (the same array twice, or a view of it) is not written in place:
+        this call works on a copy of it (JAX refuses to donate a buffer
+        used twice). np.may_share_memory compares bounds: cheap, and never
+        misses an overlap."""
+        args = list(args)
+        for k in self._donated:
+            x = args[k]
+            if not isinstance(x, np.ndarray):
+                continue
+            others = [a for j, a in enumerate(args) if j != k] + self._consts
+            if any(isinstance(a, np.ndarray) and np.may_share_memory(x, a) for a in others):
+                args[k] = x.copy()
+            else:
+                _warn_donation_once()
+        return args
+
+
+_donation_warned = []
+
+
+def _warn_donation_once():
+    if not _donation_warned:
+        _donation_warned.append(True)
+        import sys
+        import warnings
+        level, f = 2, sys._getframe(1)
+        while f is not None and f.f_globals.get("__name__", "").split(".")[0] == "needle":
+            level, f = level + 1, f.f_back       # point at the user's call
+        warnings.warn(
+            "needle.jit(..., donate_argnums=...): on CPU a donated numpy array's buffer "
+            "is reused for a result, so the array you passed now holds that result; do "
+            "not read it after the call (this warning is shown once)", stacklevel=level)
+
+
+def kernel_step(fn, ins, outs, out_specs, dims, inplace=None, lits=None):
+    """Launch: allocate outputs, call the kernel with inputs, outputs, dims
+    (and the float literals, when the kernel has any). `inplace` maps an
+    output position to the input slot whose buffer it reuses (a donated
+    argument read only element-for-element)."""
     inplace = inplace or {}
     allocs = [memory.allocator(shape, dt) for shape, dt in out_specs]
+    tail = (dims,) if lits is None else (dims, lits)
     if len(outs) == 1 and not inplace:
         (o,), (alloc,) = outs, allocs
         if len(ins) == 1:
@@ -74,20 +123,20 @@ def kernel_step(fn, ins, outs, out_specs, dims, inplace=None):
 
             def step(env):
                 r = alloc()
-                fn(env[i0], r, dims)
+                fn(env[i0], r, *tail)
                 env[o] = r
             return step
 
         def step(env):
             r = alloc()
-            fn(*[env[i] for i in ins], r, dims)
+            fn(*[env[i] for i in ins], r, *tail)
             env[o] = r
         return step
 
     def step(env):
         rs = [env[inplace[k]] if k in inplace else alloc()
               for k, alloc in enumerate(allocs)]
-        fn(*[env[i] for i in ins], *rs, dims)
+        fn(*[env[i] for i in ins], *rs, *tail)
         for o, r in zip(outs, rs):
             env[o] = r
     return step
@@ -150,18 +199,16 @@ def slot_or_value(slots, x):
 
 def inplace_plan(e, k, aligned, slots, donated_vars, last_use, out_vars, taken):
     """{output position: input slot} of kernel equation `e` (number `k` of
-    its graph): an output takes the buffer of a donated input of its shape
-    and dtype that this kernel reads last, and only at the element it stores
-    (`aligned`: those input positions, from codegen). `taken` collects the
-    inputs given away (each serves one output). CPU and CUDA runtimes."""
+    its graph): an output takes the buffer of a donated input that codegen
+    paired with it (`aligned`: (input, output) positions where the input is
+    read only at the element that output stores, and by no other output),
+    when this kernel is the input's last reader and it is not a result.
+    `taken` collects the inputs given away. CPU and CUDA runtimes."""
     plan = {}
-    for pos in aligned:
+    for pos, j in aligned:
         x = e.inputs[pos]
-        if x in donated_vars and last_use.get(x) == k and x not in out_vars and x not in taken:
-            for j, v in enumerate(e.outs):
-                if j not in plan and v.aval.dtype == x.aval.dtype and \
-                        v.aval.shape == x.aval.shape:
-                    plan[j] = slots[x]
-                    taken.add(x)
-                    break
+        if x in donated_vars and last_use.get(x) == k and x not in out_vars and \
+                x not in taken and j not in plan:
+            plan[j] = slots[x]
+            taken.add(x)
     return plan

@@ -12,18 +12,68 @@ view whose base is the block, so a block whose count is back to the pool's own
 references is free. Results a user drops (as a training loop rebinding
 `params = step(params)` does) and intermediates the executable releases after
 their last use come back without any explicit call.
+
+Bounds: at most MAX_BLOCKS_PER_SIZE blocks per size, and at most a byte
+budget for all blocks it tracks, free or in use (NEEDLE_POOL_BYTES, default
+1 GiB or a quarter of the RAM if that is less; `set_budget`). A new block
+that would pass the budget first makes the pool forget the blocks of the
+least recently requested sizes (one still in use stays valid and is freed by
+numpy when its last view goes); a block larger than the budget is never
+pooled. So a program that meets many sizes (a shape sweep, variable batch
+sizes) does not keep 6 blocks of every size it ever saw.
 """
+import os
 import sys
 import threading
+from collections import OrderedDict
 
 import numpy as np
 
 MIN_BYTES = 1 << 18           # smaller arrays: malloc's own free lists are fast enough
 MAX_BLOCKS_PER_SIZE = 6       # beyond this, allocate untracked (nothing is leaked)
 
+
+def _default_budget():
+    env = os.environ.get("NEEDLE_POOL_BYTES")
+    if env:
+        return int(float(env))
+    budget = 1 << 30
+    try:
+        budget = min(budget, os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4)
+    except (ValueError, OSError, AttributeError):      # pragma: no cover (no sysconf)
+        pass
+    return budget
+
+
 _lock = threading.Lock()
-_blocks = {}                  # nbytes -> [np.ndarray of uint8]
-_stats = {"reused": 0, "fresh": 0}
+_blocks = OrderedDict()       # nbytes -> [np.ndarray of uint8], least recently requested first
+_state = {"held": 0, "budget": _default_budget()}
+_stats = {"reused": 0, "fresh": 0, "evicted": 0}
+
+
+def _refs(blocks, i):
+    return sys.getrefcount(blocks[i])
+
+
+# The count of a block referenced by its list only (CPython: the list and
+# the subscript's temporary), measured rather than assumed.
+_FREE_REFS = _refs([np.empty(1, np.uint8)], 0)
+
+
+def _is_free(blocks, i):
+    return _refs(blocks, i) == _FREE_REFS
+
+
+def _make_room(nbytes):
+    """Forget the blocks of the least recently requested sizes until `nbytes`
+    more fit the budget; whether they fit. A forgotten block still in use
+    stays valid: numpy frees it when its last view goes. Holds _lock."""
+    budget = _state["budget"]
+    while _blocks and _state["held"] + nbytes > budget:
+        size, blocks = _blocks.popitem(last=False)
+        _state["held"] -= size * len(blocks)
+        _stats["evicted"] += len(blocks)
+    return _state["held"] + nbytes <= budget
 
 
 def empty(shape, dtype):
@@ -33,17 +83,23 @@ def empty(shape, dtype):
     if nbytes < MIN_BYTES:
         return np.empty(shape, dtype)
     with _lock:
-        blocks = _blocks.setdefault(nbytes, [])
-        for blk in blocks:
-            # References: the list, this loop variable, getrefcount's argument.
-            if sys.getrefcount(blk) == 3:
-                _stats["reused"] += 1
-                return blk.view(dtype).reshape(shape)
-        blk = np.empty(nbytes, np.uint8)
-        _stats["fresh"] += 1
-        if len(blocks) < MAX_BLOCKS_PER_SIZE:
-            blocks.append(blk)
-        return blk.view(dtype).reshape(shape)
+        # Out of the LRU order while it is served (so _make_room spares it),
+        # back in as the most recent.
+        blocks = _blocks.pop(nbytes, None) or []
+        try:
+            for i in range(len(blocks)):
+                if _is_free(blocks, i):
+                    _stats["reused"] += 1
+                    return blocks[i].view(dtype).reshape(shape)
+            blk = np.empty(nbytes, np.uint8)
+            _stats["fresh"] += 1
+            if len(blocks) < MAX_BLOCKS_PER_SIZE and _make_room(nbytes):
+                blocks.append(blk)
+                _state["held"] += nbytes
+            return blk.view(dtype).reshape(shape)
+        finally:
+            if blocks:
+                _blocks[nbytes] = blocks
 
 
 def allocator(shape, dtype):
@@ -60,10 +116,34 @@ def pool_info():
     """(blocks held, bytes held, allocations served by reuse, fresh blocks)."""
     with _lock:
         n = sum(len(b) for b in _blocks.values())
-        size = sum(k * len(b) for k, b in _blocks.items())
+        size = _state["held"]
     return n, size, _stats["reused"], _stats["fresh"]
+
+
+def pool_bytes():
+    """(bytes the pool holds, in use or free; its budget)."""
+    return _state["held"], _state["budget"]
+
+
+def set_budget(nbytes):
+    """Set the pool's byte budget (NEEDLE_POOL_BYTES at start-up), forgetting
+    the least recently requested sizes' blocks beyond it now. Returns the
+    previous budget."""
+    with _lock:
+        old, _state["budget"] = _state["budget"], int(nbytes)
+        _make_room(0)
+    return old
 
 
 def clear_pool():
     with _lock:
         _blocks.clear()
+        _state["held"] = 0
+
+
+def _after_fork_in_child():
+    global _lock
+    _lock = threading.Lock()        # another thread of the parent may have held it
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

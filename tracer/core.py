@@ -145,6 +145,23 @@ def lift(x):
 STAGED_WHEN_TRACING = {"broadcast_in_dim", "iota"}
 
 
+# Called as hook(prim, operands, results, params) after every eager primitive
+# on host values (needle.debug_nans sets one); None: nothing runs.
+_eager_hook = None
+
+
+def set_eager_hook(hook):
+    global _eager_hook
+    _eager_hook = hook
+
+
+def _native(x):
+    """x as a numpy array in the host's byte order: a byte-swapped array
+    ('>f4' on a little-endian host) is converted, as numpy's results are."""
+    v = np.asarray(x)
+    return v if v.dtype.isnative else v.astype(v.dtype.newbyteorder("="))
+
+
 def bind(prim, args, params):
     top = None
     for a in args:
@@ -154,21 +171,26 @@ def bind(prim, args, params):
                 raise _leaked(a)
             if top is None or t.level > top.level:
                 top = t
-    if top is not None:
+    # An effect on a device array (the eager CUDA trace, level -1) runs on the
+    # host copies below, or is recorded when a graph is being traced.
+    if top is not None and (top.level >= 0 or not prim.effectful):
         return top.process(prim, args, params)
-    if prim.name in STAGED_WHEN_TRACING and _STACK.traces:
+    if (prim.name in STAGED_WHEN_TRACING or prim.effectful) and _STACK.traces:
         # A broadcast of a constant under a trace is recorded, not evaluated:
         # the kernel makes its elements for free, a captured array would be
-        # read from memory.
+        # read from memory. An effect (a debug print) of constants is
+        # recorded too: it happens when the program runs.
         return _STACK.traces[-1].process(prim, args, params)
     # Eager: every argument is concrete.
-    vals = [np.asarray(a) if not isinstance(a, Lit) else np.asarray(a.val) for a in args]
+    vals = [_native(a.val if isinstance(a, Lit) else a) for a in args]
     try:
         prim.abstract_eval(*[aval_of(v) for v in vals], **params)
     except (ValueError, TypeError) as e:
         raise with_location(e, user_line(3)) from None
     with np.errstate(all="ignore"):
         outs = prim.impl(*vals, **params)
+    if _eager_hook is not None:
+        _eager_hook(prim, vals, outs, params)
     return outs if prim.multiple_results else outs[0]
 
 

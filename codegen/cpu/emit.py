@@ -122,9 +122,12 @@ class KernelSource:
     signature: str
     dims: list = field(default_factory=list)      # concrete sizes, in slot order
     parallel: bool = False
-    # Inputs read only at the very element each output stores (same shape as
-    # the domain): an output may then overwrite such an input in place.
+    # (input position, output position) pairs: the input is read only at the
+    # very element the kernel stores, and only that output's value reads it,
+    # so the output may overwrite the input in place (donation).
     aligned: tuple = ()
+    # Float literals passed at run time, after dims: [(value, dtype name)].
+    lits: tuple = ()
 
     @property
     def key(self):
@@ -163,6 +166,11 @@ class KernelEmitter:
     reuse_output_cache = True
     # How a 0-d array parameter is indexed.
     index_0d = "()"
+    # Float literals are kernel arguments, not source text: programs that
+    # differ only in a constant (mean's 1/N for a new batch size, a step
+    # size) share one compiled kernel. Integer literals stay in the source,
+    # where LLVM turns a division by a constant into a multiply.
+    runtime_literals = True
 
     def __init__(self, graph, name="kernel", parallel=False):
         self.g = graph
@@ -180,6 +188,10 @@ class KernelEmitter:
         self.reads = {}          # input Var -> set of index tuples read
         self.domain_idx = None
         self.cached = {}         # Var -> the output array holding its values per element
+        self.cache_stored = set()    # cached Vars whose store the row sum's loop emitted
+        self.cache_read = set()      # cached Vars the output's loop reads back
+        self.lit_names = {}      # (bits, dtype) -> name of a runtime literal
+        self.lit_values = []     # [(value, dtype name)], in argument order
 
     # -- helpers --------------------------------------------------------------
     def fresh(self, prefix="v"):
@@ -199,6 +211,17 @@ class KernelEmitter:
             if s.level > best.level:
                 best = s
         return best
+
+    def literal(self, value, dtype):
+        """A float literal as a kernel argument `cK` (see runtime_literals)."""
+        dtype = np.dtype(dtype)
+        if not self.runtime_literals or dtype not in (np.float32, np.float64):
+            return const(value, dtype)
+        key = (np.float64(value).tobytes(), dtype.name)
+        if key not in self.lit_names:
+            self.lit_names[key] = f"c{len(self.lit_values)}"
+            self.lit_values.append((float(value), dtype.name))
+        return self.lit_names[key]
 
     def define(self, expr, scope, dtype=None, prefix="v"):
         name = self.fresh(prefix)
@@ -220,13 +243,15 @@ class KernelEmitter:
     def value_at(self, var, idx):
         """(name, scope) of `var` at index `idx` (tuple of _Idx)."""
         if isinstance(var, Lit):
-            return const(var.val, var.aval.dtype), self.root
+            return self.literal(var.val, var.aval.dtype), self.root
         key = (var, tuple(i.text for i in idx))
         hit = self.memo.get(key)
         if hit is not None and hit[1] in self.cur.chain():
             return hit
         if var in self.cached and key[1] == self.domain_idx:
             # left in the output by the row sum's loop, which runs before
+            # (checked once the body is emitted: `output_cache_complete`)
+            self.cache_read.add(var)
             scope = self.deepest(i.scope for i in idx)
             out = (self.define(f"{self.cached[var]}[{', '.join(key[1])}]", scope), scope)
             self.memo[key] = out
@@ -519,6 +544,7 @@ class KernelEmitter:
             if x in self.cached and \
                     tuple(i.text for i in full[:-1]) == self.domain_idx[:-1]:
                 inner.emit(f"{self.cached[x]}[{', '.join(i.text for i in full)}] = {v}")
+                self.cache_stored.add(x)
         self._with_scope(inner, body)
         self._close(parent, inner)
         if dt != np.bool_ and dt.kind in "iu" and dt.itemsize < 8:
@@ -785,7 +811,12 @@ class KernelEmitter:
         arrays, types = self.array_params()
         params = arrays + ["dims"]
         sig = "void(" + ", ".join(types + ["int64[::1]"]) + ")"
+        if self.lit_values:
+            params.append("lits")
+            sig = sig[:-1] + ", float64[::1])"
         body = [f"    d{k} = dims[{k}]" for k in range(len(self.dim_values))]
+        body += [f"    c{k} = {CTOR[np.dtype(dt)]}(lits[{k}])"
+                 for k, (_, dt) in enumerate(self.lit_values)]
         body += self.root.render(1)
         if not body:
             body = ["    pass"]
@@ -813,24 +844,47 @@ class KernelEmitter:
             "",
         ])
         return KernelSource(self.name, src, sig, list(self.dim_values), self.parallel,
-                            self.aligned_inputs())
+                            self.aligned_inputs(), tuple(self.lit_values))
+
+    def output_cache_complete(self):
+        """Whether every value read back from an output (the output cache)
+        was stored there by its row sum's loop: the plan is made before the
+        body is emitted, and the store needs the sum's loop to run over the
+        output's own row (a size-1 axis read through a broadcast as index 0
+        does not), so a read without its store is possible."""
+        return self.cache_read <= self.cache_stored
 
     def aligned_inputs(self):
-        """Positions of the inputs read only at the element the kernel stores
-        (the domain index, same shape): an output may take such an input's
-        buffer when the caller donates it (every value is computed before
-        the stores of its element)."""
+        """(input, output) position pairs where the output may take the
+        input's buffer when the caller donates it: the input has the
+        output's shape and dtype, the kernel reads it only at the element it
+        stores (the domain index), and no other output reads it. The store
+        of that output depends on the loads of its element, so no variant
+        (serial, prange, a vectorised loop) can reorder it before them; a
+        second output reading the same input could be stored first."""
         shape = getattr(self, "domain_shape", None)
-        if self.cached:          # the output is written before the inputs are all read
-            return ()
-        return tuple(k for k, v in enumerate(self.g.invars)
-                     if self.domain_idx is not None and v.aval.shape == shape
-                     and self.reads.get(v, set()) <= {self.domain_idx})
+        if self.cached or self.domain_idx is None:
+            return ()           # the output is written before the inputs are all read
+        pairs = []
+        for k, v in enumerate(self.g.invars):
+            if v.aval.shape != shape or not self.reads.get(v, set()) <= {self.domain_idx}:
+                continue
+            readers = [j for j, o in enumerate(self.g.outvars) if self._reaches(o, v)]
+            if len(readers) == 1 and self.g.outvars[readers[0]].aval.dtype == v.aval.dtype \
+                    and self.g.outvars[readers[0]].aval.shape == shape:
+                pairs.append((k, readers[0]))
+        return tuple(pairs)
 
 
 def emit_kernel(graph, name="kernel", parallel=False):
     """The KernelSource of a group sub-Graph."""
-    return KernelEmitter(graph, name, parallel).module()
+    em = KernelEmitter(graph, name, parallel)
+    ks = em.module()
+    if not em.output_cache_complete():
+        em = KernelEmitter(graph, name, parallel)
+        em.reuse_output_cache = False      # compute the value twice instead
+        ks = em.module()
+    return ks
 
 
 def recompute_factors(graph):

@@ -370,8 +370,10 @@ class CudaKernelEmitter(KernelEmitter):
         self.emit_body()
         arrays, types = self.array_params()
         dims = [f"d{k}" for k in range(len(self.dim_values))]
-        sig = "void(" + ", ".join(types + ["int64"] * len(dims)) + ")"
-        params = ", ".join(arrays + dims)
+        lits = [f"c{k}" for k in range(len(self.lit_values))]     # typed scalars
+        sig = "void(" + ", ".join(types + ["int64"] * len(dims) +
+                                  [dt for _, dt in self.lit_values]) + ")"
+        params = ", ".join(arrays + dims + lits)
         funcs, names = [], []
         for k, (top, _) in enumerate(self.entries):
             fname = self.name if k == 0 else f"{self.name}_{k}"
@@ -408,7 +410,7 @@ class CudaKernelEmitter(KernelEmitter):
         # elements: none.
         aligned = self.aligned_inputs() if self.threads is None and len(names) == 1 else ()
         return CudaKernelSource(self.name, src, sig, list(self.dim_values), False, aligned,
-                                entries=tuple(names), work=tuple(w for _, w in self.entries),
+                                tuple(self.lit_values), entries=tuple(names), work=tuple(w for _, w in self.entries),
                                 threads=(self.threads,) * len(names),
                                 scratch=tuple(getattr(self, "scratch", ())))
 

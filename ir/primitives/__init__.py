@@ -16,3 +16,4 @@ from .reduction import *  # noqa: F401,F403
 from .linalg import *  # noqa: F401,F403
 from .indexing import *  # noqa: F401,F403
 from .group import *  # noqa: F401,F403
+from .debug import *  # noqa: F401,F403

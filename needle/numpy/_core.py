@@ -38,6 +38,8 @@ def asarray(x, dtype=None):
     if isinstance(x, (np.ndarray, np.generic)):
         dtypes.canonicalize(x.dtype, "array")
         arr = np.asarray(x)
+        if not arr.dtype.isnative:          # '>f4': needle's arrays are in host order
+            arr = arr.astype(arr.dtype.newbyteorder("="))
         return arr if dtype is None else cast(arr, dtype)
     if isinstance(x, (list, tuple)) and any(isinstance(e, Tracer) for e in _flat(x)):
         from .shape import stack

@@ -32,6 +32,7 @@ from ...ir.primitives import (BINARY, COMPARE, UNARY, argmax_p, argmin_p,
                               reduce_sum_p, reshape_p, rev_p, scatter_add_p, scatter_max_p,
                               scatter_min_p, scatter_mul_p, scatter_p, select_p, slice_p,
                               transpose_p)
+from ...ir.primitives.debug import debug_callback_p
 from ...tracer.core import Tracer, current_trace
 from .markers import custom_lin_p, custom_vjp_call_p, stop_gradient_p
 
@@ -724,3 +725,15 @@ def _custom_lin_T(cts, *args, n_res, res_tree, bwd, in_tree, out_tree, nonzero, 
 
 JVP_RULES[custom_vjp_call_p] = _custom_vjp_jvp
 TRANSPOSE_RULES[custom_lin_p] = _custom_lin_T
+
+
+# --- effects ---------------------------------------------------------------------------
+
+def _debug_callback_jvp(primals, tangents, *, callback):
+    # A debug print has no results, so no tangents: it is emitted again on the
+    # primals (JAX's rule), which partial evaluation keeps in the primal
+    # program; the tangents are never printed and never flow anywhere.
+    return debug_callback_p.bind(*primals, callback=callback), []
+
+
+JVP_RULES[debug_callback_p] = _debug_callback_jvp

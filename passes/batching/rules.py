@@ -20,6 +20,7 @@ from ...ir.primitives import (BINARY, COMPARE, UNARY, argmax_p, argmin_p, broadc
                               reduce_min_p, reduce_prod_p, reduce_sum_p, reshape_p, rev_p,
                               scatter_add_p, scatter_max_p, scatter_min_p, scatter_mul_p,
                               scatter_p, select_p, slice_p, transpose_p)
+from ...ir.primitives.debug import debug_callback_p
 
 BATCH_RULES = {}
 
@@ -261,3 +262,25 @@ def _scatter(prim):
 BATCH_RULES[gather_p] = _gather
 for _p in (scatter_p, scatter_add_p, scatter_mul_p, scatter_min_p, scatter_max_p):
     BATCH_RULES[_p] = _scatter(_p)
+
+
+# --- effects: one print per example, as JAX ---------------------------------------------
+
+def _example(x, i):
+    """Example i of a batched value (its leading axis removed)."""
+    s = shape_of(x)
+    x = slice_p.bind(x, start_indices=(i,) + (0,) * (len(s) - 1),
+                     limit_indices=(i + 1,) + s[1:], strides=(1,) * len(s))
+    return reshape(x, s[1:])
+
+
+def _debug_callback(args, batched, size, *, callback):
+    # JAX unrolls a debug callback over the mapped axis: the callback runs once
+    # per example, in order, with unmapped operands as they are.
+    for i in range(size):
+        debug_callback_p.bind(*[_example(x, i) if b else x for x, b in zip(args, batched)],
+                              callback=callback)
+    return []
+
+
+BATCH_RULES[debug_callback_p] = _debug_callback
