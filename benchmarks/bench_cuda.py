@@ -111,7 +111,7 @@ def main():
         print("bench_cuda: no GPU here (or the CUDA simulator is on): skipped")
         return 0
     from needle.runtime.cuda_inspect import device_peaks
-    from needle.runtime.cuda_runtime import compile_cuda
+    from needle.lowering import cuda_program as compile_cuda
 
     peaks = device_peaks(cuda.get_current_device())
     bw, fl = peaks["bandwidth_GBps"], peaks["fp32_GFLOPs"]

@@ -4,11 +4,17 @@ The public API: `jit`, `make_ir`, `eval_shape`, `cache_info`, `devices`,
 `device_put` and `Array` (an array on the CUDA device), the
 differentiation transformations (`grad`, `value_and_grad`, `vjp`, `jvp`,
 `jacfwd`, `jacrev`, `hessian`, `stop_gradient`, `custom_vjp`), `vmap`,
-`debug_nans`, and the modules `needle.numpy`, `needle.nn`, `needle.scipy`,
-`needle.tree_util`, `needle.debug` (`print`, `callback` inside compiled code).
-Names and semantics follow JAX where they overlap.
+`debug_nans`, `config` (every option, as `jax.config`: `config.update(name,
+value)`; ir/config.py), and the modules `needle.numpy`, `needle.nn`,
+`needle.scipy`, `needle.tree_util`, `needle.debug` (`print`, `callback`
+inside compiled code). Names and semantics follow JAX where they overlap.
+
+`import needle` reads the NEEDLE_* environment variables (once), registers
+fork handlers and starts the prewarm thread (NEEDLE_PREWARM=0: not); the
+README's "What `import needle` does" lists every effect outside needle.
 """
-from . import runtime as _runtime  # noqa: F401  (first: sets OMP_WAIT_POLICY)
+from .ir.config import config  # noqa: F401  (first: the environment is read once, here)
+from . import runtime as _runtime  # noqa: F401
 from . import numpy, nn, scipy, tree_util  # noqa: F401,A004
 from .api import Jitted, Lowered, eval_shape, jit, make_ir  # noqa: F401
 from .autodiff import (custom_vjp, grad, hessian, jacfwd, jacrev, jvp,  # noqa: F401
@@ -19,7 +25,7 @@ from .debug import debug_nans  # noqa: F401
 from .ir.core import ShapedArray, ShapeError  # noqa: F401
 from .ir.dtypes import DTypeError  # noqa: F401
 from .runtime import KernelCompileError, cache_info, devices, reset_cache_info  # noqa: F401
-from .runtime.cuda_array import Array, device_put  # noqa: F401
+from .array import Array, device_put  # noqa: F401
 from .tracer.core import (ConcretizationError, LeakedTracerError, NeedleError,  # noqa: F401
                           TracingError)
 

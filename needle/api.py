@@ -10,7 +10,7 @@ function cache, and on a miss traces, runs the pass pipeline and builds an
 Executable through the runtime. A `jit` met inside another trace is inlined.
 
 Placement: `jit(f, device="cpu" | "cuda")` fixes the device; without it, a
-call with any needle device array (runtime/cuda_array.Array) among its
+call with any needle device array (needle.Array) among its
 arguments compiles for CUDA (host arguments are then copied to the device
 on every call) and one without compiles for the CPU. A device array's
 signature is marked 'cuda', so the two placements are cached apart.
@@ -19,26 +19,20 @@ import functools
 import inspect
 import itertools
 import math
-import os
 import sys
 import threading
 import weakref
 
 import numpy as np
 
-from . import runtime
+from . import lowering, runtime
+from .ir.config import config
 from .ir.core import ClosedGraph, ShapedArray
-from .passes import run_pipeline
-from .runtime.cuda_array import Array
+from .array import Array
 from .runtime.stats import trace_entries_source
 from .tracer import pytree
 from .tracer.core import TracingError, abstractify, current_trace, trace_to_graph
 from .tracer.source import user_line
-
-# Compiled signatures each jitted function keeps, least recently used
-# dropped first (its kernels stay loaded: a dropped signature costs a trace,
-# not a Numba compile, when it comes back).
-TRACE_CACHE_SIZE = int(os.environ.get("NEEDLE_TRACE_CACHE_SIZE", 64))
 
 _live = weakref.WeakSet()           # every Jitted, for cache_info().trace_entries
 trace_entries_source[0] = lambda: sum(j._entries for j in list(_live))
@@ -121,7 +115,7 @@ def _check_sizes(graph, name):
 
 
 def _log_compiles():
-    return os.environ.get("NEEDLE_LOG_COMPILES", "") not in ("", "0")
+    return config.log_compiles
 
 
 class Lowered:
@@ -134,13 +128,23 @@ class Lowered:
 
     @property
     def stages(self):
-        return list(self._graphs) + self.executable.stage_names()
+        return list(self._graphs) + [s for s in self.executable.stage_names()
+                                     if s not in self._graphs]
 
     def as_text(self, stage=None):
         stage = stage or self.stages[-1]
         if stage in self._graphs:
             return str(self._graphs[stage])
         return self.executable.stage_text(stage)
+
+    def as_dot(self, stage=None):
+        """A graph stage (default: the last, 'fused') as Graphviz DOT text (ir/dot.py)."""
+        from .ir.dot import graph_to_dot
+        stage = stage or list(self._graphs)[-1]
+        if stage not in self._graphs:
+            raise ValueError(f"as_dot draws the graph stages {list(self._graphs)}, "
+                             f"not {stage!r} (as_text prints every stage)")
+        return graph_to_dot(self._graphs[stage], title=f"{self.name}: {stage}")
 
     @property
     def kernel_count(self):
@@ -152,15 +156,12 @@ class Lowered:
 
     @property
     def device(self):
-        return getattr(self.executable, "device", "cpu")
+        return self.executable.device
 
     def resource_report(self, cc=None):
         """Per CUDA kernel entry: registers, shared memory, spills and stack
         from ptxas, for compute capability `cc` (default: the GPU's, else
         (9, 0)). Only for functions compiled for CUDA."""
-        if not hasattr(self.executable, "resource_report"):
-            raise ValueError(f"{self.name} was compiled for {self.device}: a resource report "
-                             f"needs CUDA kernels (jit(f, device='cuda'))")
         return self.executable.resource_report(cc)
 
     def __call__(self, *flat_args):
@@ -207,11 +208,11 @@ class Jitted:
                                                                          compile_only=True)
         # key -> (executable, out treedef, Lowered, _Use). A signature has one
         # key, and the fast path's ("arrays", ...) key too; at most
-        # TRACE_CACHE_SIZE signatures (_entries), the least recently called
-        # dropped first.
+        # config.trace_cache_size signatures (_entries), the least recently
+        # called dropped first (its kernels stay loaded: a dropped signature
+        # costs a trace, not a Numba compile, when it comes back).
         self._cache = {}
         self._entries = 0
-        self._cap = max(1, TRACE_CACHE_SIZE)
         _live.add(self)
         self._last_key = None
         self._lock = threading.RLock()      # one trace per signature, even from threads
@@ -269,9 +270,10 @@ class Jitted:
             use.keys.append(key)
             use.last = next(_clock)
             self._cache[key] = entry
-            if self._entries > self._cap:
+            cap = config.trace_cache_size       # read here: an update applies at once
+            if self._entries > cap:
                 uses = {id(e[3]): e[3] for e in self._cache.values()}.values()
-                for old in sorted(uses, key=lambda u: u.last)[:self._entries - self._cap]:
+                for old in sorted(uses, key=lambda u: u.last)[:self._entries - cap]:
                     for k in old.keys:
                         del self._cache[k]
                     old.keys.clear()
@@ -394,19 +396,14 @@ class Jitted:
             self._explain_miss(key, treedef)
         cg, out_tree, _, _ = self._trace(args, kwargs)
         _check_sizes(cg.graph, self.name)
-        cg, stages = run_pipeline(cg)
         device = self.device or ("cuda" if any(s is not None and s[2:] == ("cuda",)
                                                for s in key[1]) else "cpu")
-        if device == "cuda":
-            from .runtime.cuda_runtime import compile_cuda_executable
-            exe = compile_cuda_executable(cg, name=self.name,
-                                          donated=self._donated_leaves(args))
-        else:
-            if any(isinstance(c, Array) for c in cg.consts):    # closed-over device arrays
-                cg = ClosedGraph(cg.graph, [np.asarray(c) if isinstance(c, Array) else c
-                                            for c in cg.consts])
-            exe = runtime.compile_executable(cg, "cpu", name=self.name,
-                                             donated=self._donated_leaves(args))
+        if device == "cpu" and any(isinstance(c, Array) for c in cg.consts):
+            # closed-over device arrays, read on the host
+            cg = ClosedGraph(cg.graph, [np.asarray(c) if isinstance(c, Array) else c
+                                        for c in cg.consts])
+        stages, exe = lowering.lower(cg, device, self.name, self._donated_leaves(args),
+                                     check=config.checks)
         runtime.dump_stages(self.name, stages, exe)
         entry = (exe, out_tree, Lowered(self.name, stages, exe), _Use())
         self._remember(key, entry)

@@ -15,22 +15,23 @@ to the host first). Under `grad` it prints the primal values once (its JVP
 rule re-emits it on the primals, so it sits in the forward program); under
 `vmap` it prints once per example, as JAX does. Eagerly it prints at once.
 
-`debug_nans(True)` (or NEEDLE_DEBUG_NANS=1, or `with debug_nans(True):`)
-checks the floating outputs of every jitted call for NaN; on one, it traces
+`debug_nans(True)` (or NEEDLE_DEBUG_NANS=1, `needle.config.update("debug_nans",
+True)`, or `with debug_nans(True):`) checks the floating outputs of every jitted call for NaN; on one, it traces
 the call again and runs the traced (pre-fusion) program equation by equation
 with each primitive's numpy implementation, and raises a FloatingPointError
 that names the first equation that made a NaN from operands without one (or
 the argument that already held one). Eager primitives are checked as they
 run. When the mode is off nothing of this is on the call path: switching it
 swaps `Jitted.__call__` for a checking version and back, and sets the eager
-hook of `bind` (tracer/core.py).
+hook of `bind` (tracer/core.py); the mode is the config option `debug_nans`,
+whose updates this module watches.
 """
 import builtins
-import os
 
 import numpy as np
 
 from . import api
+from .ir.config import config
 from .ir.core import Graph, Lit, aval_of
 from .ir.primitives.debug import debug_callback_p
 from .tracer import pytree
@@ -100,18 +101,15 @@ def callback(fn, *args, **kwargs):
 
 # --- debug_nans ----------------------------------------------------------------------
 
-class _State:
-    on = False
-
-
-_STATE = _State()
 _PLAIN_CALL = api.Jitted.__call__
 
 
 class debug_nans:   # noqa: N801 - used as a function, like numpy.errstate
     """`needle.debug_nans(True)` turns NaN checking on (False: off); as a
     context manager, `with needle.debug_nans(True): ...`, it restores the
-    previous mode on exit. NEEDLE_DEBUG_NANS=1 turns it on at import.
+    previous mode on exit. It sets the config option `debug_nans`
+    (NEEDLE_DEBUG_NANS=1 turns it on at import; `needle.config.update(
+    "debug_nans", True)` is the same switch).
 
     When on, a jitted call whose floating results hold a NaN raises a
     FloatingPointError naming the first equation of the traced program
@@ -121,18 +119,17 @@ class debug_nans:   # noqa: N801 - used as a function, like numpy.errstate
     NaN scan of every result (a host copy on CUDA) and nothing when off."""
 
     def __init__(self, enabled=True):
-        self._previous = _STATE.on
-        _set(bool(enabled))
+        self._previous = config.debug_nans
+        config.update("debug_nans", bool(enabled))      # calls _set (watched below)
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        _set(self._previous)
+        config.update("debug_nans", self._previous)
 
 
 def _set(on):
-    _STATE.on = on
     api.Jitted.__call__ = _checked_call if on else _PLAIN_CALL
     set_eager_hook(_check_eager if on else None)
 
@@ -175,7 +172,7 @@ def _describe(prim, params, in_avals, out_avals):
 
 def _at_index(prim, ins, outs, index):
     """`sqrt(-1.0) = nan` at the first NaN, for elementwise primitives."""
-    if prim.kind != "elementwise" or any(np.ndim(x) not in (0, len(index)) for x in ins):
+    if not prim.traits.elementwise or any(np.ndim(x) not in (0, len(index)) for x in ins):
         return ""
     vals = [np.asarray(x)[index] if np.ndim(x) else np.asarray(x)[()] for x in ins]
     return (f"\n  first NaN at index {index}: {prim.name}"
@@ -248,5 +245,6 @@ def _aval(x):
     return aval_of(np.asarray(x))
 
 
-if os.environ.get("NEEDLE_DEBUG_NANS", "") not in ("", "0"):
+config.watch("debug_nans", _set)
+if config.debug_nans:           # NEEDLE_DEBUG_NANS=1
     _set(True)

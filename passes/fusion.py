@@ -1,9 +1,11 @@
 """Stage passes: fusion: partition a graph into kernel groups for a backend.
 
-Input: a ClosedGraph (after simplification) and a backend name ('cpu').
-Output: a ClosedGraph whose equations are `kernel` groups (each holding the
-sub-Graph that codegen turns into one kernel), library calls (dot_general:
-BLAS on CPU) and views (a reshape between groups costs nothing).
+Input: a ClosedGraph (after simplification) and a Backend value (codegen's
+cpu or cuda BACKEND, passed down by the lowering: passes import no code
+generator). Output: a ClosedGraph whose equations are `kernel` groups (each
+holding the sub-Graph that codegen turns into one kernel), library calls
+(dot_general: BLAS on CPU), views (a reshape between groups costs nothing)
+and host steps (effects: debug_callback).
 
 Policy, consumers first (reverse topological order):
 1. producer into consumer: an equation whose result only one group reads
@@ -14,54 +16,20 @@ Policy, consumers first (reverse topological order):
 3. siblings: groups with the same loop domain that read a common input and
    do not depend on each other merge into one multi-output kernel, and a
    group whose results only one other group reads then moves into it.
-Every tentative group is emitted (codegen is pure Python and fast) and
-rejected if it would recompute expensive work: a reduction more than once
-per output element, or a transcendental / gather more than twice
-(`codegen.cpu.emit.recompute_factors`). On CUDA (backend "cuda") a group
-holding a dot_general is judged instead by the tiled-matmul rule
-(`codegen.cuda.kernels.matmul_group_problem`): the matmul absorbs an
-elementwise epilogue (bias, activation, residual) that reads its result at
-the same index, and nothing else; on CPU dot_general is a BLAS call and its
-epilogue a kernel after it. Also on CUDA, a full reduction (to a scalar,
-two-stage) never reads another full reduction of its kernel. Where two
-neighbours were not fused,
-the group's `why` param says why, and the fused-stage dump prints it.
-An effectful equation (debug_callback) is never fused: it stays a host step
+Every tentative group is judged by the backend's cost model
+(`backend.judge(sub_graph)`: on CPU, no reduction recomputed per output
+element, no transcendental more than twice; on CUDA also the tiled-matmul
+epilogue rule and no full reduction reading another); where two neighbours
+were not fused, the group's `why` param says why, and the fused-stage dump
+prints it. An effectful equation is never fused: it stays a host step
 between kernels (its operands are stored), and effects keep their program
 order among themselves.
 """
-from ..codegen.cpu.emit import recompute_factors
 from ..ir.core import ClosedGraph, Eqn, Graph, Var
 from ..ir.primitives import kernel_p
 
-# Library calls per backend; on CUDA, dot_general is a kernel (with its epilogue).
-LIBRARY = {"cpu": {"dot_general"}, "cuda": set()}
-VIEWS = {"reshape"}
-# Roots with a loop structure of their own: they can absorb producers but
-# cannot be inlined into consumers.
-ROOT_ONLY = {"cumsum", "scatter", "scatter_add", "scatter_mul", "scatter_min", "scatter_max"}
-EXPENSIVE = {"exp", "log", "log1p", "expm1", "sin", "cos", "tan", "tanh", "logistic", "erf",
-             "pow", "atan2", "sqrt", "rsqrt", "gather"}
-MAX_REDUCTION_RECOMPUTE = 1.0
-MAX_EXPENSIVE_RECOMPUTE = 2.0
-MAX_GROUP_EQNS = 64
-
-
-def is_library(eqn, backend="cpu"):
-    return eqn.prim.name in LIBRARY.get(backend, ())
-
-
-def is_view(eqn):
-    return eqn.prim.name in VIEWS
-
-
-def is_host(eqn):
-    """A step the runtime runs on the host between kernels (debug_callback)."""
-    return eqn.prim.effectful
-
-
 def _cheap(e):
-    return e.prim.kind in ("elementwise", "structural") and e.prim.name not in EXPENSIVE
+    return e.prim.kind in ("elementwise", "structural") and not e.prim.traits.expensive
 
 
 class _Group:
@@ -104,70 +72,17 @@ def _prefix_shapes(shapes):
     return all(tuple(s) == tuple(longest[:len(s)]) for s in shapes)
 
 
-def _cuda_matmul_problem(eqns, outs):
-    """On CUDA a matmul kernel absorbs its elementwise epilogue (bias,
-    activation, residual: codegen/cuda/kernels.py), which the CPU emitter,
-    the judge of other groups, cannot emit: a group holding a dot_general is
-    judged by the tiled-matmul rule instead. A dot_general that cannot be
-    tiled stays alone (one thread per output element)."""
-    from ..codegen.cuda.kernels import matmul_group_problem
-    if len(eqns) == 1:
-        return None
-    return matmul_group_problem(eqns, outs)
-
-
-def _cuda_chained_full_reductions(eqns):
-    """On CUDA a full reduction (0-d result) runs in two stages: every block
-    of the first stage reduces a share into a partial, one block combines
-    the partials (codegen/cuda/kernels.py). A full reduction whose operand
-    reads another full reduction's result in the same kernel would need that
-    result in every block of the first stage, before it exists (a grid-wide
-    barrier): such a pair goes to two kernels."""
-    after_full = set()                  # values that depend on a full reduction
-    for e in eqns:
-        reads_full = any(isinstance(x, Var) and x in after_full for x in e.inputs)
-        full = e.prim.kind == "reduction" and all(v.aval.ndim == 0 for v in e.outs)
-        if full and reads_full:
-            return (f"{e.prim.name} to a scalar would read another full reduction's "
-                    f"result in the same CUDA kernel (a grid-wide barrier)")
-        if full or reads_full:
-            after_full.update(e.outs)
-    return None
-
-
-def _acceptable(eqns, outs, backend="cpu"):
-    """Why a candidate group is bad, or None if it is fine."""
-    if backend == "cuda" and any(e.prim.name == "dot_general" for e in eqns):
-        if len(eqns) > MAX_GROUP_EQNS:
-            return f"the group would exceed {MAX_GROUP_EQNS} equations"
-        return _cuda_matmul_problem(eqns, outs)
-    if backend == "cuda":
-        why = _cuda_chained_full_reductions(eqns)
-        if why:
-            return why
-    if len(eqns) > MAX_GROUP_EQNS:
-        return f"the group would exceed {MAX_GROUP_EQNS} equations"
-    if not _prefix_shapes([v.aval.shape for v in outs]):
-        return "their results' shapes are not prefixes of one loop domain"
-    roots = [e for e in eqns if e.prim.name in ROOT_ONLY]
-    if roots and (len(outs) != 1 or outs[0] not in roots[0].outs or len(roots) > 1):
-        return f"{roots[0].prim.name} must be its kernel's only result"
+def _acceptable(eqns, outs, backend):
+    """Why a candidate group is bad (the backend's verdict), or None."""
+    if len(eqns) > backend.max_group_eqns:
+        return f"the group would exceed {backend.max_group_eqns} equations"
     sub, _ = _subgraph(eqns, outs)
-    try:
-        factors = recompute_factors(sub)
-    except NotImplementedError as e:
-        return str(e)
-    prims = {v: e.prim for e in sub.eqns for v in e.outs}
-    for v, f in factors.items():
-        p = prims[v]
-        if p.kind == "reduction" and f > MAX_REDUCTION_RECOMPUTE + 1e-9:
-            return f"{p.name} would be recomputed {f:g}x"
-        if p.name in EXPENSIVE and f > MAX_EXPENSIVE_RECOMPUTE + 1e-9:
-            return f"{p.name} would be recomputed {f:g}x"
-    return None
+    return backend.judge(sub)
 
 
-def partition(cg, backend="cpu"):
+def fuse(cg, backend):
+    """The ClosedGraph `cg` partitioned into kernel groups, library calls,
+    views and host steps for `backend` (a codegen Backend)."""
     g = cg.graph
     order = {e: k for k, e in enumerate(g.eqns)}
     consumers = {}
@@ -191,7 +106,7 @@ def partition(cg, backend="cpu"):
         return False
 
     for e in reversed(g.eqns):
-        if is_library(e, backend) or is_host(e):
+        if backend.is_library(e) or backend.is_host(e):
             continue
         cons = [c for v in e.outs for c in consumers.get(v, ())]
         cgroups = []
@@ -203,7 +118,9 @@ def partition(cg, backend="cpu"):
         stored = any(v in graph_outs for v in e.outs) or any(
             not groups_of.get(c) or c in views for c in cons)
         placed = False
-        if e.prim.name not in ROOT_ONLY and cgroups:
+        # a root with a loop of its own (cumsum, a scatter) absorbs producers
+        # but is never inlined into a consumer
+        if not e.prim.traits.own_loop and cgroups:
             if len(cgroups) == 1 and not stored:
                 placed = try_add(cgroups[0], e)
             elif _cheap(e) or (e.prim.kind == "elementwise" and len(cgroups) <= 2):
@@ -212,14 +129,14 @@ def partition(cg, backend="cpu"):
                 placed = all([try_add(gr, e) for gr in cgroups]) and not stored
         if placed:
             continue
-        if is_view(e):
+        if backend.is_view(e):
             views.add(e)                # stays a free view of its input
             continue
         gr = _Group(e)
         groups.append(gr)
         groups_of.setdefault(e, []).append(gr)
     groups.reverse()
-    others = [e for e in g.eqns if is_library(e, backend) or e in views or is_host(e)]
+    others = [e for e in g.eqns if backend.is_library(e) or e in views or backend.is_host(e)]
     while True:
         groups = _merge_siblings(groups, others, order, backend)
         if not _absorb_into_sole_consumer(groups, others, order, graph_outs, backend):
@@ -227,7 +144,7 @@ def partition(cg, backend="cpu"):
     return _build(cg, groups, others, order)
 
 
-def _absorb_into_sole_consumer(groups, others, order, graph_outs, backend="cpu"):
+def _absorb_into_sole_consumer(groups, others, order, graph_outs, backend):
     """Move a group into the one group that reads all of its results (which
     sibling merging may have just made): its results then stay in registers.
     Returns True if a group moved."""
@@ -270,7 +187,7 @@ def _toposort(steps, order):
     deps = [{producer[v] for v in ins if v in producer} for ins, _ in io]
     key = [min(order[e] for e in (s.roots if isinstance(s, _Group) else [s])) for s in steps]
     effects = sorted((k for k, s in enumerate(steps) if not isinstance(s, _Group)
-                      and is_host(s)), key=key.__getitem__)
+                      and s.prim.effectful), key=key.__getitem__)
     for a, b in zip(effects, effects[1:]):
         deps[b].add(a)                  # prints in program order
     done, out = set(), []
@@ -301,7 +218,7 @@ def _reaches(steps, deps):
     return reach
 
 
-def _merge_siblings(groups, others, order, backend="cpu"):
+def _merge_siblings(groups, others, order, backend):
     """Merge independent groups with one loop domain that read a common input."""
     changed = True
     while changed:

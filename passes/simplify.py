@@ -18,8 +18,8 @@ autodiff pass runs this after differentiating (passes/autodiff).
 import numpy as np
 
 from ..ir.core import ClosedGraph, Eqn, Graph, Lit, Var
-from ..ir.primitives import (broadcast_in_dim_p, convert_element_type_p, reshape_p,
-                             transpose_p)
+from ..ir.primitives import (DotDimensionNumbers, broadcast_in_dim_p, convert_element_type_p,
+                             reshape_p, transpose_p)
 
 
 def _same_type(x, out):
@@ -82,13 +82,14 @@ def _transpose(e, ctx):
     p = ctx.producer(x)
     if p is not None and p.prim.name == "dot_general" and perm == (1, 0) and \
             ctx.uses.get(x, 0) == 1:
-        (lc, rc), (lb, rb) = p.params["dimension_numbers"]
+        dn = p.params["dimension_numbers"]              # a DotDimensionNumbers
         a, b = p.inputs
-        if not lb and a.aval.ndim - len(lc) == 1 and b.aval.ndim - len(rc) == 1:
+        if not dn.lhs_batch and a.aval.ndim - len(dn.lhs_contract) == 1 and \
+                b.aval.ndim - len(dn.rhs_contract) == 1:
             # (a.b)^T -> b^T.a^T (one free axis each, any contracted axes): a
             # weight gradient comes out in the layout its update needs (a
             # conv's too), with no transpose kernel after the BLAS call.
-            return Eqn(p.prim, [b, a], {**p.params, "dimension_numbers": ((rc, lc), ((), ()))},
+            return Eqn(p.prim, [b, a], {**p.params, "dimension_numbers": dn.swapped()},
                        e.outs, e.source)
     if p is not None and p.prim.name == "transpose":
         inner = p.params["permutation"]                     # transpose(transpose(x)) -> one
@@ -136,18 +137,18 @@ def _convert(e, ctx):
 def _dot_of_transpose(e, ctx):
     """dot_general(a^T, b) -> dot_general(a, b) with the contraction moved (2-D):
     BLAS reads the transposed operand in place."""
-    (lc, rc), (lb, rb) = e.params["dimension_numbers"]
-    if lb or len(lc) != 1:
+    dn = e.params["dimension_numbers"]                  # a DotDimensionNumbers
+    if dn.lhs_batch or len(dn.lhs_contract) != 1:
         return None
-    ins, dims, changed = list(e.inputs), [lc[0], rc[0]], False
+    ins, dims, changed = list(e.inputs), [dn.lhs_contract[0], dn.rhs_contract[0]], False
     for k in (0, 1):
         p = ctx.producer(ins[k])
         if p is not None and p.prim.name == "transpose" and ins[k].aval.ndim == 2:
             ins[k], dims[k], changed = p.inputs[0], 1 - dims[k], True
     if not changed:
         return None
-    return Eqn(e.prim, ins, {**e.params, "dimension_numbers": (((dims[0],), (dims[1],)),
-                                                               ((), ()))}, e.outs, e.source)
+    dn = DotDimensionNumbers(((dims[0],), (dims[1],)), ((), ()))
+    return Eqn(e.prim, ins, {**e.params, "dimension_numbers": dn}, e.outs, e.source)
 
 
 def _same_shape(e, ctx):
@@ -168,12 +169,6 @@ RULES = {
     "slice": [_same_shape], "pad": [_same_shape], "reduce_sum": [_same_shape],
     "rev": [_rev_trivial], "dot_general": [_dot_of_transpose],
 }
-
-_COMMUTATIVE = {"add", "mul", "max", "min", "and", "or", "xor", "eq", "ne"}
-# Shape-only primitives: all-zeros in gives all-zeros out (likewise ones).
-_SHAPE_ONLY = {"broadcast_in_dim", "reshape", "transpose", "convert_element_type", "rev",
-               "slice"}
-
 
 def _uniform(val):
     """0 or 1 when every element of a constant equals it, else None."""
@@ -232,7 +227,7 @@ def _one_round(cg):
 
     for e in g.eqns:
         ins = [read(x) for x in e.inputs]
-        if e.prim.name in _COMMUTATIVE and _order(ins[0]) > _order(ins[1]):
+        if e.prim.traits.commutative and _order(ins[0]) > _order(ins[1]):
             ins.reverse()
             changed = True
         e = Eqn(e.prim, ins, e.params, e.outs, e.source)
@@ -251,7 +246,8 @@ def _one_round(cg):
             eqns.append(e)
             for v in e.outs:
                 ctx.producers[v] = e
-            if e.prim.name in _SHAPE_ONLY and ctx.known(e.inputs[0]) is not None:
+            # all-zeros in gives all-zeros out (likewise ones)
+            if e.prim.traits.shape_only and ctx.known(e.inputs[0]) is not None:
                 ctx.uniform[e.outs[0]] = ctx.known(e.inputs[0])
     outvars = [read(v) for v in g.outvars]
     return ClosedGraph(Graph(g.constvars, g.invars, eqns, outvars), cg.consts), changed

@@ -15,8 +15,8 @@ the PTX text says so. The report assembles each PTX with `ptxas -v` from the
 nvidia-cuda-nvcc wheel (same CUDA version as NVVM; an older system ptxas
 rejects newer PTX), found next to the `nvidia` package or on PATH.
 
-The default compute capability is NEEDLE_CUDA_CC if set ("8.0" or
-"sm_80"), else the current GPU's when one is attached, else (9, 0).
+The default compute capability is config.cuda_cc (NEEDLE_CUDA_CC: "8.0" or
+"sm_80") if set, else the current GPU's when one is attached, else (9, 0).
 """
 import glob
 import json
@@ -27,21 +27,21 @@ import subprocess
 import sys
 import tempfile
 
+from ..ir.config import config
+
 DEFAULT_CC = (9, 0)
 _ptx_cache = {}                 # (source hash, entry, cc) -> PTX text
 
 
 def _simulator_on():
-    from numba import config
-    return bool(config.ENABLE_CUDASIM)
+    import numba
+    return bool(numba.config.ENABLE_CUDASIM)
 
 
 def default_cc():
-    env = os.environ.get("NEEDLE_CUDA_CC")
-    if env:
-        v = env.lower().replace("sm_", "")
-        major, minor = v.split(".") if "." in v else (v[:-1], v[-1])
-        return int(major), int(minor)
+    """config.cuda_cc (NEEDLE_CUDA_CC), else the GPU's, else DEFAULT_CC."""
+    if config.cuda_cc is not None:
+        return config.cuda_cc
     if not _simulator_on():
         try:
             from numba import cuda

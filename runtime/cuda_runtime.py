@@ -2,7 +2,7 @@
 Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1) on machines without a GPU,
 on the device where one is attached.
 
-Input: a ClosedGraph after the pass pipeline (as `compile_executable` takes).
+Input: a ClosedGraph after the fusion pass for the CUDA Backend (as `compile_executable` takes).
 Output: a CudaProgram (`compile_cuda`), and for `needle.jit(device="cuda")`
 a CudaExecutable (`compile_cuda_executable`), which has the CPU
 Executable's interface (flat leaves in, flat results out, printable stages)
@@ -35,13 +35,12 @@ from collections import namedtuple
 
 import numpy as np
 
-from ..codegen.cuda import emit_kernel
 from ..ir.core import Lit
-from ..passes.fusion import is_view, partition
 from . import cuda_memory
-from .cuda_array import Array, dev_shape, to_device
-from .executable import inplace_plan, last_uses, release_plan
-from .host import HOST_STEPS, host_step
+from .cuda_array import DeviceArray, dev_shape, make_array, to_device
+from .executable import ExecutableBase
+from .program import compile_program
+from .host import host_step
 from .kernel_cache import import_kernel_module
 from .stats import stats
 
@@ -128,7 +127,7 @@ def clear_memory_cache():
 
 def _as_array(x, aval):
     """An argument as an Array of `aval` (host values are copied over)."""
-    if isinstance(x, Array):
+    if isinstance(x, DeviceArray):
         x._check_alive()
         if x.aval.shape != tuple(aval.shape) or x.dtype != aval.dtype:
             raise TypeError(f"device array {x.aval.str_short()} where {aval.str_short()} "
@@ -188,7 +187,7 @@ class CudaProgram:
         owned = {self._in_slots[k] for k in owned}
         env = [None] * self._n_slots
         if self._consts is None:
-            self._consts = [c if isinstance(c, Array) else to_device(np.asarray(c))
+            self._consts = [c if isinstance(c, DeviceArray) else to_device(np.asarray(c))
                             for c in self.fused.consts]
         for slot, c in zip(self._const_slots, self._consts):
             env[slot] = c
@@ -221,10 +220,10 @@ def _kernel_step(ks, fns, ins, outs, avals, inplace=None):
             src = inplace.get(j)
             if src is not None and src in owned:
                 x = env[src]
-                results.append(Array(x._buf, aval, x._block))
+                results.append(make_array(x._buf, aval, x._block))
                 continue
             buf, block = cuda_memory.allocate(dev_shape(aval.shape), aval.dtype)
-            results.append(Array(buf, aval, block))
+            results.append(make_array(buf, aval, block))
         # Scratch arrays of the kernel (codegen/cuda: a two-stage full
         # reduction's partials), pool blocks held for this call only.
         scratch = [cuda_memory.allocate((n,), np.dtype(dt)) for dt, n in
@@ -249,60 +248,60 @@ def _view_step(src, out, aval):
             env[out] = to_device(np.reshape(np.asarray(src.val, aval.dtype), aval.shape))
         else:
             x = env[src]
-            env[out] = Array(x._buf.reshape(shape), aval, x._block)
+            env[out] = make_array(x._buf.reshape(shape), aval, x._block)
     return run
 
 
-def compile_cuda(cg, name="f", donated=()):
-    """A CudaProgram running the optimised ClosedGraph `cg` on the CUDA
-    backend; `donated`: flat input positions the caller gives up (their
-    buffers may be written in place when the call owns them)."""
-    fused = partition(cg, "cuda")
-    g = fused.graph
-    slots = {}
-    for v in g.constvars + g.invars:
-        slots.setdefault(v, len(slots))
-    donated_vars = {g.invars[k] for k in donated}
-    out_vars = {v for v in g.outvars if not isinstance(v, Lit)}
-    last_use, taken = last_uses(g), set()
-    steps, kernels = [], []
-    runnable = True
-    for k, e in enumerate(g.eqns):
-        for v in e.outs:
-            slots[v] = len(slots)
-        if e.prim.name == "kernel":
-            ks = emit_kernel(e.params["graph"], "kernel")
-            fns = load_cuda_kernels(ks, context=f" (group {e.params['name']} of {name}, "
-                                                f"from {e.source})")
-            runnable = runnable and fns is not None
-            if any(isinstance(x, Lit) for x in e.inputs):
-                raise AssertionError("kernel group inputs must be variables")
-            inplace = inplace_plan(e, k, ks.aligned, slots, donated_vars, last_use, out_vars,
-                                   taken)
-            steps.append(_kernel_step(ks, fns, [slots[x] for x in e.inputs],
-                                      [slots[v] for v in e.outs], [v.aval for v in e.outs],
-                                      inplace))
-            kernels.append((e.params["name"], ks))
-        elif is_view(e):
-            x = e.inputs[0]
-            steps.append(_view_step(x if isinstance(x, Lit) else slots[x], slots[e.outs[0]],
-                                    e.outs[0].aval))
-        elif e.prim.name in HOST_STEPS:     # debug_callback: operands copied to the host
-            steps.append(host_step(HOST_STEPS[e.prim.name](e), [
-                np.asarray(x.val, x.aval.dtype) if isinstance(x, Lit) else slots[x]
-                for x in e.inputs]))
-        else:
-            raise NotImplementedError(f"the CUDA runtime cannot run equation {e.prim.name}")
-    release = release_plan(g, slots)      # drop intermediates after their last reader
-    outs = [("value", np.asarray(v.val, dtype=v.aval.dtype)) if isinstance(v, Lit)
-            else ("slot", slots[v]) for v in g.outvars]
-    program = CudaProgram(name, fused, kernels, list(zip(steps, release)), len(slots),
-                          [slots[v] for v in g.constvars], [slots[v] for v in g.invars], outs)
-    program.runnable = runnable
-    return program
+class CudaDevice:
+    """The CUDA device of the compile loop (runtime/program.py): kernels
+    loaded with `cuda.jit` (lazily in the simulator), launched on pooled
+    device buffers; views share their source's block; no library calls."""
+    name = "cuda"
+    allocator = None
+
+    @staticmethod
+    def load(sub, backend, context):
+        ks = backend.emit(sub, "kernel")
+        return ks, load_cuda_kernels(ks, context=context)
+
+    @staticmethod
+    def kernel_step(ks, fns, ins, outs, avals, inplace):
+        return _kernel_step(ks, fns, ins, outs, avals, inplace)
+
+    @staticmethod
+    def library_step(fn, ins, out):
+        raise NotImplementedError("the CUDA runtime has no library calls")
+
+    @staticmethod
+    def view_step(src, out, aval):
+        return _view_step(src, out, aval)
+
+    @staticmethod
+    def host_step(fn, ins):
+        return host_step(fn, ins)
+
+    @staticmethod
+    def executable(name, fused, n_slots, const_slots, in_slots, plan, outs, kernels, launchers,
+                   library_call_count, donated, donated_in_place):
+        program = CudaProgram(name, fused, kernels, plan, n_slots, const_slots, in_slots,
+                              [(kind, v) for kind, v, _ in outs])
+        # None: compiled where no device can run it (lower() without a GPU)
+        program.runnable = all(fns is not None for fns in launchers)
+        return CudaExecutable(program, donated)
 
 
-class CudaExecutable:
+DEVICE = CudaDevice()
+
+
+def compile_cuda(fused, backend, name="f", donated=()):
+    """A CudaProgram running `fused` (a ClosedGraph after the fusion pass for
+    `backend`, the CUDA Backend of codegen/cuda); `donated`: flat input
+    positions the caller gives up (their buffers may be written in place
+    when the call owns them)."""
+    return compile_program(fused, backend, DEVICE, name, donated).program
+
+
+class CudaExecutable(ExecutableBase):
     """What `needle.jit(f, device="cuda")` calls: the CPU Executable's
     interface over a CudaProgram. Arguments may be Arrays (used in place)
     or host values (copied to the device); results are Arrays. Stages:
@@ -365,12 +364,12 @@ def _take_donated(args, arrays, donated):
     arrays, owned, private = list(arrays), [], {}
     for k in donated:
         x = args[k]
-        if not isinstance(x, Array):
+        if not isinstance(x, DeviceArray):
             owned.append(k)             # a fresh device copy
             continue
         if id(x) not in private:
             alone = x._exclusive() and sum(a is x for a in args) == 1
-            private[id(x)] = (Array(x._buf, x.aval, x._block), alone, x)
+            private[id(x)] = (make_array(x._buf, x.aval, x._block), alone, x)
         if private[id(x)][1]:
             owned.append(k)
     for j, a in enumerate(args):
@@ -381,8 +380,7 @@ def _take_donated(args, arrays, donated):
     return arrays, tuple(owned)
 
 
-def compile_cuda_executable(cg, name="f", donated=()):
-    """A CudaExecutable for the optimised ClosedGraph `cg` (needle.jit);
-    `donated`: flat input positions the caller gives up."""
-    return CudaExecutable(compile_cuda(cg, name, donated), donated)
-
+def compile_cuda_executable(fused, backend, name="f", donated=()):
+    """A CudaExecutable for `fused` (needle.jit); `donated`: flat input
+    positions the caller gives up."""
+    return compile_program(fused, backend, DEVICE, name, donated)

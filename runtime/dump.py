@@ -1,5 +1,5 @@
-"""Stage runtime: NEEDLE_DUMP=<dir> writes every stage of every compiled
-function to files.
+"""Stage runtime: config.dump (NEEDLE_DUMP=<dir>) writes every stage of every
+compiled function to files.
 
 Input: a function name, its stage graphs and its Executable.
 Output: files <dir>/<name>.<n>.<stage>.txt (n counts compilations of name).
@@ -7,11 +7,13 @@ Output: files <dir>/<name>.<n>.<stage>.txt (n counts compilations of name).
 import itertools
 import os
 
+from ..ir.config import config
+
 _counter = itertools.count()
 
 
 def dump_stages(name, stage_graphs, exe):
-    root = os.environ.get("NEEDLE_DUMP")
+    root = config.dump
     if not root:
         return
     os.makedirs(root, exist_ok=True)

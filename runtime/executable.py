@@ -16,7 +16,29 @@ from ..ir.core import Lit, Var
 from . import memory
 
 
-class Executable:
+class ExecutableBase:
+    """What every device's executable offers (the lowering's one interface):
+    called with the flat argument leaves, returns the flat results; its own
+    stages print (`stage_names`, `stage_text`); `device`, `kernel_count`,
+    `library_call_count`; `resource_report(cc)` (ptxas, CUDA only)."""
+    device = "cpu"
+    name = "f"
+    kernel_count = library_call_count = 0
+
+    def stage_names(self):
+        raise NotImplementedError
+
+    def stage_text(self, stage):
+        raise NotImplementedError
+
+    def resource_report(self, cc=None):
+        raise ValueError(f"{self.name} was compiled for {self.device}: a resource report "
+                         f"needs CUDA kernels (jit(f, device='cuda'))")
+
+
+class Executable(ExecutableBase):
+    """The CPU executable: numpy arrays in and out."""
+
     def __init__(self, name, in_avals, n_slots, const_slots, consts, in_slots, plan,
                  outs, stage_texts, kernel_count, library_call_count, donated=()):
         self.name = name

@@ -9,8 +9,8 @@ On disk, each kernel is one module file named by the hash of its source,
 os.replace), with an explicit signature and `cache=True`: a new process
 loads the machine code in milliseconds instead of compiling it. Modules are
 self-contained (Numba's cache does not notice edits to imported helpers).
-The cache root is NEEDLE_CACHE_DIR, else $XDG_CACHE_HOME/needle, else
-~/.cache/needle.
+The cache root is `config.cache_dir` (NEEDLE_CACHE_DIR, else
+$XDG_CACHE_HOME/needle, else ~/.cache/needle), read at each load.
 
 The cache holds code that every later process runs, so it is trusted the
 way ssh trusts ~/.ssh:
@@ -53,7 +53,8 @@ import threading
 import types
 import warnings
 
-from . import cpu_target
+from ..ir.config import config
+from . import cpu_target, parallel
 from .stats import stats
 
 
@@ -71,17 +72,13 @@ _private = None       # this process's private temporary cache, once one is need
 
 
 def cache_dir():
-    """The configured cache root (NEEDLE_CACHE_DIR, XDG_CACHE_HOME, ~/.cache)."""
-    root = os.environ.get("NEEDLE_CACHE_DIR")
-    if root:
-        return root
-    xdg = os.environ.get("XDG_CACHE_HOME", "")
-    base = xdg if os.path.isabs(xdg) else os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "needle")
+    """The configured cache root: config.cache_dir (NEEDLE_CACHE_DIR, else
+    $XDG_CACHE_HOME/needle, else ~/.cache/needle; ir/config.py)."""
+    return config.cache_dir
 
 
 def _log(msg):
-    if os.environ.get("NEEDLE_LOG_COMPILES", "") not in ("", "0"):
+    if config.log_compiles:
         print(f"needle: kernel cache: {msg}", file=sys.stderr)
 
 
@@ -355,6 +352,8 @@ def import_kernel_module(ks, backend="cpu", context=""):
     not there), or from a private cache when that folder cannot be used."""
     if backend == "cpu":
         cpu_target.configure()
+        if ks.parallel:
+            parallel.prepare()      # before Numba starts its threading layer
     mod = sys.modules.get(f"nk_{ks.key}")
     if mod is not None:
         return mod

@@ -14,8 +14,9 @@ references is free. Results a user drops (as a training loop rebinding
 their last use come back without any explicit call.
 
 Bounds: at most MAX_BLOCKS_PER_SIZE blocks per size, and at most a byte
-budget for all blocks it tracks, free or in use (NEEDLE_POOL_BYTES, default
-1 GiB or a quarter of the RAM if that is less; `set_budget`). A new block
+budget for all blocks it tracks, free or in use (config.pool_bytes, i.e.
+NEEDLE_POOL_BYTES or `needle.config.update("pool_bytes", n)`; default 1 GiB or
+a quarter of the RAM if that is less; `set_budget`). A new block
 that would pass the budget first makes the pool forget the blocks of the
 least recently requested sizes (one still in use stays valid and is freed by
 numpy when its last view goes); a block larger than the budget is never
@@ -29,14 +30,15 @@ from collections import OrderedDict
 
 import numpy as np
 
+from ..ir.config import config
+
 MIN_BYTES = 1 << 18           # smaller arrays: malloc's own free lists are fast enough
 MAX_BLOCKS_PER_SIZE = 6       # beyond this, allocate untracked (nothing is leaked)
 
 
 def _default_budget():
-    env = os.environ.get("NEEDLE_POOL_BYTES")
-    if env:
-        return int(float(env))
+    if config.pool_bytes is not None:
+        return config.pool_bytes
     budget = 1 << 30
     try:
         budget = min(budget, os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4)
@@ -126,7 +128,8 @@ def pool_bytes():
 
 
 def set_budget(nbytes):
-    """Set the pool's byte budget (NEEDLE_POOL_BYTES at start-up), forgetting
+    """Set the pool's byte budget (config.pool_bytes at start-up and on its
+    updates), forgetting
     the least recently requested sizes' blocks beyond it now. Returns the
     previous budget."""
     with _lock:
@@ -147,3 +150,5 @@ def _after_fork_in_child():
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+# needle.config.update("pool_bytes", n) applies at once (None: the default).
+config.watch("pool_bytes", lambda n: set_budget(_default_budget()))

@@ -5,11 +5,13 @@ Input: a compiled parallel kernel (and, optionally, a loader of its serial
 variant). Output: a callable that is safe to call concurrently and after
 fork().
 
-needle asks Numba for a thread-safe threading layer (omp or tbb) before the
-first parallel kernel runs, and sets OMP_WAIT_POLICY=passive (idle OpenMP
-threads spinning slow the next BLAS call 1.6x). If only the workqueue layer
-exists, parallel launches are serialised by a lock, since workqueue aborts on
-concurrent use.
+Before Numba compiles or loads the first parallel kernel (which starts its
+threading layer), `prepare` asks Numba for a thread-safe threading layer
+(omp or tbb) and sets OMP_WAIT_POLICY=passive unless the user set it (idle
+OpenMP threads spinning slow the next BLAS call 1.6x). Not at import: a
+program that never runs a parallel kernel keeps its environment as it was.
+If only the workqueue layer exists, parallel launches are serialised by a
+lock, since workqueue aborts on concurrent use.
 
 Fork: GNU OpenMP is not fork-safe. A child made with fork() (a DataLoader
 worker pool, multiprocessing's "fork" context) by a process that started
@@ -25,14 +27,17 @@ import os
 import sys
 import threading
 
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")
-
 _lock = threading.Lock()
 _state = {"safe": None, "serial": False}
 
 
-def _layer_is_safe():
+def prepare():
+    """Settings that must precede Numba's threading layer: called before a
+    parallel kernel is compiled or loaded (kernel_cache) and when one is
+    wrapped (`guard`). Idempotent."""
     if _state["safe"] is None:
+        # libgomp reads OMP_WAIT_POLICY once, when the layer loads it.
+        os.environ.setdefault("OMP_WAIT_POLICY", "passive")
         import numba
         if not os.environ.get("NUMBA_THREADING_LAYER"):
             numba.config.THREADING_LAYER = "threadsafe"
@@ -75,7 +80,7 @@ def guard(fn, serial=None):
     """A callable running parallel kernel `fn`. `serial`: a function of no
     arguments returning the kernel's serial variant, loaded on first use in a
     forked child (see the module docstring)."""
-    _layer_is_safe()
+    prepare()
     state = {"checked": False, "serial": None}
 
     def run_serial(args):

@@ -15,12 +15,15 @@ taking Numba's global compiler lock here would invert the order in which a
 compile takes its locks (a deadlock, seen in testing). The target context
 itself is built by the first compile, as before.
 
-`NEEDLE_PREWARM=0` turns it off. A fork (multiprocessing) waits for the
-thread first, so a child never inherits an import half done.
+`NEEDLE_PREWARM=0` (config.prewarm, read at import) turns it off. A fork
+(multiprocessing) waits for the thread first, so a child never inherits an
+import half done.
 """
 import importlib
 import os
 import threading
+
+from ..ir.config import config
 
 _thread = None
 
@@ -48,7 +51,7 @@ def _run():
 def start():
     """Start the prewarm thread (once; not with NEEDLE_PREWARM=0)."""
     global _thread
-    if _thread is not None or os.environ.get("NEEDLE_PREWARM", "1") == "0":
+    if _thread is not None or not config.prewarm:
         return
     _thread = threading.Thread(target=_run, name="needle-prewarm", daemon=True)
     _thread.start()

@@ -1,17 +1,23 @@
-"""Test configuration: one kernel cache per run, hypothesis profiles.
+"""Test configuration: one kernel cache per run, graph checks, hypothesis
+profiles, the `config` fixture.
 
 The kernel cache lives in $NEEDLE_CACHE_DIR (set by .ci/run to a fresh folder
 shared by the pytest-xdist workers); locally it defaults to a folder in the
-temp dir that survives between runs. Hypothesis runs the derandomized 'ci'
-profile unless HYPOTHESIS_PROFILE names another.
+temp dir that survives between runs. NEEDLE_CHECKS=1 unless set (check_graph
+after every pass). Hypothesis runs the derandomized 'ci' profile unless
+HYPOTHESIS_PROFILE names another.
 """
 import os
 import tempfile
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 os.environ.setdefault("NEEDLE_CACHE_DIR",
                       os.path.join(tempfile.gettempdir(), f"needle-test-cache-{os.getuid()}"))
+# ir.check_graph after every pass of every jit compile (needle reads this at
+# import, below); it costs the whole suite well under a second.
+os.environ.setdefault("NEEDLE_CHECKS", "1")
 
 settings.register_profile("ci", derandomize=True, deadline=None, max_examples=8,
                           suppress_health_check=[HealthCheck.too_slow,
@@ -19,6 +25,19 @@ settings.register_profile("ci", derandomize=True, deadline=None, max_examples=8,
 settings.register_profile("dev", deadline=None, max_examples=30,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture
+def config():
+    """needle.config, every option restored after the test (needle reads the
+    environment once, at import: a test changes an option with
+    `config.update(name, value)`, not with monkeypatch.setenv)."""
+    import needle
+    saved = needle.config.values()
+    yield needle.config
+    for name, value in saved.items():
+        if getattr(needle.config, name) != value:
+            needle.config.update(name, value)
 
 
 # --- the differential tests on another device ----------------------------------

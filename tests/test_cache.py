@@ -82,8 +82,8 @@ def test_a_new_dtype_or_rank_is_a_new_signature():
     assert d.traces == 3 and d.hits == 1, d
 
 
-def test_log_compiles_explains_a_changed_shape(monkeypatch, capsys):
-    monkeypatch.setenv("NEEDLE_LOG_COMPILES", "1")
+def test_log_compiles_explains_a_changed_shape(config, capsys):
+    config.update("log_compiles", True)
 
     @needle.jit
     def layer(x):
@@ -98,8 +98,8 @@ def test_log_compiles_explains_a_changed_shape(monkeypatch, capsys):
     assert err.count("compiling layer") == 2
 
 
-def test_log_compiles_names_nested_paths(monkeypatch, capsys):
-    monkeypatch.setenv("NEEDLE_LOG_COMPILES", "1")
+def test_log_compiles_names_nested_paths(config, capsys):
+    config.update("log_compiles", True)
     f = needle.jit(lambda x, params: (x[0] + x[1]) @ params["w"])
     w = np.ones((3, 2), np.float32)
     f((np.ones(3, np.float32), np.ones(3, np.float32)), {"w": w})
@@ -112,8 +112,8 @@ def test_log_compiles_names_nested_paths(monkeypatch, capsys):
     assert "argument x[1] changed (3,) float64 -> Python float" in err
 
 
-def test_log_compiles_explains_static_and_structure_changes(monkeypatch, capsys):
-    monkeypatch.setenv("NEEDLE_LOG_COMPILES", "1")
+def test_log_compiles_explains_static_and_structure_changes(config, capsys):
+    config.update("log_compiles", True)
     f = needle.jit(lambda x, n: x * n, static_argnums=1)
     f(np.ones(2, np.float32), 2)
     f(np.ones(2, np.float32), 3)
@@ -125,8 +125,8 @@ def test_log_compiles_explains_static_and_structure_changes(monkeypatch, capsys)
     assert "argument structure changed" in err
 
 
-def test_log_compiles_off_by_default(monkeypatch, capsys):
-    monkeypatch.delenv("NEEDLE_LOG_COMPILES", raising=False)
+def test_log_compiles_off_by_default(config, capsys):
+    config.update("log_compiles", False)
     needle.jit(lambda x: x + 1.0)(np.ones(2, np.float32))
     assert "compiling" not in capsys.readouterr().err
 
@@ -184,8 +184,8 @@ def test_second_process_loads_every_kernel_from_disk(tmp_path):
 
 # --- dumps --------------------------------------------------------------------------
 
-def test_needle_dump_writes_one_file_per_stage(tmp_path, monkeypatch):
-    monkeypatch.setenv("NEEDLE_DUMP", str(tmp_path))
+def test_needle_dump_writes_one_file_per_stage(tmp_path, config):
+    config.update("dump", tmp_path)
 
     @needle.jit
     def dumped_fn(x, w):

@@ -37,7 +37,7 @@ F2, WANT2 = (lambda x: (x - 3.0) * x), (X - 3) * X
 def run(fn, want, cache):
     """Call a fresh jit of `fn` with NEEDLE_CACHE_DIR=cache, having forgotten
     the kernels this process loaded: what happened."""
-    os.environ["NEEDLE_CACHE_DIR"] = cache
+    needle.config.update("cache_dir", cache)
     kernel_cache.clear_memory_cache()
     for m in [m for m in sys.modules if m.startswith("nk_")]:
         del sys.modules[m]
@@ -250,7 +250,7 @@ def test_private_caches_are_removed_at_exit(security, unusable):
 # --- damaged files: detected, deleted, recompiled, logged -----------------------
 
 DAMAGED = r'''
-os.environ["NEEDLE_LOG_COMPILES"] = "1"
+needle.config.update("log_compiles", True)
 cache = os.path.join(BASE, "cache")
 out["first"] = run(F1, WANT1, cache)
 pyc = os.path.join(cache, "cpu", "__pycache__")
@@ -386,17 +386,20 @@ def test_module_written_within_the_same_second_is_found(unusable):
 
 # --- in this process --------------------------------------------------------------
 
-def test_cache_folder_follows_xdg(monkeypatch):
+def test_cache_folder_follows_xdg(config):
+    """The environment as `import needle` reads it (a Config of a mapping),
+    and the kernel cache's root following the option."""
+    from needle.ir.config import Config
     from needle.runtime import cache_dir
-    monkeypatch.delenv("NEEDLE_CACHE_DIR")
-    monkeypatch.setenv("XDG_CACHE_HOME", "/xdg/cache")
-    assert cache_dir() == "/xdg/cache/needle"
-    monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")     # the spec: absolute only
-    assert cache_dir() == os.path.join(os.path.expanduser("~"), ".cache", "needle")
-    monkeypatch.delenv("XDG_CACHE_HOME")
-    assert cache_dir() == os.path.join(os.path.expanduser("~"), ".cache", "needle")
-    monkeypatch.setenv("XDG_CACHE_HOME", "/xdg/cache")
-    monkeypatch.setenv("NEEDLE_CACHE_DIR", "/mine")
+
+    def root(**env):
+        return Config(env).cache_dir
+    assert root(XDG_CACHE_HOME="/xdg/cache") == "/xdg/cache/needle"
+    assert root(XDG_CACHE_HOME="relative/ignored") == \
+        os.path.join(os.path.expanduser("~"), ".cache", "needle")  # the spec: absolute only
+    assert root() == os.path.join(os.path.expanduser("~"), ".cache", "needle")
+    assert root(XDG_CACHE_HOME="/xdg/cache", NEEDLE_CACHE_DIR="/mine") == "/mine"
+    config.update("cache_dir", "/mine")
     assert cache_dir() == "/mine"
 
 

@@ -25,7 +25,7 @@ import needle
 import needle.numpy as nnp
 from needle import debug
 from needle.passes import run_pipeline
-from needle.passes.fusion import partition
+from needle.lowering import fuse_for
 
 from helpers import DEVICE, jit
 
@@ -129,7 +129,7 @@ def test_print_leaves_fusion_and_values_intact(capsys):
     np.testing.assert_allclose([float(v) for v in lines(capsys)[0][1:-1].split()], y,
                                rtol=1e-6)
     assert jf.jitted.lower(X).kernel_count == 1       # y and the result: one kernel
-    fused = partition(run_pipeline(needle.make_ir(f)(X))[0], DEVICE).graph
+    fused = fuse_for(run_pipeline(needle.make_ir(f)(X))[0], DEVICE).graph
     assert [e.prim.name for e in fused.eqns] == ["kernel", "debug_callback"]
 
 

@@ -1,7 +1,11 @@
-"""The primitive registry: every primitive in `needle.ir.PRIMITIVES` is fully
-declared (abstract eval and numpy impl) and has a CPU rule (an emit rule, a
-library call or a view), and every primitive actually compiles: a tiny
-program using it runs under `needle.jit` and matches the numpy interpreter.
+"""The primitive registry: every primitive in `needle.ir.PRIMITIVES` is in
+every table: declared (abstract eval and numpy impl), differentiable or
+marked not (passes/autodiff), batched (passes/batching), and run by each
+backend, CPU and CUDA (an emit rule, a library call, a view or a host step);
+its traits (ir.core.Traits) agree with those tables and with its numpy
+impl; its typed params (DotDimensionNumbers, ScatterMode) are what every
+equation holds; and every primitive actually compiles: a tiny program using
+it runs under `needle.jit` and matches the numpy interpreter.
 
 A new primitive fails here until it has its rules and an entry in EXAMPLES.
 """
@@ -11,9 +15,15 @@ import pytest
 import needle
 from needle import runtime
 from needle.codegen.cpu import rules
+from needle.codegen.cuda import rules as cuda_rules
 from needle.ir import PRIMITIVES, ClosedGraph, Eqn, Graph, ShapedArray, Var, run_numpy
-from needle.passes import fusion, run_pipeline
-from needle.runtime.compile import LIBRARY_CALLS
+import needle.lowering
+from needle.codegen import backend_for
+from needle.ir.primitives import (BINARY, COMPARE, SCATTERS, DotDimensionNumbers, ScatterMode,
+                                  dot_general_p, scatter_add_p)
+from needle.passes import run_pipeline
+from needle.passes.autodiff import JVP_RULES, NOT_DIFFERENTIABLE, TRANSPOSE_RULES
+from needle.passes.batching import BATCH_RULES
 from needle.runtime.host import HOST_STEPS
 from helpers import tol
 
@@ -134,17 +144,170 @@ EXAMPLES = _examples()
 CASES = [(name, k) for name in sorted(EXAMPLES) for k in range(len(EXAMPLES[name]))]
 
 
-def test_every_primitive_is_declared_and_has_a_cpu_rule():
+# --- every primitive in every table ---------------------------------------------------
+
+EMIT_RULES = {"cpu": rules, "cuda": cuda_rules}       # each backend's expression tables
+
+
+def _runs_as(p, device):
+    """How backend `device` runs primitive p: 'emit' (in a kernel), 'library',
+    'view', 'host' (a step between kernels), or None."""
+    r, b = EMIT_RULES[device], backend_for(device)
+    if p.name in r.UNARY_RULES or p.name in r.BINARY_RULES or p.name in r.EMITTERS:
+        return "emit"
+    if p.name in b.library:
+        return "library"
+    if p.name in b.views:
+        return "view"
+    if p.name in HOST_STEPS:
+        return "host"
+    return None
+
+
+@pytest.mark.parametrize("name", sorted(PRIMITIVES))
+def test_every_primitive_is_in_every_table(name):
+    """A kernel group is made by fusion, after autodiff and batching: it is
+    compiled as its sub-graph, never emitted or batched as one primitive."""
+    p = PRIMITIVES[name]
     missing = []
+    if p.abstract_eval is None:
+        missing.append("an abstract eval (ir/primitives)")
+    if p.impl is None:
+        missing.append("a numpy impl (ir/primitives)")
+    if (p in JVP_RULES) == (p in NOT_DIFFERENTIABLE):
+        missing.append("exactly one of a JVP rule and not_differentiable (passes/autodiff)")
+    if p in TRANSPOSE_RULES and p not in JVP_RULES:
+        missing.append("a JVP rule beside its transpose rule (passes/autodiff)")
+    if p.kind != "group":
+        if p not in BATCH_RULES:
+            missing.append("a batching rule (passes/batching)")
+        for device in EMIT_RULES:
+            if _runs_as(p, device) is None:
+                missing.append(f"a {device} emit rule, library call, view or host step")
+    assert not missing, f"{name} lacks " + "; ".join(missing)
+
+
+@pytest.mark.parametrize("device", sorted(EMIT_RULES))
+def test_every_emitted_primitive_emits_alone(device):
+    """What the emit tables claim, each backend's emitter does: a kernel of
+    one equation (each primitive's first example) emits without error."""
+    failed = []
     for name, p in sorted(PRIMITIVES.items()):
-        if p.abstract_eval is None or p.impl is None:
-            missing.append(f"{name}: abstract_eval or impl")
-        covered = (name in rules.UNARY_RULES or name in rules.BINARY_RULES
-                   or name in rules.EMITTERS or name in LIBRARY_CALLS
-                   or name in fusion.VIEWS or p.kind == "group" or name in HOST_STEPS)
-        if not covered:
-            missing.append(f"{name}: no CPU emit rule, library call, view or host step")
-    assert not missing, missing
+        if p.kind == "group" or _runs_as(p, device) != "emit":
+            continue
+        args, params = EXAMPLES[name][0]
+        ins = [Var(ShapedArray(np.shape(a), np.asarray(a).dtype)) for a in args]
+        outs = [Var(a) for a in p.abstract_eval(*[v.aval for v in ins], **params)]
+        try:
+            backend_for(device).emit(Graph([], ins, [Eqn(p, ins, params, outs)], outs),
+                                     f"k_{name}")
+        except Exception as e:                          # noqa: BLE001 - report them all
+            failed.append(f"{name}: {type(e).__name__}: {e}")
+    assert not failed, failed
+
+
+KINDS = {"elementwise", "structural", "reduction", "linalg", "indexing", "group", "host"}
+
+
+def test_traits_agree_with_the_tables():
+    bad = []
+    for name, p in sorted(PRIMITIVES.items()):
+        t = p.traits
+        if t.kind not in KINDS:
+            bad.append(f"{name}: kind {t.kind!r} is none of {sorted(KINDS)}")
+        if t.elementwise:
+            for device, r in EMIT_RULES.items():
+                if not (name in r.UNARY_RULES or name in r.BINARY_RULES or
+                        (name in rules.ELEMENTWISE_WITH_PARAMS and name in r.EMITTERS)):
+                    bad.append(f"{name}: elementwise without a {device} expression rule")
+        if t.expensive and not (t.elementwise or name == "gather"):
+            bad.append(f"{name}: expensive, but neither elementwise nor gather")
+        if t.own_loop:
+            if t.elementwise or t.kind not in ("reduction", "indexing"):
+                bad.append(f"{name}: own_loop, but of kind {t.kind}")
+            bad += [f"{name}: own_loop, but not emitted on {d}" for d in EMIT_RULES
+                    if _runs_as(p, d) != "emit"]
+        if t.commutative and name not in BINARY and name not in COMPARE:
+            bad.append(f"{name}: commutative, but not a binary primitive")
+        if t.shape_only and t.kind not in ("structural", "elementwise"):
+            bad.append(f"{name}: shape_only, but of kind {t.kind}")
+        if t.effectful != (t.kind == "host"):
+            bad.append(f"{name}: effectful is {t.effectful}, kind is {t.kind}")
+        if t.effectful:
+            bad += [f"{name}: effectful, but not a host step on {d}" for d in EMIT_RULES
+                    if _runs_as(p, d) != "host"]
+    assert not bad, bad
+    assert set(SCATTERS) == {n for n in PRIMITIVES if n.startswith("scatter")}
+
+
+def _cases_with(trait):
+    return [(n, k) for n, k in CASES if getattr(PRIMITIVES[n].traits, trait)]
+
+
+@pytest.mark.parametrize("name,k", _cases_with("commutative"))
+def test_commutative_primitives_commute(name, k):
+    p = PRIMITIVES[name]
+    (x, y), params = EXAMPLES[name][k]
+    np.testing.assert_array_equal(p.impl(x, y, **params)[0], p.impl(y, x, **params)[0])
+
+
+@pytest.mark.parametrize("name,k", _cases_with("shape_only"))
+def test_shape_only_primitives_keep_zeros_and_ones(name, k):
+    """What simplify relies on: all zeros in, all zeros out (likewise ones)."""
+    p = PRIMITIVES[name]
+    args, params = EXAMPLES[name][k]
+    for fill in (0, 1):
+        first = np.full(np.shape(args[0]), fill, np.asarray(args[0]).dtype)
+        (out,) = p.impl(first, *args[1:], **params)
+        assert np.all(out == fill), (name, fill, out)
+
+
+@pytest.mark.parametrize("name,k", _cases_with("staged_when_tracing"))
+def test_staged_primitives_make_more_elements_than_they_read(name, k):
+    p = PRIMITIVES[name]
+    args, params = EXAMPLES[name][k]
+    (out,) = p.impl(*args, **params)
+    assert all(np.size(out) >= np.size(a) for a in args)
+
+
+# --- typed params ------------------------------------------------------------------------
+
+def test_equations_hold_typed_params():
+    """dot_general's dimension numbers become a DotDimensionNumbers of Python
+    ints and a scatter's mode a ScatterMode (the default filled in), however
+    they were written; both still compare, unpack and print as before."""
+    a, b = np.ones((3, 4), F32), np.ones((4, 2), F32)
+    idx = np.array([0, 2], I32)
+
+    def f(a, b):
+        x = dot_general_p.bind(a, b, dimension_numbers=(([np.int64(1)], [0]), ([], [])))
+        y = dot_general_p.bind(a, b, dimension_numbers=(((1,), (0,)), ((), ())))
+        return (scatter_add_p.bind(x, idx, x[:2], axis=0),
+                scatter_add_p.bind(y, idx, y[:2], axis=0, mode="drop"))
+
+    cg = needle.make_ir(f)(a, b)
+    dots = [e for e in cg.graph.eqns if e.prim is dot_general_p]
+    scatters = [e for e in cg.graph.eqns if e.prim is scatter_add_p]
+    for e in dots:
+        dn = e.params["dimension_numbers"]
+        assert type(dn) is DotDimensionNumbers and dn == (((1,), (0,)), ((), ()))
+        assert all(type(i) is int for pair in dn for axes in pair for i in axes)
+        (lc, rc), (lb, rb) = dn
+        assert (dn.lhs_contract, dn.rhs_contract, dn.lhs_batch, dn.rhs_batch) == (lc, rc, lb, rb)
+    assert [e.params["mode"] for e in scatters] == [ScatterMode.CLIP, ScatterMode.DROP]
+    assert all(type(e.params["mode"]) is ScatterMode for e in scatters)
+    assert scatters[1].params["mode"] == "drop"
+    text = str(cg)
+    assert "dimension_numbers=(((1,), (0,)), ((), ()))" in text
+    assert "mode=clip" in text and "mode=drop" in text
+    # however written, equal params are one equation to CSE
+    opt, _ = run_pipeline(cg, check=True)
+    assert sum(e.prim is dot_general_p for e in opt.graph.eqns) == 1
+    # an equation written by hand holds them too
+    x, y = Var(ShapedArray((3, 4), np.dtype(F32))), Var(ShapedArray((4, 2), np.dtype(F32)))
+    e = Eqn(dot_general_p, [x, y], {"dimension_numbers": [[[1], [0]], [[], []]]},
+            [Var(ShapedArray((3, 2), np.dtype(F32)))])
+    assert type(e.params["dimension_numbers"]) is DotDimensionNumbers
 
 
 def test_every_primitive_has_an_example_here():
@@ -178,12 +341,12 @@ def _check_kernel_group(args, params):
     equations) passes the checker and, run by the numpy interpreter (the
     kernel primitive's impl), gives what the compiled kernel gave."""
     from needle.ir import check_graph, eval_graph
-    from needle.passes.fusion import partition
+    from needle.lowering import fuse_for
     sub = params["graph"]
     program = needle.jit(lambda *xs: eval_graph(sub, [], list(xs))[0])
     got = program(*args)
     cg, _ = run_pipeline(needle.make_ir(program)(*args), check=True)
-    fused = partition(cg, "cpu")
+    fused = fuse_for(cg, "cpu")
     assert any(e.prim.name == "kernel" for e in fused.graph.eqns)
     check_graph(fused.graph)
     _assert_matches(got, run_numpy(fused.graph, fused.consts, list(args))[0])
@@ -217,7 +380,7 @@ def test_every_primitive_compiles_and_matches_numpy(name, k):
         cg = ClosedGraph(Graph([], [], [Eqn(prim, [], params, outs)], outs), [])
         want = run_numpy(cg.graph, [], [])
         optimised, _ = run_pipeline(cg, check=True)
-        got = runtime.compile_executable(optimised, "cpu", name=name)()
+        got = needle.lowering.compile_optimised(optimised, "cpu", name=name)()
     assert len(got) == len(want)
     for g, w in zip(got, want):
         _assert_matches(g, w)

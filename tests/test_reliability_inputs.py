@@ -24,7 +24,6 @@ import pytest
 
 import needle
 import needle.numpy as nnp
-from needle import api
 from needle.runtime import memory
 
 F32 = np.float32
@@ -120,7 +119,7 @@ def test_many_shapes_keep_the_trace_cache_and_the_pool_bounded():
         gc.collect()
         info = needle.cache_info()
         assert info.traces - traces == 200           # 199 new sizes, 1 hot, 0 retraces
-        assert f._entries == api.TRACE_CACHE_SIZE == 64
+        assert f._entries == needle.config.trace_cache_size == 64
         assert info.trace_entries >= f._entries
         assert info.pool_budget == budget
         assert info.pool_bytes == memory.pool_bytes()[0] <= budget
@@ -132,8 +131,8 @@ def test_many_shapes_keep_the_trace_cache_and_the_pool_bounded():
         memory.set_budget(old)
 
 
-def test_trace_cache_evicts_the_least_recently_called_signature(monkeypatch):
-    monkeypatch.setattr(api, "TRACE_CACHE_SIZE", 3)
+def test_trace_cache_evicts_the_least_recently_called_signature(config):
+    config.update("trace_cache_size", 3)
     f = needle.jit(lambda x: x + 1)
     xs = [np.ones(n, F32) for n in range(1, 6)]
     for x in xs[:3]:
@@ -186,7 +185,7 @@ CHILD = textwrap.dedent("""
         except (MemoryError, ValueError) as e:
             out[name] = type(e).__name__ + ": " + str(e)
     out["pool_budget"] = needle.cache_info().pool_budget
-    out["cap"] = needle.api.TRACE_CACHE_SIZE
+    out["cap"] = needle.config.trace_cache_size
     f = needle.jit(lambda x: x * 2)
     for n in range(1, 12):
         assert (f(np.ones(n, np.float32)) == 2).all()

@@ -82,7 +82,7 @@ def report():
     from numba import cuda
 
     from needle.codegen.cuda import emit_kernel
-    from needle.passes.fusion import partition
+    from needle.lowering import fuse_for
     from needle.runtime.kernel_cache import import_kernel_module
     from programs import FLOAT32, PROGRAMS, program, traced
 
@@ -98,7 +98,7 @@ def report():
     with tempfile.TemporaryDirectory() as tmp:
         for name, make in progs:
             opt, _, _ = make()
-            for e in partition(opt, "cuda").graph.eqns:
+            for e in fuse_for(opt, "cuda").graph.eqns:
                 if e.prim.name != "kernel":
                     continue
                 ks = emit_kernel(e.params["graph"])

@@ -15,7 +15,7 @@ from hypothesis.extra import numpy as hnp
 import needle.nn as nnn
 import needle.numpy as nnp
 from needle.codegen.cuda import emit as cuda_emit
-from needle.passes import fusion
+from needle.lowering import fuse_for
 
 from test_cuda_sim import check, u
 
@@ -153,7 +153,7 @@ def test_cpu_fusion_unchanged_for_matmul_epilogue():
     from needle.passes import run_pipeline
     cg = needle.make_ir(lambda a, w, b: nnn.relu(a @ w + b))(u(4, 3), u(3, 2), u(2))
     opt, _ = run_pipeline(cg)
-    kernels = [e for e in fusion.partition(opt, "cpu").graph.eqns if e.prim.name == "kernel"]
+    kernels = [e for e in fuse_for(opt, "cpu").graph.eqns if e.prim.name == "kernel"]
     assert len(kernels) == 1 and not any(
         e.prim.name == "dot_general" for e in kernels[0].params["graph"].eqns)
 

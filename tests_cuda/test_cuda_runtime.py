@@ -22,8 +22,10 @@ import pytest
 import needle
 import needle.nn as nnn
 import needle.numpy as nnp
-from needle.runtime import cuda_array, cuda_memory, cuda_runtime
-from needle.runtime.cuda_array import Array
+from needle import array as cuda_array
+from needle.runtime import cuda_memory, cuda_runtime
+from needle import Array
+from needle.lowering import cuda_program
 
 from programs import PROGRAMS, _args, traced
 
@@ -234,11 +236,11 @@ def test_placement_is_inferred_from_the_arguments(monkeypatch):
     close(h(a, b), want, rtol=1e-5)
 
 
-def test_compile_log_names_the_placement(capfd, monkeypatch):
-    monkeypatch.setenv("NEEDLE_LOG_COMPILES", "1")
-    f = needle.jit(lambda a: a + 1.0)
-    f(u(3))
-    f(needle.device_put(u(3), "cuda"))
+def test_compile_log_names_the_placement(capfd):
+    with needle.config.override(log_compiles=True):    # (NEEDLE_LOG_COMPILES=1)
+        f = needle.jit(lambda a: a + 1.0)
+        f(u(3))
+        f(needle.device_put(u(3), "cuda"))
     assert "argument a changed (3,) float32 -> (3,) float32 on cuda" in capfd.readouterr().err
 
 
@@ -478,7 +480,7 @@ def test_benchmark_workloads_run_in_the_simulator():
         if name.startswith(("elementwise", "softmax", "layernorm", "sum_of")):
             args = tuple(a[:4] if a.ndim == 2 else a for a in args)    # 4 rows, not 64
         opt, flat, want = traced(fn, args)
-        got = cuda_runtime.compile_cuda(opt, name)(*flat)
+        got = cuda_program(opt, name)(*flat)
         for g, w in zip(got, want):
             np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5, err_msg=name)
     assert "skipped" in subprocess.run([sys.executable, os.path.join(
@@ -536,12 +538,12 @@ CHILD = textwrap.dedent("""
     from numba import config
     assert not config.ENABLE_CUDASIM
     from needle.codegen.cuda import emit_kernel
-    from needle.passes.fusion import partition
+    from needle.lowering import fuse_for
     from needle.runtime.cuda_inspect import compile_ptx, resource_report
     from programs import program
     opt, _, _ = program("mlp_forward_backward")
     kernels = [(e.params["name"], emit_kernel(e.params["graph"]))
-               for e in partition(opt, "cuda").graph.eqns if e.prim.name == "kernel"]
+               for e in fuse_for(opt, "cuda").graph.eqns if e.prim.name == "kernel"]
     ptx = compile_ptx(kernels, (9, 0))
     rep = resource_report(kernels, (9, 0))
     print(json.dumps({{"n": len(kernels), "ptx": len(ptx),

@@ -20,7 +20,8 @@ from needle.codegen.cuda import emit_kernel, rules as cuda_rules
 from needle.ir import PRIMITIVES, ClosedGraph, Eqn, Graph, Var, eval_graph, run_numpy
 from needle.passes import fusion, run_pipeline
 from needle.runtime import cuda_runtime
-from needle.runtime.cuda_runtime import compile_cuda
+from needle.codegen import backend_for
+from needle.lowering import cuda_program as compile_cuda, fuse_for
 from needle.runtime.host import HOST_STEPS
 
 from helpers import tol
@@ -68,8 +69,8 @@ def test_every_primitive_has_a_cuda_rule():
     missing = []
     for name, p in sorted(PRIMITIVES.items()):
         covered = (name in cuda_rules.UNARY_RULES or name in cuda_rules.BINARY_RULES
-                   or name in cuda_rules.EMITTERS or name in fusion.LIBRARY["cuda"]
-                   or name in fusion.VIEWS or p.kind == "group" or name in HOST_STEPS)
+                   or name in cuda_rules.EMITTERS or name in backend_for("cuda").library
+                   or name in backend_for("cuda").views or p.kind == "group" or name in HOST_STEPS)
         if not covered:
             missing.append(name)
     assert not missing, f"no CUDA emit rule, library call, view or host step: {missing}"
@@ -232,7 +233,7 @@ def test_new_sizes_reuse_the_kernel_source():
 
 def _single_group(fn, *args):
     opt, _, _ = traced(fn, args)
-    fused = fusion.partition(opt, "cuda")
+    fused = fuse_for(opt, "cuda")
     (e,) = [e for e in fused.graph.eqns if e.prim.name == "kernel"]
     return e.params["graph"]
 

@@ -16,7 +16,7 @@ import threading
 import numpy as np
 
 from ..ir import dtypes
-from ..ir.core import ClosedGraph, Eqn, Graph, Lit, ShapedArray, Var, aval_of
+from ..ir.core import ClosedGraph, Eqn, Graph, Lit, ShapedArray, Var, aval_of, set_binder
 from . import pytree
 from .source import user_line
 
@@ -140,11 +140,6 @@ def lift(x):
     return Tracer(tr, tr._const(arr, aval_of(arr), snapshot=True), user_line(2))
 
 
-# Primitives whose result is larger than their operands: with constant operands
-# under an active trace they are staged into the trace rather than computed.
-STAGED_WHEN_TRACING = {"broadcast_in_dim", "iota"}
-
-
 # Called as hook(prim, operands, results, params) after every eager primitive
 # on host values (needle.debug_nans sets one); None: nothing runs.
 _eager_hook = None
@@ -175,10 +170,11 @@ def bind(prim, args, params):
     # host copies below, or is recorded when a graph is being traced.
     if top is not None and (top.level >= 0 or not prim.effectful):
         return top.process(prim, args, params)
-    if (prim.name in STAGED_WHEN_TRACING or prim.effectful) and _STACK.traces:
-        # A broadcast of a constant under a trace is recorded, not evaluated:
-        # the kernel makes its elements for free, a captured array would be
-        # read from memory. An effect (a debug print) of constants is
+    if (prim.traits.staged_when_tracing or prim.effectful) and _STACK.traces:
+        # A result larger than its constant operands (staged_when_tracing: a
+        # broadcast, an iota) is recorded under a trace, not evaluated: the
+        # kernel makes its elements for free, a captured array would be read
+        # from memory. An effect (a debug print) of constants is
         # recorded too: it happens when the program runs.
         return _STACK.traces[-1].process(prim, args, params)
     # Eager: every argument is concrete.
@@ -192,6 +188,9 @@ def bind(prim, args, params):
     if _eager_hook is not None:
         _eager_hook(prim, vals, outs, params)
     return outs if prim.multiple_results else outs[0]
+
+
+set_binder(bind)        # Primitive.bind (ir/core.py) calls this bind
 
 
 class Tracer:

@@ -2,34 +2,25 @@
 
 Input: the current Python stack. Output: "file.py:42 (in f)" of the innermost
 frame that is not needle's own code.
+
+needle's own code is told by the module a frame runs in: every stage is a
+subpackage of `needle` (pyproject's package-dir mapping), so its frames'
+`__name__` is "needle" or starts with "needle.". That needs no import of
+the other stages (which the tracer may not import) and no file paths.
 """
-import os
 import sys
 
-_PKG_DIRS = None
 
-
-def _pkg_dirs():
-    global _PKG_DIRS
-    if _PKG_DIRS is None:
-        import needle
-        from needle import codegen, ir, passes, runtime, tracer
-        _PKG_DIRS = tuple(os.path.dirname(os.path.abspath(m.__file__)) + os.sep
-                          for m in (needle, tracer, ir, passes, codegen, runtime))
-    return _PKG_DIRS
-
-
-def is_internal(filename):
-    return os.path.abspath(filename).startswith(_pkg_dirs())
+def _is_needle(frame):
+    name = frame.f_globals.get("__name__") or ""
+    return name == "needle" or name.startswith("needle.")
 
 
 def user_frame(skip=1):
     f = sys._getframe(skip)
-    dirs = _pkg_dirs()
     while f is not None:
-        fn = f.f_code.co_filename
-        if not fn.startswith(dirs) and not fn.startswith("<frozen") and \
-                not os.path.abspath(fn).startswith(dirs):
+        # importlib's frozen frames: an import in progress, not the user's line
+        if not _is_needle(f) and not f.f_code.co_filename.startswith("<frozen"):
             return f
         f = f.f_back
     return None

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...ir.core import Lit
-from ...ir.primitives import SCATTERS, reduce_identity
+from ...ir.primitives import SCATTERS, ScatterMode, reduce_identity
 from . import rules
 from .fastmath import FAST32, HELPERS
 from .rules import CTOR, const
@@ -55,11 +55,6 @@ def _reshape_groups(xs, os_):
         else:
             groups.append((rest_in, rest_out))
     return groups
-
-
-# Values worth keeping rather than computing again.
-TRANSCENDENTAL = {"exp", "log", "log1p", "expm1", "sin", "cos", "tan", "tanh", "logistic", "erf",
-                  "pow", "atan2", "sqrt", "rsqrt"}
 
 
 class Scope:
@@ -565,7 +560,8 @@ class KernelEmitter:
             if e.prim.name != "reduce_sum" or tuple(e.params["axes"]) != (last,) or \
                     x in self.args or not hasattr(x, "aval") or \
                     x.aval.shape != dom.aval.shape or x.aval.dtype != dom.aval.dtype or \
-                    self.producer[x].prim.name not in TRANSCENDENTAL:
+                    not (self.producer[x].prim.traits.expensive and
+                         self.producer[x].prim.traits.elementwise):
                 continue
             if self._reaches(dom, x, elementwise_only=True) and self._row_aligned(dom, e.outs[0]):
                 self.cached[x] = f"o{outs.index(dom)}"
@@ -703,8 +699,7 @@ class KernelEmitter:
     def emit_body(self):
         outs = self.g.outvars
         roots = [self.producer.get(v) for v in outs]
-        special = [e for e in roots if e is not None and e.prim.name in
-                   ("cumsum",) + SCATTERS]
+        special = [e for e in roots if e is not None and e.prim.traits.own_loop]
         if special:
             if len(outs) != 1:
                 raise NotImplementedError(f"{special[0].prim.name} must be alone in its "
@@ -768,7 +763,7 @@ class KernelEmitter:
         j, js = self.operand(ind, tuple(uidx[axis:axis + k]))
         n = self.dim(x, axis)
         wrapped = f"i64({j}) + {n} if {j} < 0 else i64({j})"
-        drop = e.params.get("mode", "clip") == "drop"
+        drop = e.params["mode"] == ScatterMode.DROP
         jj = self.define(wrapped if drop else f"min(max({wrapped}, 0), {n} - 1)", js,
                          prefix="j")
         u, _ = self.value_at(upd, tuple(uidx))

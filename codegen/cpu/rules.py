@@ -6,12 +6,15 @@ dtypes, the output dtype and the equation's params.
 Output: an expression string; the emitter wraps it in the output dtype's
 constructor so Numba never widens float32 to float64 or int32 to int64.
 
-Structural, reduction and indexing primitives are handled by the emitter
-itself (they change how elements are indexed, not how they are combined);
-`EMITTERS` lists them so the registry test can see every primitive covered.
+Structural, reduction and indexing primitives (by their `kind` trait) are
+handled by the emitter itself: they change how elements are indexed, not how
+they are combined. `EMITTERS` names them, with the elementwise primitives
+whose rule takes params (`ELEMENTWISE_WITH_PARAMS`), so the registry test
+sees every primitive covered.
 """
 import numpy as np
 
+from ...ir.core import PRIMITIVES
 from ...ir.primitives import BINARY, COMPARE, UNARY
 from .fastmath import FAST32
 
@@ -154,10 +157,13 @@ def select(p, x, y):
     return f"({x} if {p} else {y})"
 
 
-# Primitives the emitter indexes specially (no expression rule of their own).
-EMITTERS = {"broadcast_in_dim", "reshape", "transpose", "slice", "pad", "concatenate", "rev",
-            "iota", "reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "argmax", "argmin",
-            "cumsum", "gather", "scatter_add", "scatter", "scatter_mul", "scatter_min",
-            "scatter_max", "select", "convert_element_type", "integer_pow"}
+# Elementwise primitives whose rule is one of the functions above: it reads
+# params or more than one dtype, so it is not in UNARY_RULES / BINARY_RULES.
+ELEMENTWISE_WITH_PARAMS = {"integer_pow": integer_pow, "convert_element_type": convert,
+                           "select": select}
+# Primitives the emitter handles itself (no expression rule in the tables above).
+INDEXED_KINDS = ("structural", "reduction", "indexing")
+EMITTERS = {n for n, p in PRIMITIVES.items() if p.kind in INDEXED_KINDS} | \
+    set(ELEMENTWISE_WITH_PARAMS)
 
 assert set(UNARY) <= set(UNARY_RULES) and set(BINARY) | set(COMPARE) <= set(BINARY_RULES)

@@ -66,7 +66,7 @@ from . import rules
 # in the simulator the module's `math` answers as libdevice does.
 SIM_MATH = (
     "if config.ENABLE_CUDASIM:      # Python's math raises where a GPU gives inf / nan\n"
-    "    from needle.runtime.cuda_sim import math")
+    "    from needle.codegen.cuda.sim_math import math")
 
 # Integer power as the CPU computes it: a negative exponent gives
 # 1 / a**-b truncated toward zero (0 unless a is 1 or -1). Written out rather

@@ -3,13 +3,17 @@ convert_element_type), each with its abstract eval and numpy implementation.
 
 Input: nothing. Output: `<name>_p` Primitive objects, and the tables
 `UNARY`, `BINARY`, `COMPARE` (name -> Primitive) used by tests and backends.
+
+Each declaration line states the primitive's traits (ir.core.Traits) beyond
+`kind="elementwise"`: `expensive=True` (a transcendental function, pow,
+atan2, sqrt: worth computing once), `commutative=True`.
 """
 import math
 
 import numpy as np
 
 from .. import dtypes
-from ..core import Primitive, ShapedArray, ShapeError
+from ..core import Primitive, ShapedArray, ShapeError, Traits
 
 __all__ = ["UNARY", "BINARY", "COMPARE", "FLOAT_ONLY", "select_p", "convert_element_type_p",
            "integer_pow_p"]
@@ -55,8 +59,8 @@ def _binary_aval(name, kinds, out_dtype=None):
     return abstract_eval
 
 
-def _def_unary(name, np_fn, kinds="fiu", out_dtype=None):
-    p = Primitive(name, kind="elementwise")
+def _def_unary(name, np_fn, kinds="fiu", out_dtype=None, **traits):
+    p = Primitive(name, Traits(kind="elementwise", **traits))
     p.abstract_eval = _unary_aval(name, kinds, out_dtype)
     dt_out = out_dtype
 
@@ -71,8 +75,8 @@ def _def_unary(name, np_fn, kinds="fiu", out_dtype=None):
     return p
 
 
-def _def_binary(name, np_fn, kinds="fiu", out_dtype=None, table=BINARY):
-    p = Primitive(name, kind="elementwise")
+def _def_binary(name, np_fn, kinds="fiu", out_dtype=None, table=BINARY, **traits):
+    p = Primitive(name, Traits(kind="elementwise", **traits))
     p.abstract_eval = _binary_aval(name, kinds, out_dtype)
     dt_out = out_dtype
 
@@ -104,25 +108,26 @@ def _not(x):
     return np.logical_not(x) if x.dtype == np.bool_ else np.invert(x)
 
 
-# name, numpy function, operand kinds
+# name, numpy function, operand kinds, traits
 _def_unary("neg", np.negative, "fiu")
-_def_unary("exp", np.exp, "f")
-_def_unary("log", np.log, "f")
-_def_unary("log1p", np.log1p, "f")
-_def_unary("expm1", np.expm1, "f")
-_def_unary("sin", np.sin, "f")
-_def_unary("cos", np.cos, "f")
-_def_unary("tan", np.tan, "f")
-_def_unary("tanh", np.tanh, "f")
-_def_unary("logistic", _logistic, "f")
-_def_unary("sqrt", np.sqrt, "f")
-_def_unary("rsqrt", lambda x: 1 / np.sqrt(x), "f")
+_def_unary("exp", np.exp, "f", expensive=True)
+_def_unary("log", np.log, "f", expensive=True)
+_def_unary("log1p", np.log1p, "f", expensive=True)
+_def_unary("expm1", np.expm1, "f", expensive=True)
+_def_unary("sin", np.sin, "f", expensive=True)
+_def_unary("cos", np.cos, "f", expensive=True)
+_def_unary("tan", np.tan, "f", expensive=True)
+_def_unary("tanh", np.tanh, "f", expensive=True)
+_def_unary("logistic", _logistic, "f", expensive=True)
+_def_unary("sqrt", np.sqrt, "f", expensive=True)
+_def_unary("rsqrt", lambda x: 1 / np.sqrt(x), "f", expensive=True)
 _def_unary("abs", np.abs, "fiu")
 _def_unary("sign", np.sign, "fiu")
 _def_unary("floor", np.floor, "f")
 _def_unary("ceil", np.ceil, "f")
 _def_unary("round", _round, "f")
-_def_unary("erf", lambda x: np.asarray(_erf(x), np.float64).astype(x.dtype), "f")
+_def_unary("erf", lambda x: np.asarray(_erf(x), np.float64).astype(x.dtype), "f",
+           expensive=True)
 _def_unary("not", _not, "biu")
 _def_unary("isnan", np.isnan, "f", out_dtype=dtypes.bool_)
 _def_unary("isinf", np.isinf, "f", out_dtype=dtypes.bool_)
@@ -150,25 +155,27 @@ def _pow(x, y):
     return np.where(neg, inv, r)
 
 
-_def_binary("add", np.add)
+_def_binary("add", np.add, commutative=True)
 _def_binary("sub", np.subtract)
-_def_binary("mul", np.multiply)
+_def_binary("mul", np.multiply, commutative=True)
 _def_binary("div", _floordiv)            # true division on floats, floor division on ints
 _def_binary("rem", _rem)
-_def_binary("pow", _pow, "fiu")           # integers: x ** -n truncates 1 / x**n
-_def_binary("max", np.maximum)           # NaN-propagating, as numpy's maximum
-_def_binary("min", np.minimum)
-_def_binary("atan2", np.arctan2, "f")
-_def_binary("and", np.bitwise_and, "biu")
-_def_binary("or", np.bitwise_or, "biu")
-_def_binary("xor", np.bitwise_xor, "biu")
-for _n, _f in [("eq", np.equal), ("ne", np.not_equal), ("lt", np.less),
-               ("le", np.less_equal), ("gt", np.greater), ("ge", np.greater_equal)]:
+_def_binary("pow", _pow, "fiu", expensive=True)   # integers: x ** -n truncates 1 / x**n
+_def_binary("max", np.maximum, commutative=True)  # NaN-propagating, as numpy's maximum
+_def_binary("min", np.minimum, commutative=True)
+_def_binary("atan2", np.arctan2, "f", expensive=True)
+_def_binary("and", np.bitwise_and, "biu", commutative=True)
+_def_binary("or", np.bitwise_or, "biu", commutative=True)
+_def_binary("xor", np.bitwise_xor, "biu", commutative=True)
+_def_binary("eq", np.equal, "fiub", out_dtype=dtypes.bool_, table=COMPARE, commutative=True)
+_def_binary("ne", np.not_equal, "fiub", out_dtype=dtypes.bool_, table=COMPARE, commutative=True)
+for _n, _f in [("lt", np.less), ("le", np.less_equal), ("gt", np.greater),
+               ("ge", np.greater_equal)]:
     _def_binary(_n, _f, "fiub", out_dtype=dtypes.bool_, table=COMPARE)
 
 
 # integer_pow: x ** y for a static Python int y (any dtype but bool).
-integer_pow_p = Primitive("integer_pow", kind="elementwise")
+integer_pow_p = Primitive("integer_pow", Traits(kind="elementwise"))
 
 
 def _integer_pow_aval(x, *, y):
@@ -189,7 +196,7 @@ integer_pow_p.abstract_eval = _integer_pow_aval
 integer_pow_p.impl = _integer_pow_impl
 
 # select(pred, on_true, on_false): numpy's where.
-select_p = Primitive("select", kind="elementwise")
+select_p = Primitive("select", Traits(kind="elementwise"))
 
 
 def _select_aval(pred, x, y):
@@ -202,8 +209,9 @@ def _select_aval(pred, x, y):
 select_p.abstract_eval = _select_aval
 select_p.impl = lambda pred, x, y: [np.asarray(np.where(pred, x, y), dtype=np.result_type(x, y))]
 
-# convert_element_type(x, new_dtype, weak_type)
-convert_element_type_p = Primitive("convert_element_type", kind="elementwise")
+# convert_element_type(x, new_dtype, weak_type): 0 and 1 stay 0 and 1 (shape_only)
+convert_element_type_p = Primitive("convert_element_type",
+                                   Traits(kind="elementwise", shape_only=True))
 
 
 def _convert_aval(x, *, new_dtype, weak_type=False):

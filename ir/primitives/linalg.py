@@ -2,20 +2,67 @@
 matmul, matrix-vector, tensordot are all dot_general).
 
 Input: nothing. Output: `dot_general_p` with abstract eval and a numpy
-implementation that calls numpy's BLAS-backed matmul; the CPU runtime uses
-the same routine as its library call.
+implementation that calls numpy's BLAS-backed matmul (the CPU backend uses
+the same routine as its library call), and `DotDimensionNumbers`.
 
-dimension_numbers = ((lhs_contract, rhs_contract), (lhs_batch, rhs_batch)).
-The output's axes are: batch axes, then lhs free axes, then rhs free axes
-(JAX's convention).
+dimension_numbers = ((lhs_contract, rhs_contract), (lhs_batch, rhs_batch)),
+held by every equation as a DotDimensionNumbers (an Eqn converts a plain
+nested tuple, however it was made). The output's axes are: batch axes, then lhs free axes, then
+rhs free axes (JAX's convention).
 """
+from typing import NamedTuple
+
 import numpy as np
 
-from ..core import Primitive, ShapedArray, ShapeError
+from ..core import Primitive, ShapedArray, ShapeError, Traits
 
-__all__ = ["dot_general_p", "dot_general_numpy"]
+__all__ = ["dot_general_p", "dot_general_numpy", "DotDimensionNumbers"]
 
-dot_general_p = Primitive("dot_general", kind="linalg")
+
+class DotDimensionNumbers(NamedTuple):
+    """dot_general's axes, typed. A tuple of two pairs, so it still unpacks
+    as `(lc, rc), (lb, rb) = dn`, compares equal to the plain nested tuple
+    and prints like it."""
+    contracting: tuple          # (lhs axes, rhs axes), contracted pairwise
+    batch: tuple                # (lhs axes, rhs axes), batch axes pairwise
+
+    @classmethod
+    def of(cls, dn):
+        """From any ((lc, rc), (lb, rb)) of int sequences: tuples of
+        Python ints, so equal dimension numbers are equal params (CSE, cache
+        keys) whatever sequences or integer types built them."""
+        if type(dn) is cls:
+            return dn
+        (lc, rc), (lb, rb) = dn
+        lc, rc, lb, rb = (tuple(int(i) for i in a) for a in (lc, rc, lb, rb))
+        return cls((lc, rc), (lb, rb))
+
+    lhs_contract = property(lambda self: self.contracting[0])
+    rhs_contract = property(lambda self: self.contracting[1])
+    lhs_batch = property(lambda self: self.batch[0])
+    rhs_batch = property(lambda self: self.batch[1])
+
+    def swapped(self):
+        """The dimension numbers of dot_general(rhs, lhs)."""
+        (lc, rc), (lb, rb) = self
+        return DotDimensionNumbers((rc, lc), (rb, lb))
+
+    def __str__(self):
+        return str(tuple(self))     # (((1,), (0,)), ((), ())), as the IR has always printed
+
+
+def _dot_params(params):
+    """Every dot_general equation holds its dimension numbers typed."""
+    dn = params.get("dimension_numbers")
+    try:
+        dn = DotDimensionNumbers.of(dn)
+    except (TypeError, ValueError):
+        return params       # malformed: the abstract eval names it, with the user's line
+    return {**params, "dimension_numbers": dn}
+
+
+dot_general_p = Primitive("dot_general", Traits(kind="linalg"))
+dot_general_p.canonicalize_params = _dot_params
 
 
 def _free(ndim, *used):
@@ -24,13 +71,18 @@ def _free(ndim, *used):
 
 
 def _dot_aval(a, b, *, dimension_numbers):
-    (lc, rc), (lb, rb) = dimension_numbers
+    try:
+        dn = DotDimensionNumbers.of(dimension_numbers)
+    except (TypeError, ValueError):
+        raise ShapeError(f"dot_general: dimension_numbers {dimension_numbers!r} is not "
+                         f"((lhs_contract, rhs_contract), (lhs_batch, rhs_batch))") from None
+    lc, rc, lb, rb = dn.lhs_contract, dn.rhs_contract, dn.lhs_batch, dn.rhs_batch
     if a.dtype != b.dtype:
         raise TypeError(f"dot_general: operand dtypes differ: {a.dtype.name} vs {b.dtype.name}")
     if a.dtype.kind == "b":
         raise TypeError("dot_general: bool operands are not supported")
     if len(lc) != len(rc) or len(lb) != len(rb):
-        raise ShapeError(f"dot_general: dimension_numbers {dimension_numbers} pair unequal "
+        raise ShapeError(f"dot_general: dimension_numbers {dn} pair unequal "
                          f"axis lists")
     for ax_a, ax_b, what in ((lc, rc, "contracting"), (lb, rb, "batch")):
         for i, j in zip(ax_a, ax_b):
@@ -46,7 +98,8 @@ def dot_general_numpy(a, b, dimension_numbers, empty=None):
     """Contract by transposing to (batch, M, K) @ (batch, K, N) and calling
     numpy's matmul (BLAS for float32/float64). `empty(shape, dtype)`, when
     given, allocates the result (the runtime passes its buffer pool)."""
-    (lc, rc), (lb, rb) = dimension_numbers
+    dn = DotDimensionNumbers.of(dimension_numbers)
+    lc, rc, lb, rb = dn.lhs_contract, dn.rhs_contract, dn.lhs_batch, dn.rhs_batch
     fa, fb = _free(a.ndim, lc, lb), _free(b.ndim, rc, rb)
     bshape = [a.shape[d] for d in lb]
     m = [a.shape[d] for d in fa]

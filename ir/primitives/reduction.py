@@ -1,8 +1,9 @@
 """Stage ir: reductions and scans: reduce_sum, reduce_max, reduce_min,
 reduce_prod, argmax, argmin, cumsum.
 
-Input: nothing. Output: `<name>_p` Primitive objects with abstract eval and
-numpy implementation, and `REDUCTIONS` (name -> Primitive).
+Input: nothing. Output: `<name>_p` Primitive objects with abstract eval,
+numpy implementation and traits (kind="reduction"; cumsum has its own loop,
+`own_loop`), and `REDUCTIONS` (name -> Primitive).
 
 Reductions drop the reduced axes (keepdims is a reshape in needle.numpy).
 reduce_max / reduce_min of an empty axis give the identity (-inf / +inf, or
@@ -11,7 +12,7 @@ the integer extremes), as JAX does; NaN propagates.
 import numpy as np
 
 from .. import dtypes
-from ..core import Primitive, ShapedArray, ShapeError
+from ..core import Primitive, ShapedArray, ShapeError, Traits
 
 __all__ = ["REDUCTIONS", "reduce_sum_p", "reduce_max_p", "reduce_min_p", "reduce_prod_p",
            "argmax_p", "argmin_p", "cumsum_p", "reduce_identity"]
@@ -53,7 +54,7 @@ def reduce_identity(name, dtype):
 
 
 def _def_reduce(name, np_fn):
-    p = Primitive(name, kind="reduction")
+    p = Primitive(name, Traits(kind="reduction"))
     p.abstract_eval = _reduce_aval(name)
 
     def impl(x, *, axes):
@@ -85,7 +86,7 @@ def _arg_aval(name):
 
 
 def _def_arg(name, np_fn):
-    p = Primitive(name, kind="reduction")
+    p = Primitive(name, Traits(kind="reduction"))
     p.abstract_eval = _arg_aval(name)
     # numpy's argmax/argmin return the first NaN, as needle's kernels do.
     p.impl = lambda x, *, axis, index_dtype: [np.asarray(np_fn(x, axis=axis), dtype=index_dtype)]
@@ -111,6 +112,7 @@ def _cumsum_impl(x, *, axis, reverse=False):
     return [np.cumsum(x, axis=axis, dtype=x.dtype)]
 
 
-cumsum_p = Primitive("cumsum", kind="reduction")
+# a scan: each output element reads a prefix of its row, a loop of its own
+cumsum_p = Primitive("cumsum", Traits(kind="reduction", own_loop=True))
 cumsum_p.abstract_eval = _cumsum_aval
 cumsum_p.impl = _cumsum_impl

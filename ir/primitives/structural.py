@@ -1,20 +1,23 @@
 """Stage ir: primitives that move data without arithmetic: broadcast_in_dim,
 reshape, transpose, slice, pad, concatenate, rev, iota.
 
-Input: nothing. Output: `<name>_p` Primitive objects with abstract eval and
-numpy implementation.
+Input: nothing. Output: `<name>_p` Primitive objects with abstract eval,
+numpy implementation and traits (ir.core.Traits, kind="structural"):
+`shape_only` where every result element is an operand element (broadcast,
+reshape, transpose, slice, rev), `staged_when_tracing` where the result is
+larger than the operands (broadcast_in_dim, iota).
 """
 import numpy as np
 
 from .. import dtypes
-from ..core import Primitive, ShapedArray, ShapeError
+from ..core import Primitive, ShapedArray, ShapeError, Traits
 
 __all__ = ["broadcast_in_dim_p", "reshape_p", "transpose_p", "slice_p", "pad_p",
            "concatenate_p", "rev_p", "iota_p"]
 
 
-def _prim(name, aval_rule, impl):
-    p = Primitive(name, kind="structural")
+def _prim(name, aval_rule, impl, **traits):
+    p = Primitive(name, Traits(kind="structural", **traits))
     p.abstract_eval, p.impl = aval_rule, impl
     return p
 
@@ -42,7 +45,8 @@ def _bid_impl(x, *, shape, broadcast_dimensions):
     return [np.broadcast_to(x.reshape(expanded), shape).copy()]
 
 
-broadcast_in_dim_p = _prim("broadcast_in_dim", _bid_aval, _bid_impl)
+broadcast_in_dim_p = _prim("broadcast_in_dim", _bid_aval, _bid_impl, shape_only=True,
+                           staged_when_tracing=True)
 
 
 def _reshape_aval(x, *, new_sizes):
@@ -54,7 +58,8 @@ def _reshape_aval(x, *, new_sizes):
 
 
 reshape_p = _prim("reshape", _reshape_aval,
-                  lambda x, *, new_sizes: [np.asarray(np.reshape(x, new_sizes), order="C")])
+                  lambda x, *, new_sizes: [np.asarray(np.reshape(x, new_sizes), order="C")],
+                  shape_only=True)
 
 
 def _transpose_aval(x, *, permutation):
@@ -65,7 +70,8 @@ def _transpose_aval(x, *, permutation):
 
 
 transpose_p = _prim("transpose", _transpose_aval,
-                    lambda x, *, permutation: [np.asarray(np.transpose(x, permutation), order="C")])
+                    lambda x, *, permutation: [np.asarray(np.transpose(x, permutation), order="C")],
+                    shape_only=True)
 
 
 def _slice_aval(x, *, start_indices, limit_indices, strides=None):
@@ -88,7 +94,7 @@ def _slice_impl(x, *, start_indices, limit_indices, strides=None):
     return [np.asarray(x[idx], order="C")]
 
 
-slice_p = _prim("slice", _slice_aval, _slice_impl)
+slice_p = _prim("slice", _slice_aval, _slice_impl, shape_only=True)
 
 
 # pad(x, padding_value, padding_config): config is one (low, high, interior) per
@@ -149,7 +155,8 @@ def _rev_aval(x, *, dimensions):
 
 
 rev_p = _prim("rev", _rev_aval,
-              lambda x, *, dimensions: [np.asarray(np.flip(x, tuple(dimensions)), order="C")])
+              lambda x, *, dimensions: [np.asarray(np.flip(x, tuple(dimensions)), order="C")],
+              shape_only=True)
 
 
 def _iota_aval(*, dtype, shape, dimension):
@@ -166,4 +173,4 @@ def _iota_impl(*, dtype, shape, dimension):
     return [np.broadcast_to(r, shape).copy()]
 
 
-iota_p = _prim("iota", _iota_aval, _iota_impl)
+iota_p = _prim("iota", _iota_aval, _iota_impl, staged_when_tracing=True)

@@ -32,7 +32,7 @@ def _shape(shape):
 
 def _device_of(a):
     """'cuda' for a needle device Array, else None."""
-    from ..runtime.cuda_array import Array
+    from ..array import Array
     return "cuda" if isinstance(a, Array) else None
 
 
@@ -46,7 +46,7 @@ def _place(value, device):
         return lift(value)
     if device is None or (isinstance(value, Tracer) and _device_of(value) is None):
         return value
-    from ..runtime.cuda_array import device_put
+    from ..array import device_put
     return device_put(value, device)
 
 
@@ -70,7 +70,7 @@ def _filled(shape, value, dtype, device=None):
     if device is not None and current_trace() is None:
         from ..runtime.devices import resolve_device
         if resolve_device(device) == "cuda":
-            from ..runtime.cuda_array import filled
+            from ..array import filled
             return filled(shape, dtype.type(value))
     return _place(np.full(shape, value, dtype), device)
 

@@ -11,8 +11,8 @@ compiled kernel cannot raise; numpy would).
 import numpy as np
 
 from ..ir.core import ShapeError
-from ..ir.primitives import (gather_p, rev_p, scatter_add_p, scatter_max_p, scatter_min_p,
-                             scatter_mul_p, scatter_p, slice_p)
+from ..ir.primitives import (ScatterMode, gather_p, rev_p, scatter_add_p, scatter_max_p,
+                             scatter_min_p, scatter_mul_p, scatter_p, slice_p)
 from ..tracer.core import Tracer
 from ._core import asarray, broadcast_to, cast, shape_of, typeof, user_line, with_location
 from .shape import reshape, transpose
@@ -286,8 +286,9 @@ class _IndexUpdateRef:
                 "min": scatter_min_p, "max": scatter_max_p}[how]
         # JAX's modes: out-of-range updates are dropped by default ("drop" /
         # "fill"), or clamped to the edge ("clip" / "promise_in_bounds")
-        modes = {None: "drop", "drop": "drop", "fill": "drop", "clip": "clip",
-                 "promise_in_bounds": "clip"}
+        drop, clip = ScatterMode.DROP, ScatterMode.CLIP
+        modes = {None: drop, "drop": drop, "fill": drop, "clip": clip,
+                 "promise_in_bounds": clip}
         if mode not in modes:
             raise _err(f"at[].{how}: mode must be one of {sorted(m for m in modes if m)}, got "
                        f"{mode!r}", ValueError)

@@ -18,7 +18,7 @@ differentiated Graph).
 """
 import contextlib
 
-from ...ir.core import Primitive
+from ...ir.core import Primitive, Traits
 from ...ir.interpreter import run_numpy
 
 
@@ -28,7 +28,7 @@ class MarkerPrimitive(Primitive):
     def __init__(self, name, multiple_results=False):   # noqa: D107 - no registration
         self.name = name
         self.multiple_results = multiple_results
-        self.kind = "autodiff"
+        self.traits = Traits(kind="autodiff")
         self.abstract_eval = None
         self.impl = None
 

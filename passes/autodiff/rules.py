@@ -25,13 +25,12 @@ import itertools
 import numpy as np
 
 from ...ir.core import Lit, ShapedArray
-from ...ir.primitives import (BINARY, COMPARE, UNARY, argmax_p, argmin_p,
-                              broadcast_in_dim_p, concatenate_p, convert_element_type_p,
-                              cumsum_p, dot_general_p, gather_p, integer_pow_p, iota_p,
-                              kernel_p, pad_p, reduce_max_p, reduce_min_p, reduce_prod_p,
-                              reduce_sum_p, reshape_p, rev_p, scatter_add_p, scatter_max_p,
-                              scatter_min_p, scatter_mul_p, scatter_p, select_p, slice_p,
-                              transpose_p)
+from ...ir.primitives import (BINARY, COMPARE, UNARY, DotDimensionNumbers, ScatterMode, argmax_p,
+                              argmin_p, broadcast_in_dim_p, concatenate_p, convert_element_type_p,
+                              cumsum_p, dot_general_p, gather_p, integer_pow_p, iota_p, kernel_p,
+                              pad_p, reduce_max_p, reduce_min_p, reduce_prod_p, reduce_sum_p,
+                              reshape_p, rev_p, scatter_add_p, scatter_max_p, scatter_min_p,
+                              scatter_mul_p, scatter_p, select_p, slice_p, transpose_p)
 from ...ir.primitives.debug import debug_callback_p
 from ...tracer.core import Tracer, current_trace
 from .markers import custom_lin_p, custom_vjp_call_p, stop_gradient_p
@@ -475,18 +474,17 @@ def _remaining(n, *removed):
     return [i for i in range(n) if i not in gone]
 
 
-def _dot_T_lhs(ct, x_aval, y, dimension_numbers, swap_ans=False):
+def _dot_T_lhs(ct, x_aval, y, dn, swap_ans=False):
     # JAX's _dot_general_transpose_lhs: contract ct with y over y's free axes,
     # then permute the result into x's axis order.
-    (xc, yc), (xb, yb) = dimension_numbers
-    xc, yc, xb, yb = (tuple(int(i) for i in a) for a in (xc, yc, xb, yb))
+    xc, yc, xb, yb = dn.lhs_contract, dn.rhs_contract, dn.lhs_batch, dn.rhs_batch
     x_kept = _remaining(len(x_aval.shape), xc, xb)
     y_kept = _remaining(len(shape_of(y)), yc, yb)
     if swap_ans:
         ans_batch, ans_y, _ = _ranges_like(xb, y_kept, x_kept)
     else:
         ans_batch, _, ans_y = _ranges_like(xb, x_kept, y_kept)
-    dims = ((ans_y, tuple(y_kept)), (ans_batch, yb))
+    dims = DotDimensionNumbers((ans_y, tuple(y_kept)), (ans_batch, yb))
     xc_by_y = [xc[i] for i in np.argsort(yc)]
     out_axes = tuple(int(i) for i in np.argsort(list(xb) + x_kept + xc_by_y))
     r = dot_general_p.bind(ct, y, dimension_numbers=dims)
@@ -496,12 +494,12 @@ def _dot_T_lhs(ct, x_aval, y, dimension_numbers, swap_ans=False):
 
 
 def _dot_T(ct, x, y, *, dimension_numbers):
-    (xc, yc), (xb, yb) = dimension_numbers
+    dn = dimension_numbers              # a DotDimensionNumbers, as every equation holds
     if isinstance(x, UndefinedPrimal) and isinstance(y, UndefinedPrimal):
         raise TypeError("autodiff: dot_general of two tangents is not linear")
     if isinstance(x, UndefinedPrimal):
-        return [_dot_T_lhs(ct, x.aval, y, dimension_numbers), None]
-    return [None, _dot_T_lhs(ct, y.aval, x, ((yc, xc), (yb, xb)), swap_ans=True)]
+        return [_dot_T_lhs(ct, x.aval, y, dn), None]
+    return [None, _dot_T_lhs(ct, y.aval, x, dn.swapped(), swap_ans=True)]
 
 
 JVP_RULES[dot_general_p] = _dot_jvp
@@ -521,7 +519,7 @@ def _gather_T(ct, x, idx, *, axis):
 
 
 def _scatter_jvp(prim):
-    def rule(primals, tangents, *, axis, mode="clip"):
+    def rule(primals, tangents, *, axis, mode):
         (x, idx, u), (tx, _, tu) = primals, tangents
         ans = prim.bind(x, idx, u, axis=axis, mode=mode)
         if tx is None and tu is None:
@@ -534,7 +532,7 @@ def _scatter_jvp(prim):
 def _kept(idx, x_aval, u_aval, axis, mode):
     """mode="drop": 1.0 where an update lands (its index in range), shaped
     like the updates; None for mode="clip" (every update lands)."""
-    if mode != "drop":
+    if mode != ScatterMode.DROP:
         return None
     n = x_aval.shape[axis]
     i64 = convert(idx, np.int64)
@@ -548,7 +546,7 @@ def _times(x, mask):
     return x if mask is None else mul(x, mask)
 
 
-def _scatter_add_T(ct, x, idx, u, *, axis, mode="clip"):
+def _scatter_add_T(ct, x, idx, u, *, axis, mode):
     ct_u = None
     if isinstance(u, UndefinedPrimal):
         ct_u = _times(gather_p.bind(ct, idx, axis=axis),
@@ -570,7 +568,7 @@ def _scatter_winners(x_aval, idx, u_aval, axis, mode):
     return bcast(win, u_aval.shape, range(axis, axis + len(ishape)))
 
 
-def _scatter_T(ct, x, idx, u, *, axis, mode="clip"):
+def _scatter_T(ct, x, idx, u, *, axis, mode):
     u_aval = aval_of_value(u)
     ct_x = ct_u = None
     if isinstance(x, UndefinedPrimal):
@@ -582,7 +580,7 @@ def _scatter_T(ct, x, idx, u, *, axis, mode="clip"):
     return [ct_x, None, ct_u]
 
 
-def _scatter_mul_jvp(primals, tangents, *, axis, mode="clip"):
+def _scatter_mul_jvp(primals, tangents, *, axis, mode):
     # out[t] = x[t] * prod of the updates u_j into t. d/dx[t]: that product
     # (scatter_mul of the tangent, linear in it); d/du_j: x[t] times the
     # product of the other updates into t, computed without dividing by zero
@@ -611,7 +609,7 @@ def _scatter_mul_jvp(primals, tangents, *, axis, mode="clip"):
     return ans, t_out
 
 
-def _scatter_mul_T(ct, x, idx, u, *, axis, mode="clip"):
+def _scatter_mul_T(ct, x, idx, u, *, axis, mode):
     # linear in the operand only (the JVP applies it to the operand's tangent)
     if isinstance(u, UndefinedPrimal):
         raise NotImplementedError("scatter_mul is not linear in its updates")
@@ -622,7 +620,7 @@ def _scatter_mul_T(ct, x, idx, u, *, axis, mode="clip"):
 def _scatter_extremum_jvp(prim):
     # JAX's rule: the result at t is the operand or some updates; the tangent
     # is the average of the tangents of those that equal it (ties split).
-    def rule(primals, tangents, *, axis, mode="clip"):
+    def rule(primals, tangents, *, axis, mode):
         (x, idx, u), (tx, _, tu) = primals, tangents
         ans = prim.bind(x, idx, u, axis=axis, mode=mode)
         if tx is None and tu is None:

@@ -14,7 +14,8 @@ Rule:  rule(args, batched, size, **params) -> result (or list of results)
 """
 import numpy as np
 
-from ...ir.primitives import (BINARY, COMPARE, UNARY, argmax_p, argmin_p, broadcast_in_dim_p,
+from ...ir.primitives import (BINARY, COMPARE, UNARY, DotDimensionNumbers, ScatterMode,
+                              argmax_p, argmin_p, broadcast_in_dim_p,
                               concatenate_p, convert_element_type_p, cumsum_p, dot_general_p,
                               gather_p, integer_pow_p, iota_p, pad_p, reduce_max_p,
                               reduce_min_p, reduce_prod_p, reduce_sum_p, reshape_p, rev_p,
@@ -163,18 +164,20 @@ BATCH_RULES[cumsum_p] = _cumsum
 # --- dot_general ---------------------------------------------------------------------
 
 def _dot_general(args, batched, size, *, dimension_numbers):
-    (lc, rc), (lb, rb) = dimension_numbers
+    dn = dimension_numbers              # a DotDimensionNumbers, as every equation holds
+    lc, rc, lb, rb = dn.lhs_contract, dn.rhs_contract, dn.lhs_batch, dn.rhs_batch
     x, y = args
     bx, by = batched
     up = lambda ds: tuple(d + 1 for d in ds)        # noqa: E731
     if bx and by:                   # the mapped axis becomes one more batch axis
-        dn = ((up(lc), up(rc)), ((0,) + up(lb), (0,) + up(rb)))
+        dn = DotDimensionNumbers((up(lc), up(rc)), ((0,) + up(lb), (0,) + up(rb)))
         return dot_general_p.bind(x, y, dimension_numbers=dn)
     if bx:                          # a free axis of x: the first of x's free axes
-        out = dot_general_p.bind(x, y, dimension_numbers=((up(lc), rc), (up(lb), rb)))
-        return moveaxis(out, len(lb), 0)
+        dn = DotDimensionNumbers((up(lc), rc), (up(lb), rb))
+        return moveaxis(dot_general_p.bind(x, y, dimension_numbers=dn), len(lb), 0)
     # a free axis of y: after the batch axes and x's free axes
-    out = dot_general_p.bind(x, y, dimension_numbers=((lc, up(rc)), (lb, up(rb))))
+    out = dot_general_p.bind(x, y,
+                             dimension_numbers=DotDimensionNumbers((lc, up(rc)), (lb, up(rb))))
     n_free_x = len(shape_of(x)) - len(lc) - len(lb)
     return moveaxis(out, len(lb) + n_free_x, 0)
 
@@ -184,10 +187,11 @@ BATCH_RULES[dot_general_p] = _dot_general
 
 # --- gather / scatter ----------------------------------------------------------------
 
-def _flat_index(idx, n, size, mode="clip"):
+def _flat_index(idx, n, size, drop=False):
     """Per-example indices into axis of length n (any sign, clamped as gather
     does), offset by example: b * n + i, for the (size * n)-long flattened axis.
-    With mode="drop" an index out of range stays out of range (size * n)."""
+    With `drop` (a scatter's ScatterMode.DROP) an index out of range stays out
+    of range (size * n)."""
     from ...ir.primitives import add_p, and_p, ge_p, lt_p, max_p, min_p, mul_p
     idx = idx if len(shape_of(idx)) and shape_of(idx)[0] == size else bcast_batch(idx, size)
     dt = np.dtype(idx.dtype)
@@ -199,7 +203,7 @@ def _flat_index(idx, n, size, mode="clip"):
     s = shape_of(idx)
     offs = iota_p.bind(dtype=np.dtype(np.int64), shape=s, dimension=0)
     flat = add_p.bind(clamped, mul_p.bind(offs, n64))
-    if mode == "drop":
+    if drop:
         ok = and_p.bind(ge_p.bind(wrapped, np.array(0, np.int64)), lt_p.bind(wrapped, n64))
         flat = select_p.bind(ok, flat, np.array(size * n, np.int64))
     return flat
@@ -234,7 +238,7 @@ def _gather(args, batched, size, *, axis):
 
 
 def _scatter(prim):
-    def rule(args, batched, size, *, axis, mode="clip"):
+    def rule(args, batched, size, *, axis, mode):
         x, idx, u = args
         bx, bi, bu = batched
         if not bi:
@@ -244,7 +248,7 @@ def _scatter(prim):
         u = u if bu else bcast_batch(u, size)
         xs = shape_of(x)[1:]
         flat, fs = _to_front(x, axis, size)
-        pos = _flat_index(idx, xs[axis], size, mode)
+        pos = _flat_index(idx, xs[axis], size, drop=mode == ScatterMode.DROP)
         k = len(shape_of(pos)) - 1
         # updates per example: before + is + after -> is + before + after
         nb = axis

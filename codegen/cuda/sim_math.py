@@ -1,4 +1,6 @@
-"""Stage runtime: what generated CUDA kernels use in Numba's CUDA simulator.
+"""Stage codegen (CUDA): what generated CUDA kernels use in Numba's CUDA
+simulator. It lives in codegen because generated code imports it: a kernel
+module depends on its code generator's helpers, never on the runtime.
 
 Input: calls from a generated CUDA kernel module (codegen/cuda/emit.py) run by
 the simulator (NUMBA_ENABLE_CUDASIM=1), which executes the kernel as Python.

@@ -1,0 +1,60 @@
+"""Stage codegen: a Backend: everything the lowering needs to know about one
+device, as one value.
+
+Input: nothing (each backend package exports one: codegen.cpu.BACKEND,
+codegen.cuda.BACKEND). Output: the backend's answers to the fusion pass and
+the runtime: which equations are library calls, views or host steps; whether
+a candidate kernel group is acceptable (the cost model, `judge`); the kernel
+source of a group (`emit`); the host function of a library call
+(`library_call`); its tuning (`parallel_min_size`).
+
+The fusion pass (passes/fusion.py) receives a Backend as a value and the
+runtime compiles with it, so neither imports a code generator: passes never
+import codegen, and a new device is a new Backend, not edits across stages.
+The CUDA backend extends the CPU one and overrides what differs.
+"""
+
+
+class Backend:
+    name = "abstract"
+    # Primitives the runtime runs as library routines (BLAS on CPU): name ->
+    # rule (equation, allocator) -> host function of the operands.
+    library = {}
+    # Primitives that are free views of their input between kernels.
+    views = frozenset({"reshape"})
+    # The cost model's limits (fusion refuses a group beyond them).
+    max_group_eqns = 64
+    max_reduction_recompute = 1.0
+    max_expensive_recompute = 2.0
+    # Elements from which a kernel gets its parallel variant (CPU prange).
+    parallel_min_size = 1 << 62
+
+    def is_library(self, eqn):
+        return eqn.prim.name in self.library
+
+    def is_view(self, eqn):
+        return eqn.prim.name in self.views
+
+    @staticmethod
+    def is_host(eqn):
+        """A step the runtime runs on the host between kernels (an effect:
+        debug_callback)."""
+        return eqn.prim.effectful
+
+    def judge(self, sub):
+        """Why the kernel group with sub-Graph `sub` is not acceptable, or
+        None if it is."""
+        raise NotImplementedError
+
+    def emit(self, sub, name="kernel", parallel=False):
+        """The KernelSource of a group's sub-Graph."""
+        raise NotImplementedError
+
+    def library_call(self, eqn, allocator):
+        """The host function computing library equation `eqn`; `allocator`
+        ((shape, dtype) -> function returning a fresh array) is the runtime's
+        pooled allocation, passed down."""
+        return self.library[eqn.prim.name](eqn, allocator)
+
+    def __repr__(self):
+        return f"<needle backend {self.name}>"

@@ -1,0 +1,86 @@
+"""Stage codegen (CPU): the CPU Backend: Numba `njit` kernels, numpy's BLAS
+for dot_general, and the cost model fusion judges CPU groups with.
+
+Input: kernel-group sub-Graphs (judge, emit) and dot_general equations
+(library_call). Output: verdicts, KernelSources, host functions.
+
+Cost model: a group must have one loop domain (its results' shapes prefixes
+of the largest), a root with a loop of its own (cumsum, a scatter) must be
+its only result, and emitting it must not compute a reduction more than
+once per output element, or a transcendental / gather more than twice
+(`emit.recompute_factors`: the emitter's own count of how often each
+value's code runs).
+"""
+import numpy as np
+
+from ...ir.config import config
+from ...ir.primitives.linalg import dot_general_numpy
+from ..backend import Backend
+from .emit import emit_kernel, recompute_factors
+
+def _prefix_shapes(shapes):
+    """True if every shape is a prefix of the longest (one loop nest serves all)."""
+    longest = max(shapes, key=len, default=())
+    return all(tuple(s) == tuple(longest[:len(s)]) for s in shapes)
+
+
+def dot_general_call(e, allocator):
+    """A BLAS call specialised, at compile time, to one dot_general equation.
+    Matrix and matrix-vector products without batch axes call np.matmul on
+    (transposed) views straight into a pooled buffer: per call, no shape
+    arithmetic and no copies (a transposed operand is a strided view BLAS
+    reads as is). Everything else goes through dot_general_numpy."""
+    a, b = e.inputs
+    dn = e.params["dimension_numbers"]
+    (lc, rc), (lb, rb) = dn
+    out = e.outs[0].aval
+    if not lb and len(lc) == 1 and a.aval.ndim in (1, 2) and b.aval.ndim in (1, 2) \
+            and out.ndim >= 1:
+        ta = a.aval.ndim == 2 and lc[0] == 0
+        tb = b.aval.ndim == 2 and rc[0] == 1
+        alloc = allocator(out.shape, out.dtype)
+
+        def call(x, y):
+            r = alloc()
+            np.matmul(x.T if ta else x, y.T if tb else y, out=r)
+            return r
+        return call
+
+    def empty(shape, dtype):
+        return allocator(shape, dtype)()
+    return lambda x, y: dot_general_numpy(x, y, dn, empty=empty)
+
+
+class CpuBackend(Backend):
+    name = "cpu"
+    library = {"dot_general": dot_general_call}
+    @property
+    def parallel_min_size(self):
+        """Elements from which a group gets its prange variant (NEEDLE_PARALLEL_MIN_SIZE)."""
+        return config.parallel_min_size
+
+    def judge(self, sub):
+        eqns, outs = sub.eqns, sub.outvars
+        if not _prefix_shapes([v.aval.shape for v in outs]):
+            return "their results' shapes are not prefixes of one loop domain"
+        roots = [e for e in eqns if e.prim.traits.own_loop]
+        if roots and (len(outs) != 1 or outs[0] not in roots[0].outs or len(roots) > 1):
+            return f"{roots[0].prim.name} must be its kernel's only result"
+        try:
+            factors = recompute_factors(sub)
+        except NotImplementedError as e:
+            return str(e)
+        prims = {v: e.prim for e in eqns for v in e.outs}
+        for v, f in factors.items():
+            p = prims[v]
+            if p.kind == "reduction" and f > self.max_reduction_recompute + 1e-9:
+                return f"{p.name} would be recomputed {f:g}x"
+            if p.traits.expensive and f > self.max_expensive_recompute + 1e-9:
+                return f"{p.name} would be recomputed {f:g}x"
+        return None
+
+    def emit(self, sub, name="kernel", parallel=False):
+        return emit_kernel(sub, name, parallel=parallel)
+
+
+BACKEND = CpuBackend()

@@ -1,0 +1,86 @@
+"""Stage runtime (CPU): the CPU device of the compile loop (runtime/program.py):
+how a kernel is loaded and launched, a library call, a view and a host step
+run, and the Executable that runs them.
+
+Input: KernelSources from the CPU Backend (codegen/cpu), host functions of
+library calls, slots. Output: steps `step(env)` and an Executable.
+
+A group that touches at least backend.parallel_min_size elements (its
+largest input or output: a row max of a 4096x4096 array has 4096 results
+but reads 16M values) gets the parallel (prange) variant, guarded for
+threads and forked children (runtime/parallel.py); smaller ones the serial
+variant. Just two variants per group, chosen by size, so a shape class
+compiles predictably. Buffers come from the pool (runtime/memory.py).
+"""
+import numpy as np
+
+from ..ir.core import Lit
+from . import memory, parallel
+from .executable import Executable, call_step, kernel_step, view_step
+from .host import host_step
+from .kernel_cache import load_kernel
+
+
+def _domain_size(sub):
+    """Elements of the largest array the group reads or writes: its work."""
+    return max((int(np.prod(v.aval.shape, dtype=np.int64)) for v in sub.outvars + sub.invars),
+               default=0)
+
+
+def kernels_text(kernels):
+    parts = [f"# ---- kernel {gname} ({'parallel' if ks.parallel else 'serial'}, "
+             f"nk_{ks.key}.py) ----\n{ks.source}" for gname, ks in kernels]
+    return "\n".join(parts) if parts else "# no kernels"
+
+
+class CpuDevice:
+    name = "cpu"
+    allocator = staticmethod(memory.allocator)
+
+    @staticmethod
+    def load(sub, backend, context):
+        par = _domain_size(sub) >= backend.parallel_min_size
+        ks = backend.emit(sub, "kernel", parallel=par)
+        fn = load_kernel(ks, "cpu", context=context)
+        if par:
+            # a forked child runs the serial variant (runtime/parallel.py)
+            fn = parallel.guard(fn, serial=lambda: load_kernel(
+                backend.emit(sub, "kernel", parallel=False), "cpu", context=context))
+        return ks, fn
+
+    @staticmethod
+    def kernel_step(ks, fn, ins, outs, avals, inplace):
+        dims = np.array(ks.dims, dtype=np.int64)
+        lits = np.array([v for v, _ in ks.lits], np.float64) if ks.lits else None
+        return kernel_step(fn, ins, outs, [(a.shape, a.dtype) for a in avals], dims, inplace,
+                           lits)
+
+    @staticmethod
+    def library_step(fn, ins, out):
+        return call_step(fn, ins, out, {})
+
+    @staticmethod
+    def view_step(src, out, aval):
+        if isinstance(src, Lit):        # a reshape of a scalar: a fresh array per call
+            shape, dt, val = aval.shape, aval.dtype, src.val
+
+            def step(env):
+                env[out] = np.full(shape, val, dt)
+            return step
+        return view_step(src, out, aval.shape)
+
+    @staticmethod
+    def host_step(fn, ins):
+        return host_step(fn, ins)
+
+    @staticmethod
+    def executable(name, fused, n_slots, const_slots, in_slots, plan, outs, kernels, launchers,
+                   library_call_count, donated, donated_in_place):
+        g = fused.graph
+        stage_texts = {"fused": str(g), "kernels": lambda: kernels_text(kernels)}
+        return Executable(name, [v.aval for v in g.invars], n_slots, const_slots, fused.consts,
+                          in_slots, plan, outs, stage_texts, len(kernels), library_call_count,
+                          donated=donated_in_place)
+
+
+DEVICE = CpuDevice()
