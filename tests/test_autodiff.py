@@ -360,3 +360,24 @@ def test_zeros_helper_records_one_broadcast():
     cg = needle.make_ir(lambda x: ad_rules.zeros(needle.ShapedArray((3,), np.dtype("f4")))
                         + x)(np.ones(3, np.float32))
     assert cg.graph.eqns[0].prim.name == "broadcast_in_dim"
+
+
+def test_autodiff_marking_is_per_thread():
+    """A grad tracing in one thread does not mark another thread's traces
+    (the depth is thread-local, as the trace stack is)."""
+    import threading
+    from needle.passes.autodiff import ad_active, ad_context
+    seen, inside, done = [], threading.Event(), threading.Event()
+
+    def other():
+        inside.wait(10)
+        seen.append(ad_active())
+        done.set()
+    t = threading.Thread(target=other)
+    t.start()
+    with ad_context():
+        assert ad_active()
+        inside.set()
+        done.wait(10)
+    t.join(10)
+    assert seen == [False]

@@ -17,6 +17,7 @@ registry every backend must cover (a test pins that no marker is left in a
 differentiated Graph).
 """
 import contextlib
+import threading
 
 from ...ir.core import Primitive, Traits
 from ...ir.interpreter import run_numpy
@@ -68,21 +69,27 @@ def _custom_lin_impl(*args, **params):
 
 custom_lin_p.impl = _custom_lin_impl
 
-_DEPTH = [0]
+class _Depth(threading.local):
+    """Per thread, as the tracer's trace stack: a grad traced in one thread
+    must not make another thread's plain trace bind the markers."""
+    value = 0
+
+
+_DEPTH = _Depth()
 
 
 def ad_active():
-    """True while an autodiff transformation is tracing a function."""
-    return _DEPTH[0] > 0
+    """True while an autodiff transformation is tracing a function (in this thread)."""
+    return _DEPTH.value > 0
 
 
 @contextlib.contextmanager
 def ad_context(active=True):
     """Mark (or, with active=False, unmark) the extent of an autodiff trace;
     user fwd / bwd rules run unmarked so their bodies are inlined."""
-    old = _DEPTH[0]
-    _DEPTH[0] = old + 1 if active else 0
+    old = _DEPTH.value
+    _DEPTH.value = old + 1 if active else 0
     try:
         yield
     finally:
-        _DEPTH[0] = old
+        _DEPTH.value = old
