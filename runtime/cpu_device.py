@@ -17,7 +17,6 @@ import numpy as np
 from ..ir.core import Lit
 from . import memory, parallel
 from .executable import Executable, call_step, kernel_step, view_step
-from .host import host_step
 from .kernel_cache import load_kernel
 
 
@@ -68,10 +67,6 @@ class CpuDevice:
                 env[out] = np.full(shape, val, dt)
             return step
         return view_step(src, out, aval.shape)
-
-    @staticmethod
-    def host_step(fn, ins):
-        return host_step(fn, ins)
 
     @staticmethod
     def executable(name, fused, n_slots, const_slots, in_slots, plan, outs, kernels, launchers,

@@ -40,7 +40,6 @@ from . import cuda_memory
 from .cuda_array import DeviceArray, dev_shape, make_array, to_device
 from .executable import ExecutableBase
 from .program import compile_program
-from .host import host_step
 from .kernel_cache import import_kernel_module
 from .stats import stats
 
@@ -275,10 +274,6 @@ class CudaDevice:
     @staticmethod
     def view_step(src, out, aval):
         return _view_step(src, out, aval)
-
-    @staticmethod
-    def host_step(fn, ins):
-        return host_step(fn, ins)
 
     @staticmethod
     def executable(name, fused, n_slots, const_slots, in_slots, plan, outs, kernels, launchers,

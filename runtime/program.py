@@ -3,7 +3,8 @@ for any device.
 
 Input: a ClosedGraph after the fusion pass, the codegen Backend it was fused
 for (it emits kernel groups, gives library calls, views and tuning), a
-runtime Device (runtime/cpu_device.py: CPU; runtime/cuda_runtime.py: CUDA),
+runtime Device (runtime/cpu_device.py: CPU; runtime/cuda_runtime.py: CUDA:
+`load`, `kernel_step`, `library_step`, `view_step`, `executable`),
 the function's name and the flat input positions the caller donated.
 Output: the device's Executable (runtime/executable.py: one interface).
 
@@ -20,7 +21,7 @@ import numpy as np
 
 from ..ir.core import Lit
 from .executable import inplace_plan, last_uses, release_plan, slot_or_value
-from .host import HOST_STEPS
+from .host import HOST_STEPS, host_step
 
 
 def compile_program(fused, backend, device, name="f", donated=()):
@@ -60,7 +61,7 @@ def compile_program(fused, backend, device, name="f", donated=()):
         elif backend.is_host(e) and e.prim.name in HOST_STEPS:
             ins = [np.asarray(x.val, x.aval.dtype) if isinstance(x, Lit) else slots[x]
                    for x in e.inputs]
-            steps.append(device.host_step(HOST_STEPS[e.prim.name](e), ins))
+            steps.append(host_step(HOST_STEPS[e.prim.name](e), ins))    # same on every device
         else:
             raise NotImplementedError(f"the {device.name} runtime cannot run equation "
                                       f"{e.prim.name}")

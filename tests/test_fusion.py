@@ -228,7 +228,7 @@ def test_reshape_maps_runs_of_axes_without_division():
     the last axis (576 -> 9 x 64, im2col's columns) reads with a
     multiply-add, no integer division (the generic flatten / unflatten cost
     4 divmods per element and made conv's backward 4x slower)."""
-    from needle.codegen.cpu.emit import _reshape_groups
+    from needle.codegen.loops import reshape_groups as _reshape_groups
     assert _reshape_groups((32, 576), (32, 9, 64)) == [([0], [0]), ([1], [1, 2])]
     assert _reshape_groups((2, 3, 4), (6, 4)) == [([0, 1], [0]), ([2], [1])]
     assert _reshape_groups((4, 6), (6, 4)) == [([0, 1], [0, 1])]

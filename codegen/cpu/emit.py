@@ -16,132 +16,20 @@ maximum is computed once per row, before the inner loop), and memoised per
 This is the elemental emitter of XLA's CPU backend, in miniature: fusing more
 equations into a group needs no new code here.
 """
-import hashlib
-from dataclasses import dataclass, field
-
 import numpy as np
 
 from ...ir.core import Lit
+from ..loops import Idx, KernelSource, Scope, reshape_groups
 from ...ir.primitives import SCATTERS, ScatterMode, reduce_identity
 from . import rules
 from .fastmath import FAST32, HELPERS
 from .rules import CTOR, const
-
-def _reshape_groups(xs, os_):
-    """Pair runs of input axes with runs of output axes of equal size, in
-    order ((32, 576) -> (32, 9, 64): [0]~[0], [1]~[1, 2]); size-1 axes join a
-    neighbouring run. None if a size is 0."""
-    if 0 in xs or 0 in os_:
-        return None
-    groups, i, j = [], 0, 0
-    while i < len(xs) and j < len(os_):
-        gi, gj = [i], [j]
-        a, b = xs[i], os_[j]
-        i, j = i + 1, j + 1
-        while a != b:
-            if a < b:
-                a *= xs[i]
-                gi.append(i)
-                i += 1
-            else:
-                b *= os_[j]
-                gj.append(j)
-                j += 1
-        groups.append((gi, gj))
-    rest_in, rest_out = list(range(i, len(xs))), list(range(j, len(os_)))
-    if rest_in or rest_out:             # only size-1 axes can be left
-        if groups:
-            groups[-1] = (groups[-1][0] + rest_in, groups[-1][1] + rest_out)
-        else:
-            groups.append((rest_in, rest_out))
-    return groups
-
-
-class Scope:
-    """A block of generated code: the function body or one loop."""
-
-    def __init__(self, header, parent, extent=1):
-        self.header = header
-        self.parent = parent
-        self.level = 0 if parent is None else parent.level + 1
-        # How many times this block runs (for fusion's recompute guard).
-        self.count = extent * (1 if parent is None else parent.count)
-        self.items = []          # lines (str) and child Scopes
-        self.open = []           # open child scopes, innermost last
-
-    def emit(self, line):
-        if self.open:
-            pos = next(i for i, it in enumerate(self.items) if it is self.open[-1])
-            self.items.insert(pos, line)
-        else:
-            self.items.append(line)
-
-    def child(self, header, extent=1):
-        s = Scope(header, self, extent)
-        self.emit(s)
-        self.open.append(s)
-        return s
-
-    def close(self, s):
-        assert self.open and self.open[-1] is s
-        self.open.pop()
-
-    def chain(self):
-        s, out = self, []
-        while s is not None:
-            out.append(s)
-            s = s.parent
-        return out
-
-    def render(self, indent):
-        pad = "    " * indent
-        lines = []
-        if self.header:
-            lines.append(pad + self.header)
-            indent += 1
-            pad = "    " * indent
-        for it in self.items:
-            if isinstance(it, Scope):
-                lines.extend(it.render(indent))
-            else:
-                lines.extend(pad + ln for ln in it.split("\n"))
-        if self.header and len(lines) == 1:
-            lines.append(pad + "pass")
-        return lines
-
-
-@dataclass
-class KernelSource:
-    name: str
-    source: str
-    signature: str
-    dims: list = field(default_factory=list)      # concrete sizes, in slot order
-    parallel: bool = False
-    # (input position, output position) pairs: the input is read only at the
-    # very element the kernel stores, and only that output's value reads it,
-    # so the output may overwrite the input in place (donation).
-    aligned: tuple = ()
-    # Float literals passed at run time, after dims: [(value, dtype name)].
-    lits: tuple = ()
-
-    @property
-    def key(self):
-        return hashlib.sha256(self.source.encode()).hexdigest()[:24]
-
 
 def numba_type(aval):
     base = "boolean" if aval.dtype == np.bool_ else aval.dtype.name
     if aval.ndim == 0:
         return f"Array({base}, 0, 'C')"
     return f"{base}[{', '.join([':'] * (aval.ndim - 1) + ['::1'])}]"
-
-
-class _Idx:
-    """One index entry: expression text and the scope it is valid in."""
-    __slots__ = ("text", "scope")
-
-    def __init__(self, text, scope):
-        self.text, self.scope = text, scope
 
 
 class KernelEmitter:
@@ -236,7 +124,7 @@ class KernelEmitter:
 
     # -- values ---------------------------------------------------------------
     def value_at(self, var, idx):
-        """(name, scope) of `var` at index `idx` (tuple of _Idx)."""
+        """(name, scope) of `var` at index `idx` (tuple of Idx)."""
         if isinstance(var, Lit):
             return self.literal(var.val, var.aval.dtype), self.root
         key = (var, tuple(i.text for i in idx))
@@ -315,7 +203,7 @@ class KernelEmitter:
     def _emit_broadcast_in_dim(self, e, idx):
         x = e.inputs[0]
         bd = e.params["broadcast_dimensions"]
-        xi = tuple(_Idx("0", self.root) if x.aval.shape[i] == 1 else idx[b]
+        xi = tuple(Idx("0", self.root) if x.aval.shape[i] == 1 else idx[b]
                    for i, b in enumerate(bd))
         return self.value_at(x, xi)
 
@@ -331,20 +219,20 @@ class KernelEmitter:
         for i, s, st in zip(idx, e.params["start_indices"],
                             e.params["strides"] or (1,) * len(idx)):
             t = i.text if st == 1 else f"{i.text} * {st}"
-            xi.append(_Idx(f"({t} + {s})" if s else t, i.scope))
+            xi.append(Idx(f"({t} + {s})" if s else t, i.scope))
         return self.value_at(e.inputs[0], tuple(xi))
 
     def _emit_rev(self, e, idx):
         x = e.inputs[0]
         xi = list(idx)
         for d in e.params["dimensions"]:
-            xi[d] = _Idx(f"({self.dim(x, d)} - 1 - {idx[d].text})", idx[d].scope)
+            xi[d] = Idx(f"({self.dim(x, d)} - 1 - {idx[d].text})", idx[d].scope)
         return self.value_at(x, tuple(xi))
 
     def _emit_reshape(self, e, idx):
         x, out = e.inputs[0], e.outs[0]
         xs, os_ = x.aval.shape, out.aval.shape
-        groups = _reshape_groups(xs, os_)
+        groups = reshape_groups(xs, os_)
         if groups is None:              # (zero-size axes) one group: flatten all
             groups = [(list(range(len(xs))), list(range(len(os_))))]
         xi = [None] * len(xs)
@@ -356,7 +244,7 @@ class KernelEmitter:
             real_out = [d for d in outs if os_[d] != 1]
             for d in ins:
                 if xs[d] == 1:
-                    xi[d] = _Idx("0", self.root)
+                    xi[d] = Idx("0", self.root)
             if not real_in:
                 continue
             if len(real_in) == 1 and len(real_out) == 1:
@@ -370,10 +258,10 @@ class KernelEmitter:
             f = self.define(flat or "0", scope, prefix="f")
             for k, d in enumerate(reversed(real_in)):
                 if k == len(real_in) - 1:
-                    xi[d] = _Idx(f, scope)
+                    xi[d] = Idx(f, scope)
                     break
                 n = self.dim(x, d)
-                xi[d] = _Idx(self.define(f"{f} % {n}", scope, prefix="f"), scope)
+                xi[d] = Idx(self.define(f"{f} % {n}", scope, prefix="f"), scope)
                 f = self.define(f"{f} // {n}", scope, prefix="f")
         return self.value_at(x, tuple(xi))
 
@@ -394,7 +282,7 @@ class KernelEmitter:
             n = self.dim(x, d)
             local = i.text if off == "0" else f"({i.text} - ({off}))"
             xi = list(idx)
-            xi[d] = _Idx(self._clamp(local, n), i.scope)
+            xi[d] = Idx(self._clamp(local, n), i.scope)
             val, s = self.value_at(x, tuple(xi))
             parts.append((val, s, off))
             off = n if off == "0" else f"{off} + {n}"
@@ -424,7 +312,7 @@ class KernelEmitter:
             else:
                 conds.append(f"{t} >= 0 and {t} < {n}")
                 src = t
-            xi.append(_Idx(self._clamp(src, n), i.scope))
+            xi.append(Idx(self._clamp(src, n), i.scope))
         xv, xs = self.value_at(x, tuple(xi))
         if not conds:                   # no axis padded (or 0-d): `if ()` would be False
             return xv, xs
@@ -439,7 +327,7 @@ class KernelEmitter:
         n = self.dim(x, axis)
         jj = self.define(f"min(max(i64({j}) + {n} if {j} < 0 else i64({j}), 0), {n} - 1)", js,
                          prefix="j")
-        xi = idx[:axis] + (_Idx(jj, js),) + idx[axis + k:]
+        xi = idx[:axis] + (Idx(jj, js),) + idx[axis + k:]
         return self.value_at(x, xi)
 
     # -- reductions: a loop of their own ----------------------------------------
@@ -455,7 +343,7 @@ class KernelEmitter:
                 r = self.fresh("r")
                 scope = self.open_loop(scope, r, self.dim(x, d))
                 loops[d] = scope
-                full.append(_Idx(r, scope))
+                full.append(Idx(r, scope))
             else:
                 full.append(next(it))
         return parent, scope, tuple(full), loops
@@ -503,7 +391,7 @@ class KernelEmitter:
         for d in range(x.aval.ndim):
             i = self.fresh("s")
             scope = self.open_loop(scope, i, self.dim(x, d))
-            full.append(_Idx(i, scope))
+            full.append(Idx(i, scope))
         sub = ", ".join(full[d].text for d in range(x.aval.ndim) if d not in axes)
         self._count(var, scope)
 
@@ -689,7 +577,7 @@ class KernelEmitter:
             scope = self.open_loop(scope, i, self.dim(shape_var, d),
                                    prange=self.parallel and first and allow_prange)
             first = False
-            idx.append(_Idx(i, scope))
+            idx.append(Idx(i, scope))
         return idx, scope
 
     def _store(self, out_name, idx, val, scope):
@@ -739,7 +627,7 @@ class KernelEmitter:
         k = self.fresh("k")
         loop = self.open_loop(scope, k + "_", n)
         loop.emit(f"{k} = {n} - 1 - {k}_" if reverse else f"{k} = {k}_")
-        idx[axis] = _Idx(k, loop)
+        idx[axis] = Idx(k, loop)
         self.cur = loop
         v, _ = self.value_at(x, tuple(idx))
         loop.emit(f"{acc} += {v}")
@@ -767,7 +655,7 @@ class KernelEmitter:
         jj = self.define(wrapped if drop else f"min(max({wrapped}, 0), {n} - 1)", js,
                          prefix="j")
         u, _ = self.value_at(upd, tuple(uidx))
-        target = uidx[:axis] + [_Idx(jj, js)] + uidx[axis + k:]
+        target = uidx[:axis] + [Idx(jj, js)] + uidx[axis + k:]
         if drop:                # an update out of range is skipped (mode="drop")
             guard = uscope.child(f"if {jj} >= 0 and {jj} < {n}:")
             self._update("o0", target, u, guard, e.prim.name)

@@ -3,4 +3,5 @@
 Input: a kernel group's sub-Graph. Output: codegen.cuda.emit.CudaKernelSource.
 The CUDA emitter extends the CPU one (codegen/cpu) and overrides what differs.
 """
-from .emit import CudaKernelSource, CudaKernelEmitter, emit_kernel  # noqa: F401
+from .emit import CudaKernelSource, CudaKernelEmitter  # noqa: F401
+from .strategy import emit_kernel  # noqa: F401

@@ -18,7 +18,7 @@ Other groups are judged by the CPU rules.
 from ...ir.core import Var
 from ..cpu.backend import CpuBackend
 from . import kernels
-from .emit import emit_kernel
+from .strategy import emit_kernel
 
 
 def _chained_full_reductions(eqns):

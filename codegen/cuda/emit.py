@@ -14,7 +14,7 @@ outermost loop they depend on) and overrides what differs:
 - the domain: a set of its axes becomes one grid-stride loop over their
   flattened extent (`for t_ in range(cuda.grid(1), n_, cuda.gridsize(1))`,
   the multi-index recovered with `//` and `%`); the other axes, if any, stay
-  serial loops inside it. `emit_kernel` picks the largest set at which no
+  serial loops inside it. `strategy.emit_kernel` picks the largest set at which no
   reduction is recomputed: an elementwise group flattens every axis; a
   softmax over rows flattens the row axis, so each thread computes its
   row's maximum and sum once and writes the row; `x - x.mean(axis=0)`
@@ -53,12 +53,12 @@ The module keeps the kernel a plain Python function with its signature in
 `SIGNATURE`: the runtime wraps it with `cuda.jit` (lazily in the simulator,
 with the signature on a GPU) and the PTX tests pass it to `cuda.compile_ptx`.
 """
-import itertools
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..cpu.emit import KernelEmitter, KernelSource, Scope, _Idx
+from ..cpu.emit import KernelEmitter
+from ..loops import Idx, KernelSource, Scope
 from ..cpu.rules import CTOR, const
 from . import rules
 
@@ -286,12 +286,12 @@ class CudaKernelEmitter(KernelEmitter):
         grid = self._open_grid(ext)
         idx = [None] * ndim
         for d, i in zip(flat, self._unravel(grid, "t_", ext)):
-            idx[d] = _Idx(i, grid)
+            idx[d] = Idx(i, grid)
         scope = grid
         for d in serial:
             i = self.fresh("i")
             scope = self.open_loop(scope, i, self.dim(shape_var, d))
-            idx[d] = _Idx(i, scope)
+            idx[d] = Idx(i, scope)
         return idx, scope
 
     def _store(self, out_name, idx, val, scope):
@@ -322,7 +322,7 @@ class CudaKernelEmitter(KernelEmitter):
         for da, db in zip(lc, rc):
             r = self.fresh("r")
             scope = self.open_loop(scope, r, self.dim(a, da))
-            ia[da] = ib[db] = _Idx(r, scope)
+            ia[da] = ib[db] = Idx(r, scope)
         self._count(e.outs[0], scope)
 
         def body():
@@ -413,51 +413,3 @@ class CudaKernelEmitter(KernelEmitter):
                                 tuple(self.lit_values), entries=tuple(names), work=tuple(w for _, w in self.entries),
                                 threads=(self.threads,) * len(names),
                                 scratch=tuple(getattr(self, "scratch", ())))
-
-
-def _recompute(em):
-    """How many times over `em`'s emission computes its reductions: the sum
-    over reductions of (runs of the loop body) / (operand size); 1 per
-    reduction when none is recomputed."""
-    total = 0.0
-    for v, n in em.executions.items():
-        e = em.producer[v]
-        if e.prim.kind == "reduction":
-            total += n / max(e.inputs[0].aval.size, 1)
-    return total
-
-
-def emit_kernel(graph, name="kernel"):
-    """The CudaKernelSource of a group sub-Graph. The grid-stride loop covers
-    the largest set of domain axes (most axes first, then outer axes first:
-    independent of the sizes, so a new batch size gives the same source) at
-    which no reduction is recomputed: all axes for an elementwise group, the
-    rows of a softmax, the columns of `x - x.mean(axis=0)`."""
-    from . import kernels
-    tune = tuning()
-    plan = kernels.matmul_plan(graph)
-    if plan is not None:
-        return kernels.MatmulEmitter(graph, name, plan, tune).module()
-    rank = max((v.aval.ndim for v in graph.outvars), default=0)
-    best = None
-    for k in range(rank, -1, -1):
-        for axes in itertools.combinations(range(rank), k):
-            em = CudaKernelEmitter(graph, name, flat_axes=axes)
-            ks = em.module()
-            cost = _recompute(em)
-            if best is None or cost < best[0] - 1e-9:
-                best = (cost, ks, em, axes)
-            if cost <= sum(1 for v in em.executions if em.producer[v].prim.kind ==
-                           "reduction") + 1e-9:
-                best = (cost, ks, em, axes)
-                break
-        else:
-            continue
-        break
-    _, ks, em, axes = best
-    if kernels.wants_row_blocks(em, tune):
-        try:
-            return kernels.RowBlockEmitter(graph, name, axes, tune).module()
-        except kernels.NoBlock:
-            pass
-    return ks

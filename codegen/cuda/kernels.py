@@ -1,7 +1,7 @@
 """Stage codegen (CUDA): the block kernels, the performance-critical shapes
 that a grid-stride loop of independent threads cannot express.
 
-Input: a group sub-Graph, the axes choice of `emit.emit_kernel`, the Tuning
+Input: a group sub-Graph, the axes choice of `strategy.emit_kernel`, the Tuning
 (block shapes, fixed in the source). Output: a CudaKernelSource whose entry
 needs a fixed block size (`threads`), its work items counting blocks' worth
 of work (rows, tiles); any grid is correct (block-stride loops).
@@ -55,7 +55,7 @@ import numpy as np
 
 from ...ir.core import Var
 from ...ir.primitives import reduce_identity
-from ..cpu.emit import Scope, _Idx
+from ..loops import Idx, Scope
 from ..cpu.rules import const
 from .emit import CudaKernelEmitter
 
@@ -141,14 +141,14 @@ class RowBlockEmitter(CudaKernelEmitter):
         grid = self._open_grid(ext)
         idx = [None] * ndim
         for d, i in zip(flat, self._unravel(grid, "t_", ext)):
-            idx[d] = _Idx(i, grid)
+            idx[d] = Idx(i, grid)
         scope = grid
         if serial:
             scope, names = self._thread_loop(
                 grid, [self.dim(shape_var, d) for d in serial],
                 [shape_var.aval.shape[d] for d in serial])
             for d, n in zip(serial, names):
-                idx[d] = _Idx(n, scope)
+                idx[d] = Idx(n, scope)
         return idx, scope
 
     def _store(self, out_name, idx, val, scope):
@@ -211,7 +211,7 @@ class RowBlockEmitter(CudaKernelEmitter):
         it = iter(idx)
         full = []
         for d in range(x.aval.ndim):
-            full.append(_Idx(names[axes.index(d)], loop) if d in axes else next(it))
+            full.append(Idx(names[axes.index(d)], loop) if d in axes else next(it))
         self._count(e.outs[0], loop)
 
         def body():
@@ -245,7 +245,7 @@ class RowBlockEmitter(CudaKernelEmitter):
         parent.emit(f"{best} = {const(init, dt)}\n{bi} = i64(-1)")
         loop, (r,) = self._thread_loop(parent, [self.dim(x, axis)], [x.aval.shape[axis]])
         it = iter(idx)
-        full = tuple(_Idx(r, loop) if d == axis else next(it) for d in range(x.aval.ndim))
+        full = tuple(Idx(r, loop) if d == axis else next(it) for d in range(x.aval.ndim))
         self._count(e.outs[0], loop)
         self.red_sites.append((e, parent, (axis,)))
         isf = dt.kind == "f"
@@ -319,7 +319,7 @@ class RowBlockEmitter(CudaKernelEmitter):
         loop = vb.child(f"for {f} in range(vb_ * {self.T} + tid_, {ext}, "
                         f"{self.P * self.T}):", max(1, x.aval.size // self.P))
         names = self._unravel(loop, f, [self.dim(x, d) for d in range(x.aval.ndim)])
-        full = [_Idx(i, loop) for i in names]
+        full = [Idx(i, loop) for i in names]
         self._count(e.outs[0], loop)
 
         def body():
@@ -432,7 +432,7 @@ class MatmulEmitter(CudaKernelEmitter):
             grid.emit(f"{i} = q_ % {bdims[k]}" if k else f"{i} = q_")
             if k:
                 grid.emit(f"q_ = q_ // {bdims[k]}")
-            bidx[k] = _Idx(i, grid)
+            bidx[k] = Idx(i, grid)
         accs = [[f"c{i}_{j}_" for j in range(TN)] for i in range(TM)]
         grid.emit("\n".join(f"{accs[i][j]} = {zero}" for i in range(TM) for j in range(TN)))
         kloop = grid.child(f"for k0_ in range(0, {K}, {BK}):", 1)
@@ -450,8 +450,8 @@ class MatmulEmitter(CudaKernelEmitter):
             loop.emit(f"gr_ = {base} + rr_\ngk_ = k0_ + kk_\n"
                       f"ok_ = gr_ < {rows} and gk_ < {K}")
             ix = [None] * x.aval.ndim
-            ix[xc] = _Idx(f"min(gk_, {K} - 1)", loop)
-            ix[xf] = _Idx(f"min(gr_, {rows} - 1)", loop)
+            ix[xc] = Idx(f"min(gk_, {K} - 1)", loop)
+            ix[xf] = Idx(f"min(gr_, {rows} - 1)", loop)
             for k, d in enumerate(xb):
                 ix[d] = bidx[k]
             v, _ = self._with_scope(loop, lambda: self.value_at(x, tuple(ix)))
@@ -482,7 +482,7 @@ class MatmulEmitter(CudaKernelEmitter):
         for i in range(TM):
             for j in range(TN):
                 guard = grid.child(f"if m{i}_ < {M} and n{j}_ < {N}:", 1)
-                idx = tuple(bidx) + (_Idx(f"m{i}_", guard), _Idx(f"n{j}_", guard))
+                idx = tuple(bidx) + (Idx(f"m{i}_", guard), Idx(f"n{j}_", guard))
                 self.memo[(out, tuple(t.text for t in idx))] = (accs[i][j], guard)
                 self.cur = guard
                 vals = [self.value_at(v, idx)[0] for v in outs]
