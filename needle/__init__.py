@@ -21,6 +21,7 @@ from .autodiff import (custom_vjp, grad, hessian, jacfwd, jacrev, jvp,  # noqa: 
                        stop_gradient, value_and_grad, vjp)
 from .batching import vmap  # noqa: F401
 from . import debug  # noqa: F401
+from . import lax  # noqa: F401
 from .debug import debug_nans  # noqa: F401
 from .ir.core import ShapedArray, ShapeError  # noqa: F401
 from .ir.dtypes import DTypeError  # noqa: F401
