@@ -41,12 +41,10 @@ def compile_graph(fused, backend, name="f", donated=()):
     return runtime.compile_program(fused, backend, device_for(backend), name, donated)
 
 
-def lower(cg, device="cpu", name="f", donated=(), check=None):
-    """({stage: Graph}, Executable) of the traced ClosedGraph `cg`; with
-    `check` (default: config.checks, NEEDLE_CHECKS), ir.check_graph runs
-    after every pass."""
+def _run_stages(cg, backend, name, check):
+    """(fused ClosedGraph, {stage: Graph}); with `check` (default:
+    config.checks, NEEDLE_CHECKS), ir.check_graph runs after every pass."""
     check = config.checks if check is None else check
-    backend = backend_for(device)
     graphs = {"traced": cg.graph}
     for stage, fn in stages(backend):
         cg = fn(cg)
@@ -58,6 +56,13 @@ def lower(cg, device="cpu", name="f", donated=(), check=None):
                     e.add_note(f"(found after the {stage!r} pass of {name})")
                 raise
         graphs[stage] = cg.graph
+    return cg, graphs
+
+
+def lower(cg, device="cpu", name="f", donated=(), check=None):
+    """({stage: Graph}, Executable) of the traced ClosedGraph `cg`."""
+    backend = backend_for(device)
+    cg, graphs = _run_stages(cg, backend, name, check)
     return graphs, compile_graph(cg, backend, name, donated)
 
 
@@ -74,20 +79,11 @@ def compile_optimised(cg, device="cpu", name="f", donated=()):
 
 def cuda_program(cg, name="f"):
     """The CudaProgram (device arrays in and out, `program(*host_arrays)` ->
-    numpy results) of an optimised ClosedGraph: fusion, then compile_cuda."""
-    from .runtime.cuda_runtime import compile_cuda
-    backend = backend_for("cuda")
-    return compile_cuda(fuse(cg, backend), backend, name)
+    numpy results) of an optimised ClosedGraph: fusion, then compile."""
+    return compile_optimised(cg, "cuda", name).program
 
 
 def eager_cuda_program(cg, name):
     """A CudaProgram for an eager operation on device arrays (needle/array.py)."""
-    return compile_graph(fused_graph(cg, "cuda"), backend_for("cuda"), name).program
-
-
-def fused_graph(cg, device="cpu"):
-    """The optimised, fused ClosedGraph of `cg` for `device` (no compile)."""
-    backend = backend_for(device)
-    for _, fn in stages(backend):
-        cg = fn(cg)
-    return cg
+    backend = backend_for("cuda")
+    return compile_graph(_run_stages(cg, backend, name, None)[0], backend, name).program

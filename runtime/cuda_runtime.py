@@ -3,8 +3,8 @@ Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1) on machines without a GPU,
 on the device where one is attached.
 
 Input: a ClosedGraph after the fusion pass for the CUDA Backend (as `compile_executable` takes).
-Output: a CudaProgram (`compile_cuda`), and for `needle.jit(device="cuda")`
-a CudaExecutable (`compile_cuda_executable`), which has the CPU
+Output: through the compile loop (runtime/program.py) and `CudaDevice`, a
+CudaExecutable (its `.program`: a CudaProgram of device arrays), which has the CPU
 Executable's interface (flat leaves in, flat results out, printable stages)
 and returns needle Arrays that stay on the device.
 
@@ -288,14 +288,6 @@ class CudaDevice:
 DEVICE = CudaDevice()
 
 
-def compile_cuda(fused, backend, name="f", donated=()):
-    """A CudaProgram running `fused` (a ClosedGraph after the fusion pass for
-    `backend`, the CUDA Backend of codegen/cuda); `donated`: flat input
-    positions the caller gives up (their buffers may be written in place
-    when the call owns them)."""
-    return compile_program(fused, backend, DEVICE, name, donated).program
-
-
 class CudaExecutable(ExecutableBase):
     """What `needle.jit(f, device="cuda")` calls: the CPU Executable's
     interface over a CudaProgram. Arguments may be Arrays (used in place)
@@ -373,9 +365,3 @@ def _take_donated(args, arrays, donated):
     for _, _, x in private.values():
         x._delete()
     return arrays, tuple(owned)
-
-
-def compile_cuda_executable(fused, backend, name="f", donated=()):
-    """A CudaExecutable for `fused` (needle.jit); `donated`: flat input
-    positions the caller gives up."""
-    return compile_program(fused, backend, DEVICE, name, donated)

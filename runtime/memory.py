@@ -84,6 +84,11 @@ def empty(shape, dtype):
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if nbytes < MIN_BYTES:
         return np.empty(shape, dtype)
+    return _pooled(nbytes, shape, dtype)
+
+
+def _pooled(nbytes, shape, dtype):
+    """A pool block of `nbytes` viewed as (shape, dtype)."""
     with _lock:
         # Out of the LRU order while it is served (so _make_room spares it),
         # back in as the most recent.
@@ -109,9 +114,10 @@ def allocator(shape, dtype):
     plain np.empty below the pool's threshold, decided once, at compile time."""
     dtype = np.dtype(dtype)
     shape = tuple(shape)
-    if int(np.prod(shape, dtype=np.int64)) * dtype.itemsize < MIN_BYTES:
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if nbytes < MIN_BYTES:
         return lambda: np.empty(shape, dtype)
-    return lambda: empty(shape, dtype)
+    return lambda: _pooled(nbytes, shape, dtype)      # sizes worked out once, here
 
 
 def pool_info():

@@ -30,6 +30,16 @@ def arrays(dtype, shape, lo=-3.0, hi=3.0):
     return hnp.arrays(dtype, shape, elements=elems)
 
 
+def broadcastable(x, y):
+    """Whether the shapes of x and y broadcast together (numpy's rule)."""
+    import needle.numpy as nnp
+    try:
+        np.broadcast_shapes(nnp.shape(x), nnp.shape(y))
+        return True
+    except ValueError:
+        return False
+
+
 def tol(dtype):
     dtype = np.dtype(dtype)
     if dtype == np.float32:

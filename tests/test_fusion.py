@@ -9,7 +9,7 @@ import needle.nn as nnn
 import needle.numpy as nnp
 from needle.ir import run_numpy
 
-from helpers import jit
+from helpers import broadcastable, jit
 
 rng = np.random.default_rng(0)
 X = rng.standard_normal((16, 8)).astype(np.float32)
@@ -90,14 +90,6 @@ def _reduce(x, kind, axis):
     return f(x, axis=axis % nnp.ndim(x), keepdims=axis % 3 != 0)
 
 
-def _broadcastable(x, y):
-    try:
-        np.broadcast_shapes(nnp.shape(x), nnp.shape(y))
-        return True
-    except ValueError:
-        return False
-
-
 @st.composite
 def programs(draw):
     a, b = draw(st.integers(1, 5)), draw(st.integers(1, 5))
@@ -120,7 +112,7 @@ def build(a, b, ops, n_out):
             x, y = pool[i % len(pool)], pool[j % len(pool)]
             if kind == "unary":
                 pool.append(UNARY[j % len(UNARY)](x))
-            elif kind == "binary" and _broadcastable(x, y):
+            elif kind == "binary" and broadcastable(x, y):
                 pool.append(BINARY[(i + j) % len(BINARY)](x, y))
             elif kind == "reduce":
                 pool.append(_reduce(x, "sum" if j % 2 else "max", j))

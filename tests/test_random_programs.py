@@ -20,7 +20,7 @@ import needle.nn as nnn
 import needle.numpy as nnp
 from needle.ir.interpreter import run_numpy
 
-from helpers import jit
+from helpers import broadcastable, jit
 
 # Examples per test (NEEDLE_RANDOM_PROGRAMS=200 for a longer hunt; with the
 # 'dev' hypothesis profile each run draws new programs).
@@ -49,14 +49,6 @@ def _axis(x, k):
     return k % nd
 
 
-def _bcast(x, y):
-    try:
-        np.broadcast_shapes(nnp.shape(x), nnp.shape(y))
-        return True
-    except ValueError:
-        return False
-
-
 def build(ops, n_out):
     """A function of the inputs applying `ops` to a growing pool of values;
     it returns the last `n_out` values."""
@@ -67,7 +59,7 @@ def build(ops, n_out):
             nd = nnp.ndim(x)
             if kind == "unary":
                 pool.append(UNARY[j % len(UNARY)](x))
-            elif kind == "binary" and _bcast(x, y):
+            elif kind == "binary" and broadcastable(x, y):
                 pool.append(BINARY[(i + j) % len(BINARY)](x, y))
             elif kind == "reduce" and nd:
                 pool.append(REDUCE[j % 4](x, axis=_axis(x, j), keepdims=bool(i % 2)))
