@@ -3,7 +3,9 @@ device, as one value.
 
 Input: nothing (each backend package exports one: codegen.cpu.BACKEND,
 codegen.cuda.BACKEND). Output: the backend's answers to the fusion pass and
-the runtime: which equations are library calls, views or host steps; whether
+the runtime: which equations are library calls, views, host steps or
+control steps (loops and branches, each its own step: fusion stops at
+their boundaries and fuses their bodies apart); whether
 a candidate kernel group is acceptable (the cost model, `judge`); the kernel
 source of a group (`emit`); the host function of a library call
 (`library_call`); its tuning (`parallel_min_size`).
@@ -40,6 +42,12 @@ class Backend:
         """A step the runtime runs on the host between kernels (an effect:
         debug_callback)."""
         return eqn.prim.effectful
+
+    @staticmethod
+    def is_control(eqn):
+        """A loop or branch (scan, while, cond): never inside a kernel; the
+        runtime runs the compiled plans of its bodies (runtime/loops.py)."""
+        return eqn.prim.kind == "control"
 
     def judge(self, sub):
         """Why the kernel group with sub-Graph `sub` is not acceptable, or

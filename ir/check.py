@@ -7,7 +7,7 @@ Checked: every Var is defined once before use; each equation's output avals
 agree with its primitive's abstract eval on its input avals (sub-graphs are
 checked recursively); outvars are defined.
 """
-from .core import Graph, Lit, Var
+from .core import ClosedGraph, Graph, Lit, Var
 
 
 class GraphError(AssertionError):
@@ -35,6 +35,10 @@ def check_graph(graph):
             if not isinstance(x, (Var, Lit)):
                 raise GraphError(f"equation {i} ({e.prim}) has a non-atom input {x!r}")
         sub = [v for v in e.params.values() if isinstance(v, Graph)]
+        for v in e.params.values():           # control flow: bodies, branches
+            for c in (v if isinstance(v, tuple) else (v,)):
+                if isinstance(c, ClosedGraph):
+                    sub.append(c.graph)
         for g in sub:
             check_graph(g)
         try:

@@ -1,7 +1,8 @@
 """Stage ir: print a Graph like a jaxpr.
 
 Input: a Graph. Output: text, one equation per line, types as `f32[128,784]`,
-sub-graphs (kernel groups) indented under their equation.
+sub-graphs (kernel groups, loop bodies, cond branches) indented under
+their equation, a control-flow body labelled with its param (`body=`).
 
     { lambda ; a:f32[4,3] b:f32[3]. let
         c:f32[4,3] = broadcast_in_dim[broadcast_dimensions=(1,) shape=(4, 3)] b
@@ -10,7 +11,7 @@ sub-graphs (kernel groups) indented under their equation.
 """
 import numpy as np
 
-from .core import Graph, Lit
+from .core import ClosedGraph, Graph, Lit
 
 
 class _Names:
@@ -36,8 +37,20 @@ class _Names:
         return self.names[v]
 
 
-def _param_str(k, v):
+def _sub_graphs(v):
+    """The Graphs a param holds: a Graph, a ClosedGraph, or a tuple of them
+    (a cond's branches); [] for any other value."""
     if isinstance(v, Graph):
+        return [v]
+    if isinstance(v, ClosedGraph):
+        return [v.graph]
+    if isinstance(v, tuple) and v and all(isinstance(b, (Graph, ClosedGraph)) for b in v):
+        return [b.graph if isinstance(b, ClosedGraph) else b for b in v]
+    return []
+
+
+def _param_str(k, v):
+    if _sub_graphs(v):
         return None
     if isinstance(v, np.dtype):
         v = v.name
@@ -62,8 +75,12 @@ def pp_graph(graph, indent=0, names=None):
         lhs = f"{outs} = " if e.outs else ""              # an effect binds no result
         lines.append(f"{pad}    {lhs}{e.prim.name}{pstr} {ins}".rstrip())
         for k, v in sorted(e.params.items()):
-            if isinstance(v, Graph):
-                lines.append(pp_graph(v, indent + 6, names))
+            subs = _sub_graphs(v)
+            for i, sub in enumerate(subs):
+                if e.prim.name != "kernel":          # a loop's body, a cond's branches
+                    label = f"{k}[{i}]" if len(subs) > 1 else k
+                    lines.append(f"{pad}      {label}=")
+                lines.append(pp_graph(sub, indent + 6, names))
     outs = ", ".join(names(v) for v in graph.outvars)      # as a jaxpr: (a, b)
     lines.append(f"{pad}  in ({outs}{',' if len(graph.outvars) == 1 else ''}) }}")
     return "\n".join(lines)

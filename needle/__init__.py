@@ -22,6 +22,7 @@ from .autodiff import (custom_vjp, grad, hessian, jacfwd, jacrev, jvp,  # noqa: 
 from .batching import vmap  # noqa: F401
 from . import debug  # noqa: F401
 from . import lax  # noqa: F401
+from .control_flow import checkpoint, remat  # noqa: F401
 from .debug import debug_nans  # noqa: F401
 from .ir.core import ShapedArray, ShapeError  # noqa: F401
 from .ir.dtypes import DTypeError  # noqa: F401

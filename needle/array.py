@@ -17,7 +17,9 @@ becomes a one-equation graph and goes through the same lowering as `jit`
 and runs on the device; the compiled program is cached by (primitive,
 parameters, operand types), like a tiny `jit`, so a repeated operation
 costs one launch. Host operands (numpy arrays, scalars) are copied to the
-device first; scalar copies are cached.
+device first; scalar copies are cached. A control primitive (needle.lax.scan,
+while_loop, cond on Arrays) lowers the same way, its bodies compiled for
+CUDA and run by the runtime's loop steps on the device.
 
 Under a `jit` trace an Array a function closes over is a constant of the
 graph (as a numpy array would be); passed as an argument it makes the
@@ -154,7 +156,11 @@ def _operand(a):
 def _program(prim, params, avals):
     """The compiled one-primitive program (cached by signature)."""
     try:
-        key = (prim, _freeze(params), tuple(avals))
+        # A loop or branch (needle.lax on Arrays) holds bodies traced anew at
+        # each call: keyed by their identity it would never hit again, and
+        # the cache would keep every one; it compiles each time (its kernels
+        # come from the kernel cache).
+        key = None if prim.kind == "control" else (prim, _freeze(params), tuple(avals))
     except _Unhashable:
         key = None
     prog = _programs.get(key) if key is not None else None

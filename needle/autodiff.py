@@ -370,7 +370,8 @@ def jacfwd(f, argnums=0):
     def jac(*args, **kwargs):
         t, _ = _jac_setup(f, argnums, args, kwargs, "jacfwd")
         wrt = [True] * len(t.in_avals)
-        lin = linearize(t.cg, wrt, t.out_wrt, keep_outputs=False, name=_fname(f))
+        lin = linearize(t.cg, wrt, t.out_wrt, keep_outputs=False, name=_fname(f),
+                        backward=False)
         res = eval_graph(lin.primal.graph, lin.primal.consts, t.flat_args)
         if any(e.prim is custom_lin_p for e in lin.forward.graph.eqns):
             raise TypeError(f"jacfwd({_fname(f)}): the function calls a needle.custom_vjp "

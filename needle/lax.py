@@ -1,8 +1,8 @@
 """The public package: `needle.lax`, the lax names JAX users reach for next to
 jax.numpy, with JAX's semantics: `stop_gradient`, `select`, `dynamic_slice`,
 `dynamic_slice_in_dim`, `dynamic_index_in_dim`, `dynamic_update_slice`,
-`dynamic_update_slice_in_dim`. (The loops, `scan` / `cond` / `while_loop` /
-..., are issue 11's and arrive here.)
+`dynamic_update_slice_in_dim`, and the loops and branches `scan`, `cond`,
+`switch`, `while_loop`, `fori_loop`, `map` (needle/control_flow.py).
 
 Input: arrays, tracers or device arrays; start indices may be traced.
 Output: arrays (or tracers), built from needle's primitives, so they are
@@ -19,8 +19,10 @@ import numpy as np
 
 from . import numpy as nnp
 from .autodiff import stop_gradient  # noqa: F401  (lax.stop_gradient, as JAX)
+from .control_flow import (cond, fori_loop, map, scan, switch,  # noqa: F401,A004
+                           while_loop)
 
-__all__ = ["stop_gradient", "select", "dynamic_slice", "dynamic_slice_in_dim",
+__all__ = ["scan", "cond", "switch", "while_loop", "fori_loop", "map", "stop_gradient", "select", "dynamic_slice", "dynamic_slice_in_dim",
            "dynamic_index_in_dim", "dynamic_update_slice", "dynamic_update_slice_in_dim"]
 
 

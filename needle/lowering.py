@@ -5,17 +5,28 @@ function's name and the flat input positions the caller donated.
 Output: the Graph of every stage (printable as text and DOT) and the
 Executable, whose own stages ('kernels', and 'ptx' on CUDA) print too.
 
-    traced -> folded -> simplified -> cse -> dce -> fused -> kernels -> executable
+    traced -> folded -> simplified -> hoisted -> cse -> dce -> fused -> kernels -> executable
 
 The Graph -> Graph part is passes.pipeline.PIPELINE; fusion is an ordinary
 entry that receives the device's Backend (codegen) as a value; the runtime
 compiles the fused graph with the same Backend. This module may import every
 stage, so the list lives here and no lower stage reaches upward.
+
+`run_control(prim, args, params)` runs one control-flow primitive (scan,
+cond, while, checkpoint) on concrete numpy values through this lowering for
+the CPU, its Executable cached by the identity of its sub-graphs and the
+operands' types.
 """
+import collections
+import threading
+
+import numpy as np
+
 from . import runtime
 from .codegen import backend_for
 from .ir.check import check_graph
 from .ir.config import config
+from .ir.core import ClosedGraph, Eqn, Graph, Var, aval_of
 from .passes.fusion import fuse
 from .passes.pipeline import PIPELINE
 
@@ -87,3 +98,46 @@ def eager_cuda_program(cg, name):
     """A CudaProgram for an eager operation on device arrays (needle/array.py)."""
     backend = backend_for("cuda")
     return compile_graph(_run_stages(cg, backend, name, None)[0], backend, name).program
+
+
+# (primitive, sub-graph ids, other params, operand types) -> (Executable, the
+# sub-graphs, kept alive so that their ids are not reused while cached)
+_control_cache = collections.OrderedDict()
+_control_lock = threading.Lock()
+MAX_CONTROL_CACHE = 64
+
+
+def _control_key(prim, params, avals):
+    subs, rest = [], []
+    for k, v in sorted(params.items()):
+        if isinstance(v, ClosedGraph) or (isinstance(v, tuple) and v and
+                                          all(isinstance(b, ClosedGraph) for b in v)):
+            subs.append((k, tuple(id(b) for b in (v if isinstance(v, tuple) else (v,)))))
+        else:
+            rest.append((k, v))
+    return (prim, tuple(subs), tuple(rest), tuple((a.shape, a.dtype.str) for a in avals))
+
+
+def run_control(prim, args, params):
+    """The results of control primitive `prim` (scan, cond, while,
+    checkpoint) on concrete operands `args`, compiled for the CPU through
+    `lower` (once per sub-graphs and operand types) and run."""
+    vals = [np.asarray(a) for a in args]
+    avals = [aval_of(v).strong() for v in vals]
+    key = _control_key(prim, params, avals)
+    hit = _control_cache.get(key)
+    if hit is None:
+        invars = [Var(a) for a in avals]
+        outs = [Var(a) for a in prim.abstract_eval(*avals, **params)]
+        g = Graph([], invars, [Eqn(prim, invars, dict(params), outs)], outs)
+        exe = lower(ClosedGraph(g, []), "cpu", f"eager {prim.name}")[1]
+        hit = (exe, params)
+        with _control_lock:
+            _control_cache[key] = hit
+            while len(_control_cache) > MAX_CONTROL_CACHE:
+                _control_cache.popitem(last=False)
+    else:
+        with _control_lock:
+            if key in _control_cache:
+                _control_cache.move_to_end(key)
+    return hit[0](*vals)

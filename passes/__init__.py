@@ -1,5 +1,6 @@
 """Stage passes: Graph -> Graph transformations (constant folding, CSE, DCE;
 simplification, fusion; autodiff joins with its issue) and the ordered pipeline.
+Each pass also works inside control-flow bodies (passes/subgraphs.py).
 
 Input: ir.ClosedGraph. Output: ir.ClosedGraph.
 """

@@ -2,11 +2,15 @@
 
 Input: a ClosedGraph. Output: a ClosedGraph where equations that bind the
 same primitive to the same inputs with equal params are computed once (an
-effectful one, debug_callback, runs as often as it was bound).
+effectful one, debug_callback, runs as often as it was bound). Two control
+equations (scan, while, cond) merge only when they hold the same sub-graph
+objects (a ClosedGraph param is keyed by identity), and never when a body
+holds an effect; each body is CSE'd on its own, recursively.
 """
 import numpy as np
 
 from ..ir.core import ClosedGraph, Eqn, Graph, Lit
+from .subgraphs import effectful, map_subgraphs
 
 
 def _atom_key(x, env):
@@ -32,10 +36,11 @@ def _param_key(v):
 
 def cse(cg):
     g = cg.graph
-    env, seen, eqns = {}, {}, []
+    env, seen, eqns, memo = {}, {}, [], {}
     for e in g.eqns:
         inputs = [env.get(x, x) if not isinstance(x, Lit) else x for x in e.inputs]
-        if e.prim.effectful:
+        if effectful(e):
+            e = map_subgraphs(e, cse, memo)
             eqns.append(Eqn(e.prim, inputs, e.params, e.outs, e.source))
             continue
         key = (e.prim, tuple(_atom_key(x, env) for x in inputs), _param_key(e.params))
@@ -43,6 +48,7 @@ def cse(cg):
         if prev is not None:
             env.update(zip(e.outs, prev.outs))
             continue
+        e = map_subgraphs(e, cse, memo)        # keyed above by the original bodies
         new = Eqn(e.prim, inputs, e.params, e.outs, e.source)
         seen[key] = new
         eqns.append(new)

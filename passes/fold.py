@@ -6,10 +6,17 @@ numpy implementation: scalar results become literals, array results become
 new captured constants. Equations that would materialise a result larger than
 their inputs (a broadcast of a scalar, an iota) are left to the kernels, and
 an effectful equation (debug_callback) to the run: it prints at every call.
+
+Control flow (scan, while, cond) is never evaluated here (that would run a
+loop at compile time): its bodies are folded recursively, and the operands
+it reads as constants (a literal, a captured array) move into its bodies
+(subgraphs.known_operands), where what depends only on them folds; a body
+may thus gain consts.
 """
 import numpy as np
 
 from ..ir.core import ClosedGraph, Eqn, Graph, Lit
+from .subgraphs import effectful, is_control, known_operands, map_subgraphs
 
 
 def fold_constants(cg):
@@ -19,15 +26,22 @@ def fold_constants(cg):
         known = {v: c for v, c in known.items() if isinstance(c, np.ndarray)}
     env = {}                         # Var -> Lit or Var (renaming)
     new_consts, new_constvars = list(cg.consts), list(g.constvars)
-    eqns = []
+    eqns, memo = [], {}
 
     def read(x):
         return env.get(x, x) if not isinstance(x, Lit) else x
 
+    def value_of(x):
+        return x if isinstance(x, Lit) else known.get(x)
+
     for e in g.eqns:
         inputs = [read(x) for x in e.inputs]
+        if is_control(e):
+            e = Eqn(e.prim, inputs, e.params, e.outs, e.source)
+            eqns.append(map_subgraphs(known_operands(e, value_of), fold_constants, memo))
+            continue
         vals = [x.val if isinstance(x, Lit) else known.get(x) for x in inputs]
-        foldable = inputs and not e.prim.effectful and all(
+        foldable = inputs and not effectful(e) and all(
             v is not None for v in vals) and not any(hasattr(p, "eqns") for p in e.params.values())
         if foldable:
             in_size = max(int(np.size(v)) for v in vals)

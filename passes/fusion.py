@@ -24,9 +24,19 @@ were not fused, the group's `why` param says why, and the fused-stage dump
 prints it. An effectful equation is never fused: it stays a host step
 between kernels (its operands are stored), and effects keep their program
 order among themselves.
+
+Control flow: fusion stops at loop boundaries. A scan, while or cond is a
+step of its own (its operands are stored, its results loaded), and its
+bodies are fused recursively for the same backend, so the fused dump shows
+kernel groups inside `body=`; a kernel next to a loop says so in its `why`.
+checkpoint equations are inlined first (subgraphs.inline_checkpoints): they
+matter only to autodiff, which has run; then a scan with `unroll=k` becomes
+a scan of k chained copies of its body (passes/unroll.py), which fuse.
 """
 from ..ir.core import ClosedGraph, Eqn, Graph, Var
 from ..ir.primitives import kernel_p
+from .subgraphs import effectful, inline_checkpoints, map_subgraphs
+from .unroll import unroll_scans
 
 def _cheap(e):
     return e.prim.kind in ("elementwise", "structural") and not e.prim.traits.expensive
@@ -82,7 +92,8 @@ def _acceptable(eqns, outs, backend):
 
 def fuse(cg, backend):
     """The ClosedGraph `cg` partitioned into kernel groups, library calls,
-    views and host steps for `backend` (a codegen Backend)."""
+    views, host steps and control steps for `backend` (a codegen Backend)."""
+    cg = unroll_scans(inline_checkpoints(cg))
     g = cg.graph
     order = {e: k for k, e in enumerate(g.eqns)}
     consumers = {}
@@ -105,8 +116,11 @@ def fuse(cg, backend):
         group.why.append(f"{e.prim.name} not fused in: {why}")
         return False
 
+    def apart(e):                       # a step of its own, never in a kernel
+        return backend.is_library(e) or backend.is_host(e) or backend.is_control(e)
+
     for e in reversed(g.eqns):
-        if backend.is_library(e) or backend.is_host(e):
+        if apart(e):
             continue
         cons = [c for v in e.outs for c in consumers.get(v, ())]
         cgroups = []
@@ -136,12 +150,12 @@ def fuse(cg, backend):
         groups.append(gr)
         groups_of.setdefault(e, []).append(gr)
     groups.reverse()
-    others = [e for e in g.eqns if backend.is_library(e) or e in views or backend.is_host(e)]
+    others = [e for e in g.eqns if apart(e) or e in views]
     while True:
         groups = _merge_siblings(groups, others, order, backend)
         if not _absorb_into_sole_consumer(groups, others, order, graph_outs, backend):
             break
-    return _build(cg, groups, others, order)
+    return _build(cg, groups, others, order, backend)
 
 
 def _absorb_into_sole_consumer(groups, others, order, graph_outs, backend):
@@ -187,7 +201,7 @@ def _toposort(steps, order):
     deps = [{producer[v] for v in ins if v in producer} for ins, _ in io]
     key = [min(order[e] for e in (s.roots if isinstance(s, _Group) else [s])) for s in steps]
     effects = sorted((k for k, s in enumerate(steps) if not isinstance(s, _Group)
-                      and s.prim.effectful), key=key.__getitem__)
+                      and effectful(s)), key=key.__getitem__)
     for a, b in zip(effects, effects[1:]):
         deps[b].add(a)                  # prints in program order
     done, out = set(), []
@@ -253,13 +267,29 @@ def _merge_siblings(groups, others, order, backend):
     return groups
 
 
-def _build(cg, groups, others, order):
+def _loop_boundaries(groups, others, backend):
+    """Say in each kernel's `why` that it stops at a loop it feeds or reads."""
+    for s in others:
+        if not backend.is_control(s):
+            continue
+        ins, outs = _step_io(s)
+        for gr in groups:
+            g_ins, g_outs = _step_io(gr)
+            if g_outs & ins:
+                gr.why.append(f"read by {s.prim.name}: fusion stops at loop boundaries")
+            if g_ins & outs:
+                gr.why.append(f"{s.prim.name} not fused in: fusion stops at loop boundaries")
+
+
+def _build(cg, groups, others, order, backend):
     g = cg.graph
     steps, _, _ = _toposort(_steps(groups, others), order)
-    eqns = []
+    _loop_boundaries(groups, others, backend)
+    eqns, memo = [], {}
     for k, s in enumerate(steps):
         if not isinstance(s, _Group):
-            eqns.append(s)
+            # a loop's bodies: fused apart, for the same backend
+            eqns.append(map_subgraphs(s, lambda sub: fuse(sub, backend), memo))
             continue
         outs = s.outs()
         sub, inputs = _subgraph(s.eqns, outs)

@@ -10,11 +10,13 @@ The pipeline is one plain list, read top to bottom; each entry is
 from .cse import cse
 from .dce import dce
 from .fold import fold_constants
+from .loop_hoist import hoist_loop_invariants
 from .simplify import simplify
 
 PIPELINE = [
     ("folded", fold_constants),     # evaluate what depends only on constants
     ("simplified", simplify),       # algebraic identities, collapse layout chains
+    ("hoisted", hoist_loop_invariants),   # a scan's work without the carry: once, batched
     ("cse", cse),                   # compute each distinct expression once
     ("dce", dce),                   # drop what no output needs
 ]

@@ -13,13 +13,16 @@ result, or a new equation computing it. Operands of commutative primitives are
 put in a canonical order so CSE sees x*y and y*x as one. Every rewrite keeps
 the result's shape and dtype exactly, and is NaN-safe (x*0 is not 0: it is
 NaN for x = inf). DCE afterwards drops what the rewrites made dead. The
-autodiff pass runs this after differentiating (passes/autodiff).
+autodiff pass runs this after differentiating (passes/autodiff). The bodies
+of control flow (scan, while, cond) are simplified recursively, each on its
+own (passes/subgraphs.py).
 """
 import numpy as np
 
 from ..ir.core import ClosedGraph, Eqn, Graph, Lit, Var
 from ..ir.primitives import (DotDimensionNumbers, broadcast_in_dim_p, convert_element_type_p,
                              reshape_p, transpose_p)
+from .subgraphs import is_control, map_subgraphs
 
 
 def _same_type(x, out):
@@ -208,6 +211,10 @@ class _Context:
 
 
 def simplify(cg, max_rounds=8):
+    if any(is_control(e) for e in cg.graph.eqns):
+        memo, g = {}, cg.graph
+        eqns = [map_subgraphs(e, simplify, memo) for e in g.eqns]
+        cg = ClosedGraph(Graph(g.constvars, g.invars, eqns, g.outvars), cg.consts)
     for _ in range(max_rounds):
         cg, changed = _one_round(cg)
         if not changed:

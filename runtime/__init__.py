@@ -6,7 +6,9 @@ Output: through the one compile loop (program.compile_program) and a device
 (cpu_device: runtime.Executable; cuda_runtime: CudaExecutable, with device
 arrays in cuda_array, the
 device pool in cuda_memory, PTX and ptxas reports in cuda_inspect; all of
-them import numba.cuda only when used).
+them import numba.cuda only when used); loops and branches (scan, while,
+cond) run as control steps over their bodies' compiled plans (loops, with
+cuda_loops on CUDA).
 """
 from . import parallel  # noqa: F401
 from . import prewarm  # noqa: F401

@@ -3,7 +3,8 @@ how a kernel is loaded and launched, a library call, a view and a host step
 run, and the Executable that runs them.
 
 Input: KernelSources from the CPU Backend (codegen/cpu), host functions of
-library calls, slots. Output: steps `step(env)` and an Executable.
+library calls, slots. Output: steps `step(env)`, the loop operations of the
+control steps (loops.CPU_OPS) and an Executable.
 
 A group that touches at least backend.parallel_min_size elements (its
 largest input or output: a row max of a 4096x4096 array has 4096 results
@@ -18,6 +19,7 @@ from ..ir.core import Lit
 from . import memory, parallel
 from .executable import Executable, call_step, kernel_step, view_step
 from .kernel_cache import load_kernel
+from .loops import CPU_OPS
 
 
 def _domain_size(sub):
@@ -35,6 +37,7 @@ def kernels_text(kernels):
 class CpuDevice:
     name = "cpu"
     allocator = staticmethod(memory.allocator)
+    loop_ops = CPU_OPS                  # the control steps' operations (runtime/loops.py)
 
     @staticmethod
     def load(sub, backend, context):

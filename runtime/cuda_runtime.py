@@ -38,6 +38,7 @@ import numpy as np
 from ..ir.core import Lit
 from . import cuda_memory
 from .cuda_array import DeviceArray, dev_shape, make_array, to_device
+from .cuda_loops import CUDA_OPS
 from .executable import ExecutableBase
 from .program import compile_program
 from .kernel_cache import import_kernel_module
@@ -257,6 +258,7 @@ class CudaDevice:
     device buffers; views share their source's block; no library calls."""
     name = "cuda"
     allocator = None
+    loop_ops = CUDA_OPS                 # the control steps' operations (runtime/loops.py)
 
     @staticmethod
     def load(sub, backend, context):

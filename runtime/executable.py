@@ -10,6 +10,8 @@ releases each intermediate right after its last reader, so its block serves
 the next allocation of that size in the same call or the next one. Arrays are
 C-contiguous throughout, so a reshape is a free view.
 """
+import operator
+
 import numpy as np
 
 from ..ir.core import Lit, Var
@@ -152,6 +154,16 @@ def kernel_step(fn, ins, outs, out_specs, dims, inplace=None, lits=None):
         def step(env):
             r = alloc()
             fn(*[env[i] for i in ins], r, *tail)
+            env[o] = r
+        return step
+    if len(outs) == 1 and len(ins) > 1 and list(inplace) == [0]:
+        # one result written into a given buffer (a loop body's carry or row
+        # of ys: runtime/loops.py), the hot case of a loop
+        (o,), src, get = outs, inplace[0], operator.itemgetter(*ins)
+
+        def step(env):
+            r = env[src]
+            fn(*get(env), r, *tail)
             env[o] = r
         return step
 

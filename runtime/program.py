@@ -4,7 +4,7 @@ for any device.
 Input: a ClosedGraph after the fusion pass, the codegen Backend it was fused
 for (it emits kernel groups, gives library calls, views and tuning), a
 runtime Device (runtime/cpu_device.py: CPU; runtime/cuda_runtime.py: CUDA:
-`load`, `kernel_step`, `library_step`, `view_step`, `executable`),
+`load`, `kernel_step`, `library_step`, `view_step`, `loop_ops`, `executable`),
 the function's name and the flat input positions the caller donated.
 Output: the device's Executable (runtime/executable.py: one interface).
 
@@ -12,31 +12,54 @@ Every Var gets a slot in a list; each equation becomes a step: a kernel
 group is emitted by the backend, loaded through the kernel cache by the
 device and launched on pooled buffers; a library call runs the backend's
 host function (BLAS on CPU); a view reshapes for free; a host step (an
-effect: debug_callback) runs Python between kernels. The memory plan (each
+effect: debug_callback) runs Python between kernels; a control equation
+(scan, while, cond) runs the plans of its bodies, each compiled by this same
+loop for the same backend and device (runtime/loops.py, with the device's
+`loop_ops`); their kernels count among the program's. The memory plan (each
 intermediate released after its last reader) and the in-place plan for
 donated inputs are the same on every device; the device supplies only its
 steps and its Executable (the small device interface).
+
+`plan_program` is the loop itself (the plan as a dict); with `dests` it
+gives every result position a destination slot that the kernel computing
+that result writes into (a loop body writing its carry or its row of the
+stacked ys straight into place; `direct` lists those positions).
 """
 import numpy as np
 
 from ..ir.core import Lit
 from .executable import inplace_plan, last_uses, release_plan, slot_or_value
 from .host import HOST_STEPS, host_step
+from .loops import control_step
 
 
 def compile_program(fused, backend, device, name="f", donated=()):
+    p = plan_program(fused, backend, device, name, donated)
+    del p["dest_slots"], p["direct"]
+    return device.executable(**p)
+
+
+def plan_program(fused, backend, device, name="f", donated=(), dests=False):
     g = fused.graph
+    n_dest = len(g.outvars) if dests else 0       # slots 0..n_dest-1: destinations
     slots = {}
     for v in g.constvars + g.invars:
-        slots.setdefault(v, len(slots))
+        slots.setdefault(v, n_dest + len(slots))
+
+    def new_slot(v):
+        slots[v] = n_dest + len(slots)
+        return slots[v]
+
+    first_pos, direct = {}, set()
+    for j, v in enumerate(g.outvars[:n_dest]):
+        if not isinstance(v, Lit):
+            first_pos.setdefault(v, j)
     donated_vars = {g.invars[k] for k in donated}
     out_vars = {v for v in g.outvars if not isinstance(v, Lit)}
     last_use, taken = last_uses(g), set()
     steps, kernels, launchers, n_lib = [], [], [], 0
     for k, e in enumerate(g.eqns):
-        for v in e.outs:
-            slots[v] = len(slots)
-        outs = [slots[v] for v in e.outs]
+        outs = [new_slot(v) for v in e.outs]
         if e.prim.name == "kernel":
             if any(isinstance(x, Lit) for x in e.inputs):
                 raise AssertionError("kernel group inputs must be variables")
@@ -46,6 +69,11 @@ def compile_program(fused, backend, device, name="f", donated=()):
             launchers.append(launcher)
             inplace = inplace_plan(e, k, ks.aligned, slots, donated_vars, last_use, out_vars,
                                    taken)
+            for i, v in enumerate(e.outs):          # a result straight into its destination
+                j = first_pos.get(v)
+                if j is not None and j not in direct and i not in inplace:
+                    inplace[i] = j
+                    direct.add(j)
             steps.append(device.kernel_step(ks, launcher, ins, outs,
                                             [v.aval for v in e.outs], inplace))
             kernels.append((e.params["name"], ks))
@@ -62,6 +90,18 @@ def compile_program(fused, backend, device, name="f", donated=()):
             ins = [np.asarray(x.val, x.aval.dtype) if isinstance(x, Lit) else slots[x]
                    for x in e.inputs]
             steps.append(host_step(HOST_STEPS[e.prim.name](e), ins))    # same on every device
+        elif backend.is_control(e):
+            def compile_body(sub, part, dests, prim=e.prim.name):
+                p = plan_program(sub, backend, device, f"{name}/{prim}.{part}", dests=dests)
+                p["part"] = f"{prim}.{part}"
+                return p
+            ins = [slot_or_value(slots, x) for x in e.inputs]
+            step, bodies = control_step(e, ins, outs, compile_body, device.loop_ops)
+            steps.append(step)
+            for b in bodies:                # the bodies' kernels are this program's too
+                kernels += [(f"{b['part']}/{gname}", ks) for gname, ks in b["kernels"]]
+                launchers += b["launchers"]
+                n_lib += b["library_call_count"]
         else:
             raise NotImplementedError(f"the {device.name} runtime cannot run equation "
                                       f"{e.prim.name}")
@@ -74,11 +114,11 @@ def compile_program(fused, backend, device, name="f", donated=()):
             caller_owned.add(e.outs[0])
     results = [("value", np.asarray(v.val, dtype=v.aval.dtype), False) if isinstance(v, Lit)
                else ("slot", slots[v], v in caller_owned) for v in g.outvars]
-    return device.executable(
-        name=name, fused=fused, n_slots=len(slots),
+    return dict(
+        name=name, fused=fused, n_slots=n_dest + len(slots),
         const_slots=[slots[v] for v in g.constvars], in_slots=[slots[v] for v in g.invars],
         plan=plan, outs=results, kernels=kernels, launchers=launchers,
         library_call_count=n_lib,
         donated=tuple(donated), donated_in_place=tuple(
-            sorted(k for k in donated if g.invars[k] in taken)))
-
+            sorted(k for k in donated if g.invars[k] in taken)),
+        dest_slots=list(range(n_dest)), direct=direct)

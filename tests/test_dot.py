@@ -23,7 +23,7 @@ W = rng.standard_normal((8, 8)).astype(np.float32)
 B = rng.standard_normal(8).astype(np.float32)
 Z = np.ones((5, 16), np.float32)
 
-GRAPH_STAGES = ["traced", "folded", "simplified", "cse", "dce", "fused"]
+GRAPH_STAGES = ["traced", "folded", "simplified", "hoisted", "cse", "dce", "fused"]
 
 
 def chain(x):

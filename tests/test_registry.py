@@ -24,7 +24,9 @@ from needle.ir.primitives import (BINARY, COMPARE, SCATTERS, DotDimensionNumbers
 from needle.passes import run_pipeline
 from needle.passes.autodiff import JVP_RULES, NOT_DIFFERENTIABLE, TRANSPOSE_RULES
 from needle.passes.batching import BATCH_RULES
+from needle.passes.subgraphs import INLINED
 from needle.runtime.host import HOST_STEPS
+from needle.runtime.loops import CONTROL_STEPS
 from helpers import tol
 
 rng = np.random.default_rng(7)
@@ -137,7 +139,50 @@ def _examples():
     sub = Graph([], [x], [Eqn(PRIMITIVES["exp"], [x], {}, [y]),
                           Eqn(PRIMITIVES["mul"], [y, x], {}, [z])], [z])
     ex["kernel"] = [((pos(3, 4),), {"graph": sub, "name": "exp_mul"})]
+    ex.update(_control_examples())
     return ex
+
+
+def _bound(f, *args):
+    """(operands, params) of the one control equation of f's traced graph:
+    its bodies traced as needle.lax traces them."""
+    cg = needle.make_ir(f)(*args)
+    (e,) = [e for e in cg.graph.eqns if e.prim.kind == "control"]
+    env = dict(zip(cg.graph.invars, args))
+    env.update(zip(cg.graph.constvars, cg.consts))
+    ops = tuple(np.asarray(x.val, x.aval.dtype) if not isinstance(x, Var) else env[x]
+                for x in e.inputs)
+    return ops, e.params
+
+
+def _control_examples():
+    from needle import lax
+    import needle.numpy as nnp
+
+    def rnn(w, h, xs, **kw):
+        return lax.scan(lambda c, x: ((nnp.tanh(c[0] @ w + x), c[1] + 1), c[0].sum()),
+                        (h, np.int32(0)), xs, **kw)
+
+    def loop(x, n):
+        return lax.while_loop(lambda c: c[1] < n, lambda c: (c[0] * 0.5 + 1.0, c[1] + 1),
+                              (x, np.int32(0)))
+
+    def switch(i, x, y):
+        return lax.switch(i, [lambda x, y: x + y, lambda x, y: x * y, lambda x, y: x - y],
+                          x, y)
+
+    def remat(x, y):
+        return needle.checkpoint(lambda x, y: (nnp.sin(x) * y, y.sum()))(x, y)
+
+    w, h = sym(3, 3) * 0.5, sym(3)
+    return {
+        "scan": [_bound(rnn, w, h, sym(4, 3)), _bound(lambda *a: rnn(*a, reverse=True),
+                                                      w, h, sym(1, 3)),
+                 _bound(rnn, w, h, sym(0, 3))],
+        "while": [_bound(loop, sym(2), np.array(3, I32)), _bound(loop, sym(2), np.array(0, I32))],
+        "cond": [_bound(switch, np.array(k, I32), sym(2), sym(2)) for k in (-1, 1, 5)],
+        "checkpoint": [_bound(remat, sym(3, 2), sym(3, 2))],
+    }
 
 
 EXAMPLES = _examples()
@@ -151,7 +196,8 @@ EMIT_RULES = {"cpu": rules, "cuda": cuda_rules}       # each backend's expressio
 
 def _runs_as(p, device):
     """How backend `device` runs primitive p: 'emit' (in a kernel), 'library',
-    'view', 'host' (a step between kernels), or None."""
+    'view', 'host' (a step between kernels), 'control' (a loop or branch step
+    running its bodies' plans), 'inlined' (spliced in before fusion), or None."""
     r, b = EMIT_RULES[device], backend_for(device)
     if p.name in r.UNARY_RULES or p.name in r.BINARY_RULES or p.name in r.EMITTERS:
         return "emit"
@@ -161,6 +207,10 @@ def _runs_as(p, device):
         return "view"
     if p.name in HOST_STEPS:
         return "host"
+    if p.kind == "control" and p.name in CONTROL_STEPS:
+        return "control"                # a step running its bodies' plans
+    if p.kind == "control" and p.name in INLINED:
+        return "inlined"                # spliced in before fusion
     return None
 
 
@@ -183,7 +233,8 @@ def test_every_primitive_is_in_every_table(name):
             missing.append("a batching rule (passes/batching)")
         for device in EMIT_RULES:
             if _runs_as(p, device) is None:
-                missing.append(f"a {device} emit rule, library call, view or host step")
+                missing.append(f"a {device} emit rule, library call, view, host step or "
+                               f"control step")
     assert not missing, f"{name} lacks " + "; ".join(missing)
 
 
@@ -206,7 +257,8 @@ def test_every_emitted_primitive_emits_alone(device):
     assert not failed, failed
 
 
-KINDS = {"elementwise", "structural", "reduction", "linalg", "indexing", "group", "host"}
+KINDS = {"elementwise", "structural", "reduction", "linalg", "indexing", "group", "host",
+         "control"}
 
 
 def test_traits_agree_with_the_tables():

@@ -166,6 +166,11 @@ def bind(prim, args, params):
                 raise _leaked(a)
             if top is None or t.level > top.level:
                 top = t
+    # An effect of values of an outer trace met inside a loop body's trace
+    # happens once per step: it is recorded in the innermost trace.
+    if top is not None and prim.effectful and _STACK.traces and \
+            _STACK.traces[-1].level > top.level:
+        top = _STACK.traces[-1]
     # An effect on a device array (the eager CUDA trace, level -1) runs on the
     # host copies below, or is recorded when a graph is being traced.
     if top is not None and (top.level >= 0 or not prim.effectful):
@@ -228,8 +233,10 @@ class Tracer:
 
     def __bool__(self):
         self._concrete("Python `if`/`while`/`bool()` needs the truth value",
-                       "Use needle.numpy.where(cond, a, b) to select between values, or "
-                       "mark the argument static (static_argnums / static_argnames).")
+                       "Use needle.lax.cond(pred, true_fun, false_fun, *operands) for a "
+                       "branch, needle.lax.while_loop / fori_loop for a loop, or "
+                       "needle.numpy.where(cond, a, b) to select between values; or mark "
+                       "the argument static (static_argnums / static_argnames).")
 
     def __int__(self):
         self._concrete("int() needs the value", "Mark the argument static "

@@ -17,3 +17,4 @@ from .linalg import *  # noqa: F401,F403
 from .indexing import *  # noqa: F401,F403
 from .group import *  # noqa: F401,F403
 from .debug import *  # noqa: F401,F403
+from .control import *  # noqa: F401,F403

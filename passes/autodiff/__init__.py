@@ -27,4 +27,6 @@ from .markers import (MARKERS, ad_active, ad_context, custom_vjp_call_p,  # noqa
 from .rules import (JVP_RULES, NOT_DIFFERENTIABLE, TRANSPOSE_RULES,  # noqa: F401
                     UndefinedPrimal)
 from .simplify import cleanup, simplify  # noqa: F401
+from . import control  # noqa: F401  (the control-flow rules register themselves)
+from .partial_eval import PARTIAL_EVAL_RULES  # noqa: F401
 from .transform import Linearized, jvp_eval, jvp_graph, linearize  # noqa: F401

@@ -22,6 +22,7 @@ evaluated with `ir.eval_graph`: under an outer trace that records them.
 from ...ir.core import ClosedGraph, Graph, Lit, Var
 from ...tracer.core import trace_to_graph
 from .markers import MARKERS
+from .partial_eval import residuals_of, split_eqns
 from .rules import (JVP_RULES, NOT_DIFFERENTIABLE, TRANSPOSE_RULES, UndefinedPrimal,
                     add_tangents, fit, zeros)
 from .simplify import cleanup
@@ -112,12 +113,14 @@ class Linearized:
         self.n_res, self.wrt, self.nonzero, self.out_avals = n_res, wrt, nonzero, out_avals
 
 
-def linearize(cg, wrt, out_wrt=None, keep_outputs=True, cts=None, name="f"):
+def linearize(cg, wrt, out_wrt=None, keep_outputs=True, cts=None, name="f", backward=True):
     """Linearize `cg` at its inputs w.r.t. the inputs flagged in `wrt`.
 
     `cts`, when given, fixes the output cotangents to these constants (grad
     seeds 1.0), so the backward program takes residuals only and the
-    simplifier can fold the seed away.
+    simplifier can fold the seed away. `backward=False` (forward mode:
+    jacfwd) builds no backward program (`Linearized.backward` is None), so
+    what has no transpose (a while_loop) may stay in the linear part.
     """
     g0 = cg.graph
     J, nonzero = jvp_graph(cg, wrt, out_wrt, name=f"jvp({name})")
@@ -126,21 +129,11 @@ def linearize(cg, wrt, out_wrt=None, keep_outputs=True, cts=None, name="f"):
     t_in = g.invars[n_in:]
     p_outs, t_outs = g.outvars[:n_out], g.outvars[n_out:]
 
-    # Partial evaluation: what depends on a tangent input is linear.
+    # Partial evaluation: what depends on a tangent input is linear; a loop
+    # or branch is split into its primal and its linear part.
     linear = set(t_in)
-    lin_eqns, primal_eqns = [], []
-    for e in g.eqns:
-        if any(isinstance(x, Var) and x in linear for x in e.inputs):
-            lin_eqns.append(e)
-            linear.update(e.outs)
-        else:
-            primal_eqns.append(e)
-    res, seen = [], set()
-    for e in lin_eqns:
-        for x in e.inputs:
-            if isinstance(x, Var) and x not in linear and x not in seen:
-                seen.add(x)
-                res.append(x)
+    primal_eqns, lin_eqns = split_eqns(g.eqns, linear, transposing=backward)
+    res = residuals_of(lin_eqns, linear)
     # An output tangent that does not depend on any tangent is a zero.
     out_lin = [isinstance(v, Var) and v in linear for v in t_outs]
     nz_iter = iter(out_lin)
@@ -158,14 +151,19 @@ def linearize(cg, wrt, out_wrt=None, keep_outputs=True, cts=None, name="f"):
         return backward_pass(lin_eqns, dict(zip(res, args[:len(res)])), linear, t_in,
                              lin_touts, ct_vals)
 
-    backward, _ = trace_to_graph(transpose_fn, [v.aval for v in res] +
-                                 (ct_avals if cts is None else []), f"transpose({name})")
-    backward = cleanup(backward)
     forward = cleanup(forward)
+    used = _used_inputs(forward.graph, len(res))
+    if backward:
+        backward, _ = trace_to_graph(transpose_fn, [v.aval for v in res] +
+                                     (ct_avals if cts is None else []), f"transpose({name})")
+        backward = cleanup(backward)
+        used |= _used_inputs(backward.graph, len(res))
     # Keep only the residuals the cleaned programs still read.
-    used = _used_inputs(backward.graph, len(res)) | _used_inputs(forward.graph, len(res))
     keep = [i for i in range(len(res)) if i in used]
-    backward = _drop_inputs(backward, len(res), keep)
+    if backward:
+        backward = _drop_inputs(backward, len(res), keep)
+    else:
+        backward = None
     forward = _drop_inputs(forward, len(res), keep)
     n_kept_outs = n_out if keep_outputs else 0
     pg = primal.graph

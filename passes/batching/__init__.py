@@ -8,13 +8,16 @@ argument stays unbatched).
 
 An interpreter, as JAX's batching is: each equation with a batched operand is
 replaced by its batching rule (rules.py), each other equation is bound as it
-is. Rules bind primitives, so the batched program is recorded into an outer
-trace (vmap under jit, under grad) or evaluated eagerly on numpy arrays:
+is. A rule's results are batched, or carry a flag each (`Flagged`: the
+control-flow rules of control.py keep an output that does not depend on
+the mapped axis unbatched). Rules bind primitives, so the batched program
+is recorded into an outer trace (vmap under jit, under grad) or evaluated
+eagerly on numpy arrays:
 the transformation happens at trace time, like autodiff (DESIGN.md).
 """
 from ...ir.core import Lit
 from ..autodiff.markers import custom_vjp_call_p, stop_gradient_p
-from .rules import BATCH_RULES
+from .rules import BATCH_RULES, Flagged
 
 __all__ = ["BATCH_RULES", "batch_graph"]
 
@@ -33,12 +36,16 @@ def batch_graph(cg, args, batched, size, name="f"):
         vals, flags = zip(*[read(x) for x in e.inputs]) if e.inputs else ((), ())
         if not any(flags):
             outs = e.prim.bind(*vals, **e.params)
-            b = False
+            out_flags = [False] * len(e.outs)
         else:
-            outs, b = _apply(e, list(vals), list(flags), size, name), True
+            outs = _apply(e, list(vals), list(flags), size, name)
+            out_flags = [True] * len(e.outs)
+            if isinstance(outs, Flagged):
+                outs, out_flags = outs.outs, outs.flags
+                outs = outs if e.prim.multiple_results else outs[0]
         if not e.prim.multiple_results:
             outs = [outs]
-        env.update({v: (o, b) for v, o in zip(e.outs, outs)})
+        env.update({v: (o, b) for v, o, b in zip(e.outs, outs, out_flags)})
     res = [read(v) for v in g.outvars]
     return [r[0] for r in res], [r[1] for r in res]
 
@@ -57,3 +64,8 @@ def _apply(e, vals, flags, size, name):
         raise NotImplementedError(f"vmap({name}): primitive {e.prim.name} has no batching "
                                   f"rule (at {e.source})")
     return rule(vals, flags, size, **e.params)
+
+
+# The control-flow rules (scan, cond, while, checkpoint) batch their bodies
+# with batch_graph, so they are registered once it is defined.
+from . import control  # noqa: E402,F401

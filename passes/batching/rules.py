@@ -10,7 +10,10 @@ written with `Primitive.bind`, so they record into an outer trace (vmap under
 jit or grad) or run numpy eagerly, like the autodiff rules.
 
 Rule:  rule(args, batched, size, **params) -> result (or list of results)
-       `size` is the length of the mapped axis.
+       `size` is the length of the mapped axis. A rule that knows some of its
+       results do not depend on the mapped axis (the control-flow rules,
+       control.py) returns `Flagged(results, flags)` instead, as JAX's rules
+       return `not_mapped` out dims.
 """
 import numpy as np
 
@@ -24,6 +27,15 @@ from ...ir.primitives import (BINARY, COMPARE, UNARY, DotDimensionNumbers, Scatt
 from ...ir.primitives.debug import debug_callback_p
 
 BATCH_RULES = {}
+
+
+class Flagged:
+    """A rule's results with a batched flag each (unbatched results are the
+    per-example values themselves)."""
+    __slots__ = ("outs", "flags")
+
+    def __init__(self, outs, flags):
+        self.outs, self.flags = list(outs), [bool(f) for f in flags]
 
 
 # --- helpers -------------------------------------------------------------------------
