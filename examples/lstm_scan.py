@@ -65,12 +65,17 @@ def _head_loss(p, hs, targets):
     return -(logp * onehot).sum(axis=-1).mean()
 
 
-def loss(p, tokens):
-    """tokens: (T + 1, B) int32; the loss of predicting tokens[1:] from tokens[:-1]."""
+def loss(p, tokens, remat=False):
+    """tokens: (T + 1, B) int32; the loss of predicting tokens[1:] from tokens[:-1].
+    remat=True wraps the cell in needle.checkpoint: the backward pass
+    recomputes its gates instead of storing them for every step."""
     xs = nnp.take(p["embed"], tokens[:-1], axis=0)           # (T, B, H)
     B, H = tokens.shape[1], p["w_hh"].shape[0]
     h0 = nnp.zeros((B, H), np.float32)
-    _, hs = lax.scan(lambda carry, x: cell(p, carry, x), (h0, h0), xs)
+
+    def step(carry, x):
+        return cell(p, carry, x)
+    _, hs = lax.scan(needle.checkpoint(step) if remat else step, (h0, h0), xs)
     return _head_loss(p, hs, tokens[1:])
 
 

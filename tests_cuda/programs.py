@@ -64,6 +64,19 @@ def scatter_combine(table, ids, upd, counts, cids, cupd):
     return (table.at[ids].mul(upd), table.at[ids].max(upd), counts.at[cids].min(cupd))
 
 
+def scan_rnn(w, u, xs, h0):
+    """A tanh RNN as a scan with a cond in its body, and a while_loop: their
+    bodies' kernels (the input projection is hoisted out of the loop)."""
+    def step(h, x):
+        h = nnp.tanh(x @ w + h @ u)
+        h = needle.lax.cond(h.sum() > 0, lambda h: h * 0.5, lambda h: h - 0.1, h)
+        return h, h.sum(axis=-1)
+    h, ys = needle.lax.scan(step, h0, xs)
+    n, g = needle.lax.while_loop(lambda c: c[1].sum() < 10.0,
+                                 lambda c: (c[0] + 1, c[1] * 1.5 + 1.0), (0, h))
+    return h, ys, n, g
+
+
 def _args(name, rng):
     u = lambda *s: rng.uniform(-1.0, 1.0, s).astype(F32)           # noqa: E731
     return {
@@ -82,12 +95,13 @@ def _args(name, rng):
                                     rng.integers(-5, 5, (4,)).astype(np.int32)),
         "gather_scatter_add": lambda: (u(7, 4), np.array([3, 0, 6, 3, -1], np.int32),
                                        u(5, 4)),
+        "scan_rnn": lambda: (u(3, 4), u(4, 4) * 0.5, u(5, 2, 3), u(2, 4)),
     }[name]()
 
 
 PROGRAMS = {f.__name__: f for f in (elementwise_chain, softmax, layernorm, mlp_forward_backward,
                                     batched_matmul, gather_scatter_add, scatter_combine,
-                                    integer_ops)}
+                                    integer_ops, scan_rnn)}
 # Programs whose floating-point arithmetic is all float32 (no .f64 may appear in their PTX).
 FLOAT32 = set(PROGRAMS)
 # The same chain on float64: the control that the PTX test does see float64.

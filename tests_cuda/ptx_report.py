@@ -75,6 +75,19 @@ def _kernel_programs():
 KERNEL_PROGRAMS = _kernel_programs()
 
 
+def _kernels(graph):
+    """The kernel equations of a fused graph, those in loop bodies and
+    branches (their own fused sub-graphs) included."""
+    for e in graph.eqns:
+        if e.prim.name == "kernel":
+            yield e
+        for v in e.params.values():
+            for sub in (v if isinstance(v, tuple) else (v,)):
+                if e.prim.name != "kernel" and hasattr(sub, "graph") and \
+                        hasattr(sub.graph, "eqns"):
+                    yield from _kernels(sub.graph)
+
+
 def report():
     if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0"):
         raise SystemExit("ptx_report.py must run without NUMBA_ENABLE_CUDASIM")
@@ -98,9 +111,7 @@ def report():
     with tempfile.TemporaryDirectory() as tmp:
         for name, make in progs:
             opt, _, _ = make()
-            for e in fuse_for(opt, "cuda").graph.eqns:
-                if e.prim.name != "kernel":
-                    continue
+            for e in _kernels(fuse_for(opt, "cuda").graph):
                 ks = emit_kernel(e.params["graph"])
                 if (name, ks.key) in seen:
                     continue
