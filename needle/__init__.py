@@ -26,6 +26,7 @@ from .control_flow import checkpoint, remat  # noqa: F401
 from .debug import debug_nans  # noqa: F401
 from .ir.core import ShapedArray, ShapeError  # noqa: F401
 from .ir.dtypes import DTypeError  # noqa: F401
+from .numpy._core import Float64PromotionWarning  # noqa: F401
 from .runtime import KernelCompileError, cache_info, devices, reset_cache_info  # noqa: F401
 from .array import Array, device_put  # noqa: F401
 from .tracer.core import (ConcretizationError, LeakedTracerError, NeedleError,  # noqa: F401

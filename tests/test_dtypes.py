@@ -273,3 +273,23 @@ def test_array_from_list_keeps_strong_float64():
     assert nnp.array([np.float64(1.0), 2.0]).dtype == np.float64
     assert nnp.array([[np.float64(1.0)], [2.0]]).dtype == np.float64
     assert nnp.array([np.float32(1.0), 2.0]).dtype == np.float32
+
+
+def test_a_float64_scalar_promoting_float32_warns_once_naming_the_line():
+    import warnings
+    x = np.ones(4, np.float32)
+
+    def f(x):
+        return x * (1.0 / np.sqrt(16.0))          # a numpy float64 scalar: x64 promotion
+
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        out = needle.jit(f)(x)
+        needle.jit(lambda x: f(x) + 1)(x)            # the same line again: no second warning
+    assert out.dtype == np.float64                     # JAX's x64 rule is kept
+    hits = [m for m in w if issubclass(m.category, needle.Float64PromotionWarning)]
+    assert len(hits) == 1 and "test_dtypes.py" in str(hits[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", needle.Float64PromotionWarning)
+        assert needle.jit(lambda x: x * 0.25)(x).dtype == np.float32     # a Python float: weak
+        assert needle.jit(lambda x: x * np.float32(0.25))(x).dtype == np.float32

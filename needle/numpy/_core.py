@@ -4,6 +4,8 @@ numpy broadcasting and JAX type promotion on top of the strict primitives.
 Input: numpy arrays, Python scalars, tracers. Output: operands of one dtype
 and shape, ready for `Primitive.bind`.
 """
+import sys
+
 import numpy as np
 
 from ..ir import dtypes
@@ -91,10 +93,54 @@ def result_type(*xs):
     return dtypes.result_type(*[typeof(x) for x in xs])
 
 
+class Float64PromotionWarning(UserWarning):
+    """A float64 scalar made a float32 array computation float64."""
+
+
+_warned_lines = set()
+
+
+def _is_f64_scalar(x):
+    return isinstance(x, (np.ndarray, np.generic)) and np.ndim(x) == 0 and \
+        np.dtype(x.dtype) == np.float64
+
+
+def _is_f32_array(x):
+    return isinstance(x, (Tracer, np.ndarray)) and x.dtype == np.float32 and x.ndim > 0
+
+
+def _warn_float64(xs):
+    """Warn once per user line when a strong float64 scalar (a numpy float64,
+    as `1.0 / np.sqrt(d)` gives, or a 0-d float64 array) promotes a float32
+    array: under JAX's x64 rules the result, and all that follows, is
+    float64, several times slower."""
+    if not any(_is_f64_scalar(x) for x in xs):
+        return
+    if not any(_is_f32_array(x) for x in xs):
+        return
+    where = user_line(3)
+    if where in _warned_lines:
+        return
+    _warned_lines.add(where)
+    import warnings
+    level, f = 3, sys._getframe(2)
+    while f is not None and f.f_globals.get("__name__", "").split(".")[0] == "needle":
+        level, f = level + 1, f.f_back
+    warnings.warn(
+        f"a float64 scalar (a numpy float64 or a 0-d float64 array) promotes a float32 "
+        f"array computation to float64 at {where}: the result, and what is computed from "
+        f"it, is float64 (JAX's x64 promotion), several times slower. Use a Python float "
+        f"(weakly typed: it keeps float32) or np.float32(...) if float32 is meant "
+        f"(shown once per line)", Float64PromotionWarning, stacklevel=level)
+
+
 def promote(*xs, to_float=False):
     """Cast operands to their common dtype (JAX's lattice). With to_float, an
-    integer or bool result becomes the default float (as jnp.exp(int) does)."""
+    integer or bool result becomes the default float (as jnp.exp(int) does).
+    A float64 scalar promoting a float32 array warns (Float64PromotionWarning)."""
     dt, weak = result_type(*xs)
+    if dt == np.float64:
+        _warn_float64(xs)
     if to_float and dt.kind != "f":
         dt, weak = dtypes.DEFAULT_FLOAT, weak
     return [cast(x, dt) if typeof(x) != (dt, weak) or isinstance(x, _SCALARS) else x
