@@ -9,12 +9,13 @@ Run: python benchmarks/bench_control.py [--small]
    a fresh Python process with a fresh kernel cache: the first call's time.
    Also the equation and kernel counts of each program.
 2. Per-step overhead on CPU of a scan over T steps: `h = tanh(a*h + x)` on
-   16 floats (no library call in the body), and `h = tanh(h @ W + x)` with a
-   16x16 W (one BLAS call per step), in microseconds per step, beside a
-   numpy Python loop doing the same.
-3. Allocations: numpy allocations (tracemalloc's numpy domain) made by one
-   call of each scan at T=100 and at T=1000: equal counts mean no
-   allocation per step.
+   16 floats (no library call in the body: one generated Numba loop, and for
+   comparison the Python loop over the body's plan), and `h = tanh(h @ W +
+   x)` with a 16x16 W (one BLAS call per step: the Python loop), in
+   microseconds per step, beside a numpy Python loop doing the same.
+3. Allocations: every numpy allocation one call of each scan makes
+   (runtime/memory.count_allocations, a counting numpy memory handler), at
+   T=100 and at T=1000: equal counts mean no allocation per step.
 """
 import json
 import os
@@ -22,7 +23,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import tracemalloc
 
 import numpy as np
 
@@ -87,20 +87,27 @@ def compile_times(small):
 
 
 def per_step(T, repeats):
+    """{case: {contestant: us per step, 'allocs': {contestant: [count at T=100,
+    count at T=1000]}}}. Contestants: needle's generated loop (one Numba
+    function for all steps: a body without library calls), needle's Python
+    loop over the body's plan (CpuDevice.generate_loops off; what a body with a
+    BLAS call always runs), a numpy Python loop. Interleaved, CPU time of
+    this process (time.process_time: the machine is shared, and every
+    contestant is single-threaded), medians."""
     import needle
     import needle.numpy as nnp
     from needle import lax
+    from needle.runtime.cpu_device import CpuDevice
+    from needle.runtime.memory import count_allocations
     rng = np.random.default_rng(0)
     xs = rng.standard_normal((T, 16)).astype(np.float32)
     W = (rng.standard_normal((16, 16)) / 4).astype(np.float32)
     a = np.float32(0.5)
 
-    @needle.jit
     def elementwise(a, xs):
         return lax.scan(lambda h, x: (nnp.tanh(a * h + x),) * 2, np.zeros(16, np.float32),
                         xs)
 
-    @needle.jit
     def blas(W, xs):
         return lax.scan(lambda h, x: (nnp.tanh(h @ W + x),) * 2, np.zeros(16, np.float32),
                         xs)
@@ -119,32 +126,49 @@ def per_step(T, repeats):
             ys[t] = h
         return h, ys
 
+    def compiled(f, generate):
+        jf = needle.jit(f)
+
+        def call(*args):        # each length compiles under this contestant's setting
+            CpuDevice.generate_loops = generate
+            try:
+                return jf(*args)
+            finally:
+                CpuDevice.generate_loops = True
+        return call
+
+    cases = {
+        "elementwise": ({"needle generated loop": compiled(elementwise, True),
+                         "needle Python loop": compiled(elementwise, False),
+                         "numpy loop": np_elementwise}, a),
+        "one BLAS call": ({"needle (Python loop)": compiled(blas, True),
+                           "numpy loop": np_blas}, W),
+    }
     out = {}
-    for name, f, ref, arg in (("elementwise", elementwise, np_elementwise, a),
-                              ("one BLAS call", blas, np_blas, W)):
-        got = f(arg, xs)
-        want = ref(arg, xs)
-        assert np.allclose(got[1], want[1], atol=1e-4), name
-        ts = {"needle": [], "numpy loop": []}
+    for name, (fns, arg) in cases.items():
+        want = np_elementwise(arg, xs) if name == "elementwise" else np_blas(arg, xs)
+        for f in fns.values():
+            assert np.allclose(f(arg, xs)[1], want[1], atol=1e-4), name
+        ts = {k: [] for k in fns}
         for _ in range(repeats):
-            for k, fn in (("needle", f), ("numpy loop", ref)):
-                t0 = time.perf_counter()
+            for k, fn in fns.items():
+                t0 = time.process_time()
                 fn(arg, xs)
-                ts[k].append(time.perf_counter() - t0)
+                ts[k].append(time.process_time() - t0)
         out[name] = {k: float(np.median(v)) / T * 1e6 for k, v in ts.items()}
-        # allocations of one call at two lengths
-        counts = []
-        for n in (100, 1000):
-            x = xs[:n].copy()
-            f(arg, x)
-            tracemalloc.start()
-            f(arg, x)
-            snap = tracemalloc.take_snapshot()
-            tracemalloc.stop()
-            counts.append(sum(s.count for s in snap.filter_traces(
-                [tracemalloc.DomainFilter(True, np.lib.tracemalloc_domain)]).statistics(
-                    "filename")))
-        out[name]["allocs"] = counts
+        # every numpy allocation of one call, at two lengths
+        out[name]["allocs"] = allocs = {}
+        for k, fn in fns.items():
+            if k.startswith("numpy"):
+                continue
+            counts = []
+            for n in (100, 1000):
+                x = xs[:n].copy()
+                fn(arg, x)
+                with count_allocations() as c:
+                    fn(arg, x)
+                counts.append(c.arrays)
+            allocs[k] = counts
     return out
 
 
@@ -153,14 +177,18 @@ def main():
     print("1. LSTM-LM training step, trace + compile (fresh process, fresh cache):")
     compile_times(args.small)
     T = 1000 if args.small else 10000
-    print(f"2. per-step overhead, scan over T={T} (median of {args.repeats}):")
+    print(f"2. per-step overhead, scan over T={T} (median of {args.repeats}, CPU time):")
     res = per_step(T, args.repeats)
     for name, r in res.items():
-        print(f"  {name:14s}: needle {r['needle']:6.2f} us/step   numpy Python loop "
-              f"{r['numpy loop']:6.2f} us/step   (ratio {r['needle'] / r['numpy loop']:.2f})")
+        ref = r["numpy loop"]
+        print(f"  {name}:")
+        for k, v in r.items():
+            if k != "allocs":
+                print(f"    {k:22s} {v:7.3f} us/step   ({v / ref:5.2f}x the numpy loop)")
     print("3. numpy allocations in one call, T=100 vs T=1000 (equal: none per step):")
     for name, r in res.items():
-        print(f"  {name:14s}: {r['allocs'][0]} vs {r['allocs'][1]}")
+        for k, (n100, n1000) in r["allocs"].items():
+            print(f"  {name:14s} {k:22s}: {n100} vs {n1000}")
 
 
 if __name__ == "__main__":

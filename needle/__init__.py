@@ -5,9 +5,10 @@ The public API: `jit`, `make_ir`, `eval_shape`, `cache_info`, `devices`,
 differentiation transformations (`grad`, `value_and_grad`, `vjp`, `jvp`,
 `jacfwd`, `jacrev`, `hessian`, `stop_gradient`, `custom_vjp`), `vmap`,
 `debug_nans`, `config` (every option, as `jax.config`: `config.update(name,
-value)`; ir/config.py), and the modules `needle.numpy`, `needle.nn`,
-`needle.scipy`, `needle.tree_util`, `needle.debug` (`print`, `callback`
-inside compiled code). Names and semantics follow JAX where they overlap.
+value)`; ir/config.py), `Tensor` (a state cell: tensor.py, state.py), and the
+modules `needle.numpy`, `needle.nn` (functions and the course's Modules),
+`needle.init`, `needle.optim`, `needle.random` (JAX's keys), `needle.scipy`, `needle.tree_util`,
+`needle.debug` (`print`, `callback` inside compiled code). Names and semantics follow JAX where they overlap.
 
 `import needle` reads the NEEDLE_* environment variables (once), registers
 fork handlers and starts the prewarm thread (NEEDLE_PREWARM=0: not); the
@@ -22,6 +23,7 @@ from .autodiff import (custom_vjp, grad, hessian, jacfwd, jacrev, jvp,  # noqa: 
 from .batching import vmap  # noqa: F401
 from . import debug  # noqa: F401
 from . import lax  # noqa: F401
+from . import random  # noqa: F401,A004  (needle.random: JAX's keys, threefry)
 from .control_flow import checkpoint, remat  # noqa: F401
 from .debug import debug_nans  # noqa: F401
 from .ir.core import ShapedArray, ShapeError  # noqa: F401
@@ -31,6 +33,18 @@ from .runtime import KernelCompileError, cache_info, devices, reset_cache_info  
 from .array import Array, device_put  # noqa: F401
 from .tracer.core import (ConcretizationError, LeakedTracerError, NeedleError,  # noqa: F401
                           TracingError)
+from .tensor import Tensor  # noqa: F401
+from .state import StateWriteError  # noqa: F401
+from . import init, optim  # noqa: F401
+from . import tensor as _tensor
+from .numpy import _methods as _nnp_methods
+
+# needle.numpy and needle.nn functions take Tensors where they take arrays;
+# `tracer + tensor` defers to the Tensor.
+for _ns in (numpy, numpy.linalg, nn, nn.functional, scipy.special, scipy.linalg):
+    _tensor.accept_tensors(_ns)
+_nnp_methods.defer_to(Tensor)
+del _ns
 
 __version__ = "0.1.0"
 

@@ -9,6 +9,17 @@ structure, shapes, dtypes, weak types, static values, device) in a per-
 function cache, and on a miss traces, runs the pass pipeline and builds an
 Executable through the runtime. A `jit` met inside another trace is inlined.
 
+State (DESIGN "State"; needle/state.py): Modules, optimizers and Tensors
+among the arguments are cells, not leaves. A call gathers the cells they
+reach (each once; cached while the structure epoch is unchanged), keys the
+cache on their structure (classes, static attributes, cell shapes and
+dtypes), passes their values after the array leaves, and writes the cells
+the function wrote (extra outputs) back after the call. Cells reached by
+closure (a model a jitted function reads as a global) become inputs when
+the trace first reads them, and their writes come back the same way; an
+entry holding such cells is traced again after any structural change
+(the epoch moved), as its Python may have read any attribute.
+
 Placement: `jit(f, device="cpu" | "cuda")` fixes the device; without it, a
 call with any needle device array (needle.Array) among its
 arguments compiles for CUDA (host arguments are then copied to the device
@@ -26,12 +37,14 @@ import weakref
 import numpy as np
 
 from . import lowering, runtime
+from . import state as _state
 from .ir.config import config
-from .ir.core import ClosedGraph, ShapedArray
+from .ir.core import ClosedGraph, Graph, ShapedArray
 from .array import Array
 from .runtime.stats import trace_entries_source
+from .tensor import Tensor, epoch as _epoch
 from .tracer import pytree
-from .tracer.core import TracingError, abstractify, current_trace, trace_to_graph
+from .tracer.core import Tracer, TracingError, abstractify, current_trace, trace_to_graph
 from .tracer.source import user_line
 
 _live = weakref.WeakSet()           # every Jitted, for cache_info().trace_entries
@@ -47,6 +60,91 @@ class _Use:
 
     def __init__(self):
         self.keys, self.last = [], next(_clock)
+
+_STATE_TYPES = (Tensor, _state.Stateful)
+
+
+class _StateIO:
+    """How a compiled entry meets state: `n_out` leaves are the function's
+    results, the rest the final values of the cells it wrote (`targets`: a
+    position in the call's gathered cells, or the cell itself for one
+    reached by closure); `implicit`: closure cells it reads, passed after
+    the arguments' cells. `epoch`: for an entry that holds closure cells,
+    the structure epoch it was traced at (any change traces again)."""
+    __slots__ = ("n_out", "targets", "implicit", "epoch", "guard")
+
+    def __init__(self, n_out, targets, implicit, epoch):
+        self.n_out, self.targets, self.implicit, self.epoch = n_out, targets, implicit, epoch
+        self.guard = None
+
+    def fresh(self):
+        """Whether the closure state this entry was traced with is unchanged:
+        the epoch did not move, or the guarded objects (the function's
+        closure Modules) still have the same structure and the same cells."""
+        if self.epoch is None or self.epoch == _epoch():
+            return True
+        if self.guard is None:
+            return False
+        names, objs, key, cells = self.guard[:4]
+        g = _state.gather(objs, names)
+        if g.key is key and len(g.cells) == len(cells) and \
+                all(a is b for a, b in zip(g.cells, cells)):
+            self.epoch = _epoch()
+            return True
+        return False
+
+    def inputs(self, arrays, g):
+        vals = list(arrays)
+        if g is not None:
+            vals += [c._value for c in g.cells]
+        if self.implicit:
+            vals += [c._value for c in self.implicit]
+        return vals
+
+    def write_back(self, outs, g):
+        n = self.n_out
+        cells = g.cells if g is not None else None
+        for (t, same), v in zip(self.targets, outs[n:]):
+            c = cells[t] if type(t) is int else t
+            if same and type(c._value) is type(v):
+                c._value = v
+            else:
+                c._write_back(v)
+        return outs[:n]
+
+
+def _flatten_outs(out, name):
+    """The leaves of a function's result (Tensors and Modules give their
+    cells' current values: read while the state frame is still open)."""
+    leaves, tree = pytree.tree_flatten(out)
+    for leaf, path in zip(leaves, pytree.leaf_paths(tree)):
+        if not isinstance(leaf, (Tracer, np.ndarray, np.generic, bool, int, float)):
+            raise TracingError(f"{name} returned output{path} of type "
+                               f"{type(leaf).__name__}; outputs must be arrays or "
+                               f"scalars (pytrees of them)")
+    return leaves, tree
+
+
+def _closure_changes(st):
+    """Why a closure entry traces again, for NEEDLE_LOG_COMPILES."""
+    guard = st.guard
+    if guard is None or guard[4] is None:
+        return ("it reads Modules or Tensors by closure, and a structure changed since it "
+                "was traced (pass them as arguments to cache each structure apart)")
+    names, objs, _, cells, was = guard
+    now = {}
+    for o, n in zip(objs, names):
+        now.update(_state.describe(o, n))
+    out = [f"attribute {p} changed {was.get(p, '(absent)')} -> {now.get(p, '(absent)')}"
+           for p in list(was) + [p for p in now if p not in was]
+           if was.get(p, "(absent)") != now.get(p, "(absent)")]
+    return "; ".join(out) if out else "a closure Module holds other cells now"
+
+
+def _state_on_cuda(key):
+    """Whether a state key holds a cell on the CUDA device."""
+    return any(sig[0] for sig in key.t[1])
+
 
 _FLOAT_SIG = ("py", float)
 _INT_SIG = ("py", int)
@@ -77,6 +175,11 @@ def _leaf_sig(x):
         except TypeError:
             return None
     return None          # unsupported: abstractify raises, naming the argument
+
+
+def _is_split(key):
+    """Whether a cache key holds static arguments (its leaves are (args, kwargs))."""
+    return len(key) > 2 and key[2] is not None
 
 
 def _flat_array_key(args):
@@ -215,6 +318,8 @@ class Jitted:
         self._entries = 0
         _live.add(self)
         self._last_key = None
+        self._gcache = None                 # the last Gathered (state arguments)
+        self._state_desc, self._last_split = None, False     # NEEDLE_LOG_COMPILES
         self._lock = threading.RLock()      # one trace per signature, even from threads
         self._simple = not self.static_argnums and not self.static_argnames
 
@@ -236,25 +341,59 @@ class Jitted:
                     outs = entry[0](*args)
                     return outs[0] if entry[1] is pytree.LEAF else \
                         pytree.tree_unflatten(entry[1], outs)
-            leaves, treedef = pytree.tree_flatten(args)
-            key = (treedef, tuple(_leaf_sig(x) for x in leaves))
-        else:
-            statics, leaves, treedef = self._split(args, kwargs)
-            key = (treedef, tuple(_leaf_sig(x) for x in leaves), statics)
+        key, leaves, treedef, g = self._key(args, kwargs)
         entry = self._cache.get(key)
-        if entry is not None:
+        if entry is not None and (entry[4] is None or entry[4].fresh()):
             runtime.stats.hits += 1
             entry[3].last = next(_clock)
         else:
-            entry = self._compile(key, args, kwargs, leaves, treedef)
-        if flat_key is not None:
+            entry = self._compile(key, args, kwargs, leaves, treedef, stale=entry)
+        st = entry[4]
+        if flat_key is not None and st is None:
             self._remember(flat_key, entry)
+        if st is not None:
+            leaves = st.inputs(leaves, g)
         try:
             outs = entry[0](*leaves)
         except OverflowError:
-            self._int_overflow(leaves, treedef, len(key) > 2)
+            self._int_overflow(leaves, treedef, _is_split(key))
             raise
+        if st is not None:
+            outs = st.write_back(outs, g)
         return pytree.tree_unflatten(entry[1], outs)
+
+    def _key(self, args, kwargs):
+        """(cache key, flat array leaves, treedef, Gathered or None)."""
+        if self._simple and not kwargs:
+            leaves, treedef = pytree.tree_flatten(args, is_leaf=_state.is_state)
+            statics = None
+        else:
+            statics, leaves, treedef = self._split(args, kwargs)
+        g = self._gather(leaves, treedef, statics is not None)
+        if g is None:
+            sigs = tuple(_leaf_sig(x) for x in leaves)
+            return ((treedef, sigs) if statics is None else (treedef, sigs, statics)), \
+                leaves, treedef, None
+        arrays = [x for i, x in enumerate(leaves) if i not in g.posset]
+        return (treedef, tuple(_leaf_sig(x) for x in arrays), statics, g.key), arrays, \
+            treedef, g
+
+    def _gather(self, leaves, treedef, split):
+        """The cells of the stateful leaves (Modules, optimizers, Tensors),
+        or None without any; the last gather is reused while the epoch and
+        the objects are the same (a cached call does not walk the model)."""
+        pos = [i for i, x in enumerate(leaves) if isinstance(x, _STATE_TYPES)]
+        if not pos:
+            return None
+        c = self._gcache
+        if c is not None and c.epoch == _epoch() and c.pos == pos and \
+                all(a is leaves[i] for a, i in zip(c.objs, pos)):
+            return c
+        paths = self._arg_paths(treedef, split)
+        g = _state.gather([leaves[i] for i in pos], [paths[i] for i in pos])
+        g.pos, g.posset = pos, frozenset(pos)
+        self._gcache = g
+        return g
 
     # -- the trace cache: an LRU over signatures --------------------------------
     def _remember(self, key, entry):
@@ -314,7 +453,8 @@ class Jitted:
                 statics.append((k, v))
             else:
                 dyn_kwargs[k] = v
-        leaves, treedef = pytree.tree_flatten((tuple(dyn_args), dyn_kwargs))
+        leaves, treedef = pytree.tree_flatten((tuple(dyn_args), dyn_kwargs),
+                                              is_leaf=_state.is_state)
         return tuple(statics), leaves, treedef
 
     def _flat_fun(self, statics, treedef, split):
@@ -370,34 +510,143 @@ class Jitted:
             raise TracingError(f"{e}\n  at {where}" if where else str(e)) from None
 
     def _trace(self, args, kwargs):
+        """(ClosedGraph, out treedef, flat inputs, their paths) of a trace."""
+        return self._trace_state(args, kwargs)[:4]
+
+    def _trace_state(self, args, kwargs):
         split = not (self._simple and not kwargs)
         if not split:
-            leaves, treedef = pytree.tree_flatten(args)
+            leaves, treedef = pytree.tree_flatten(args, is_leaf=_state.is_state)
             statics = ()
         else:
             statics, leaves, treedef = self._split(args, kwargs)
         paths = self._arg_paths(treedef, split)
-        avals = self._abstract(leaves, paths)
+        inner = self._flat_fun(statics, treedef, split)
         runtime.stats.traces += 1
-        cg, out_tree = trace_to_graph(self._flat_fun(statics, treedef, split), avals,
-                                      self.name, paths)
-        return cg, out_tree, leaves, paths
+        g = self._gather(leaves, treedef, split)
+        if g is None:
+            fr = _state.Frame("jit", self.name)
+            rec = {}
 
-    def _compile(self, key, args, kwargs, leaves, treedef):
+            def flat(*xs):
+                fr.trace = current_trace()
+                with fr:
+                    out = inner(*xs)
+                    rec["out"], rec["tree"] = _flatten_outs(out, self.name)
+                return rec["out"] + [v for _, v in fr.writes]
+            avals = self._abstract(leaves, paths)
+            cg, _ = trace_to_graph(flat, avals, self.name, paths)
+            if not fr.implicit and not fr.writes:
+                return cg, rec["tree"], leaves, paths, None
+            return self._with_state(cg, rec, fr, None, leaves, paths)
+        arr_pos = [i for i in range(len(leaves)) if i not in g.posset]
+        arrays = [leaves[i] for i in arr_pos]
+        arr_paths = [paths[i] for i in arr_pos]
+        avals = self._abstract(arrays, arr_paths) + \
+            [abstractify(v, f"{self.name}: {p}") for v, p in zip(g.values(), g.paths)]
+        fr = _state.Frame("jit", self.name)
+        rec = {}
+        n = len(arrays)
+
+        def flat(*xs):
+            full = list(leaves)
+            for i, x in zip(arr_pos, xs):
+                full[i] = x
+            fr.trace = current_trace()
+            with fr:
+                fr.swap_in(g.cells, xs[n:])
+                out = inner(*full)
+                rec["out"], rec["tree"] = _flatten_outs(out, self.name)
+            return rec["out"] + [v for _, v in fr.writes]
+        in_paths = arr_paths + g.paths
+        cg, _ = trace_to_graph(flat, avals, self.name, in_paths)
+        return self._with_state(cg, rec, fr, g, arrays + g.values(), in_paths)
+
+    def _with_state(self, cg, rec, fr, g, leaves, paths):
+        """The traced program with the closure cells it read as extra inputs
+        (after the arguments), and the _StateIO that feeds and writes them."""
+        graph, consts = cg.graph, list(cg.consts)
+        implicit = [c for c, _ in fr.implicit]
+        if implicit:
+            moved = {id(v) for _, v in fr.implicit}
+            keep = [k for k, v in enumerate(graph.constvars) if id(v) not in moved]
+            graph = Graph([graph.constvars[k] for k in keep],
+                          list(graph.invars) + [v for _, v in fr.implicit],
+                          graph.eqns, graph.outvars)
+            consts = [consts[k] for k in keep]
+            cg = ClosedGraph(graph, consts)
+        targets = []
+        n_in = len(graph.invars) - len(implicit) - (len(g.cells) if g is not None else 0)
+        cell_avals = [v.aval for v in graph.invars[n_in:]]
+        out_avals = graph.out_avals[len(rec["out"]):]
+        for (c, _), out in zip(fr.writes, out_avals):
+            i = g.index.get(id(c)) if g is not None else None
+            # a cell written with its own shape and dtype: the write-back only
+            # checks the value's kind (a numpy array stays one)
+            same = i is not None and (cell_avals[i].shape, cell_avals[i].dtype) == \
+                (out.shape, out.dtype)
+            targets.append((i if i is not None else c, same))
+        closure = implicit or any(type(t) is not int for t, _ in targets)
+        st = _StateIO(len(rec["out"]), targets, implicit, _epoch() if closure else None)
+        if closure:
+            st.guard = self._closure_guard(implicit, [t for t, _ in targets
+                                                      if type(t) is not int])
+        names = [f"state {c._name or 'Tensor'}" for c in implicit]
+        return cg, rec["tree"], leaves + [c._value for c in implicit], paths + names, st
+
+    def _closure_guard(self, implicit, written):
+        """(names, objects, Key, cells) of the Modules / optimizers / Tensors
+        the function reaches by closure, when they hold every closure cell
+        it reads or writes (then only a change of their structure traces
+        again); None otherwise (then any structural change does)."""
+        found = _state.closure_objects(self.fun)
+        if not found:
+            return None
+        names, objs = [n for n, _ in found], [o for _, o in found]
+        gc = _state.gather(objs, names)
+        if not all(id(c) in gc.index for c in list(implicit) + list(written)):
+            return None
+        desc = None
+        if _log_compiles():
+            desc = {}
+            for o, n in zip(objs, names):
+                desc.update(_state.describe(o, n))
+        return names, objs, gc.key, gc.cells, desc
+
+    def _compile(self, key, args, kwargs, leaves, treedef, stale=None):
         with self._lock:
             entry = self._cache.get(key)     # another thread may have compiled it
-            if entry is not None:
+            if entry is not None and entry is not stale and \
+                    (entry[4] is None or entry[4].fresh()):
                 runtime.stats.hits += 1
                 return entry
-            return self._compile_locked(key, args, kwargs, treedef)
+            if stale is not None:
+                self._forget(key)
+            return self._compile_locked(key, args, kwargs, treedef, stale)
 
-    def _compile_locked(self, key, args, kwargs, treedef):
+    def _forget(self, key):
+        entry = self._cache.get(key)
+        if entry is not None:
+            for k in entry[3].keys:
+                self._cache.pop(k, None)
+            entry[3].keys.clear()
+            self._entries -= 1
+
+    def _compile_locked(self, key, args, kwargs, treedef, stale=None):
         if _log_compiles():
-            self._explain_miss(key, treedef)
-        cg, out_tree, _, _ = self._trace(args, kwargs)
+            if stale:
+                print(f"needle: compiling {self.name}: " + _closure_changes(stale[4]),
+                      file=sys.stderr)
+            else:
+                self._explain_miss(key, treedef)
+        cg, out_tree, _, _, st = self._trace_state(args, kwargs)
         _check_sizes(cg.graph, self.name)
         device = self.device or ("cuda" if any(s is not None and s[2:] == ("cuda",)
-                                               for s in key[1]) else "cpu")
+                                               for s in key[1]) or
+                                 (len(key) > 3 and _state_on_cuda(key[3])) or
+                                 (st is not None and any(isinstance(c._value, Array)
+                                                         for c in st.implicit))
+                                 else "cpu")
         if device == "cpu" and any(isinstance(c, Array) for c in cg.consts):
             # closed-over device arrays, read on the host
             cg = ClosedGraph(cg.graph, [np.asarray(c) if isinstance(c, Array) else c
@@ -405,9 +654,15 @@ class Jitted:
         stages, exe = lowering.lower(cg, device, self.name, self._donated_leaves(args),
                                      check=config.checks)
         runtime.dump_stages(self.name, stages, exe)
-        entry = (exe, out_tree, Lowered(self.name, stages, exe), _Use())
+        entry = (exe, out_tree, Lowered(self.name, stages, exe), _Use(), st)
         self._remember(key, entry)
         self._last_key = (key, treedef)
+        self._last_split = _is_split(key)
+        if _log_compiles() and len(key) > 3:
+            g = self._gcache
+            self._state_desc = {}
+            for o, p in zip(g.objs, self._state_names(g)):
+                self._state_desc.update(_state.describe(o, p))
         return entry
 
     def _donated_leaves(self, args):
@@ -418,7 +673,9 @@ class Jitted:
         for i, a in enumerate(args):
             if i in self.static_argnums:
                 continue
-            n = len(pytree.tree_leaves(a))
+            # cells (Modules, Tensors) are not donated: they come after the arrays
+            n = sum(not isinstance(x, _STATE_TYPES)
+                    for x in pytree.tree_leaves(a, is_leaf=_state.is_state))
             if i in self.donate_argnums:
                 out.extend(range(pos, pos + n))
             pos += n
@@ -434,7 +691,11 @@ class Jitted:
             if old_tree != treedef:
                 reasons.append(f"argument structure changed {old_tree} -> {treedef}")
             else:
-                paths = self._arg_paths(treedef, len(key) > 2)
+                paths = self._arg_paths(treedef, _is_split(key))
+                if len(key) > 3:
+                    g = self._gcache
+                    paths = [p for i, p in enumerate(paths)
+                             if g is None or i not in g.posset]
                 for p, a, b in zip(paths, old[1], key[1]):
                     if a != b:
                         reasons.append(f"argument {p} changed {_fmt_sig(a)} -> {_fmt_sig(b)}")
@@ -451,19 +712,41 @@ class Jitted:
                             reasons.append(f"static argument {k} changed "
                                            f"{was.get(k, '(not passed)')!r} -> "
                                            f"{now.get(k, '(not passed)')!r}")
+                if len(key) > 3 and len(old) > 3 and old[3] != key[3]:
+                    reasons += self._state_changes()
             msg += ": " + ("; ".join(reasons) if reasons else "new signature")
         print(msg, file=sys.stderr)
+
+    def _state_changes(self):
+        """'attribute model.training changed True -> False' for each static
+        attribute or cell type of the state arguments that differs from the
+        last compile's."""
+        g = self._gcache
+        now = {}
+        for o, p in zip(g.objs, self._state_names(g)):
+            now.update(_state.describe(o, p))
+        was = self._state_desc or {}
+        out = []
+        for p in list(was) + [p for p in now if p not in was]:
+            a, b = was.get(p, "(absent)"), now.get(p, "(absent)")
+            if a != b:
+                out.append(f"attribute {p} changed {a} -> {b}")
+        return out or ["the structure of a state argument changed"]
+
+    def _state_names(self, g):
+        paths = self._arg_paths(self._last_key[1], self._last_split) \
+            if self._last_key else None
+        if paths is None or len(paths) <= max(g.pos, default=-1):
+            return [f"state{i}" for i in range(len(g.objs))]
+        return [paths[i] for i in g.pos]
 
     # -- inspection -----------------------------------------------------------
     def lower(self, *args, **kwargs):
         """Trace and compile for these arguments; return the Lowered stages."""
-        if self._simple and not kwargs:
-            leaves, treedef = pytree.tree_flatten(args)
-            key = (treedef, tuple(_leaf_sig(x) for x in leaves))
-        else:
-            statics, leaves, treedef = self._split(args, kwargs)
-            key = (treedef, tuple(_leaf_sig(x) for x in leaves), statics)
-        entry = self._cache.get(key) or self._compile(key, args, kwargs, leaves, treedef)
+        key, leaves, treedef, _ = self._key(args, kwargs)
+        entry = self._cache.get(key)
+        if entry is None or (entry[4] is not None and not entry[4].fresh()):
+            entry = self._compile(key, args, kwargs, leaves, treedef, stale=entry)
         return entry[2]
 
     def trace(self, *args, **kwargs):
@@ -537,7 +820,8 @@ def eval_shape(fun, *args, **kwargs):
     """Abstract results of fun(*args): a pytree of ShapedArray, nothing computed.
     Arguments may be arrays or ShapedArray-like objects (with .shape, .dtype)."""
     cg, out_tree, _, _ = Jitted(fun)._trace(args, kwargs)
-    return pytree.tree_unflatten(out_tree, [v.aval for v in cg.graph.outvars])
+    outs = cg.graph.outvars[:out_tree.num_leaves]        # not the state cells' writes
+    return pytree.tree_unflatten(out_tree, [v.aval for v in outs])
 
 
 __all__ = ["jit", "make_ir", "eval_shape", "Jitted", "Lowered", "TracingError"]

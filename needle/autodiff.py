@@ -29,6 +29,7 @@ from .passes.batching.rules import bcast_batch
 from .passes.autodiff import (ad_active, ad_context, cleanup, custom_vjp_call_p,
                               jvp_graph, linearize, stop_gradient_p)
 from .passes.autodiff.markers import custom_lin_p
+from . import state as _state
 from .tracer import pytree
 from .tracer.core import Tracer, abstractify, trace_to_graph
 
@@ -73,8 +74,17 @@ class _Traced:
             self.n_out = len(outs)
             return outs + auxs
 
-        with ad_context():
+        # grad / value_and_grad catch the function's state writes in a frame
+        # of their own (their aux outputs); any other transform here cannot
+        # return them yet: a write is an error, not a traced value left behind
+        with ad_context(), _state.Frame(what, self.name) as fr:
             self.cg, _ = trace_to_graph(flat_f, self.in_avals, _fname(f), self.paths)
+        if fr.writes:
+            cells = ", ".join(c._name or "a Tensor" for c, _ in fr.writes)
+            raise _state.StateWriteError(
+                f"{what}({self.name}): the function writes the state cell(s) {cells}, "
+                f"which {what} cannot write back; use needle.grad / value_and_grad, or "
+                f"put the modules in eval mode")
         self.out_tree, self.aux_tree = trees["out"], trees["aux"]
         self.out_avals = self.cg.graph.out_avals[:self.n_out]
         self.out_wrt = [i < self.n_out for i in range(len(self.cg.graph.outvars))]
@@ -227,12 +237,53 @@ def grad(f, argnums=0, has_aux=False):
 
 
 def _value_and_grad(f, argnums, has_aux, args, kwargs, name, keep):
+    """Modules, optimizers and Tensors among the differentiated arguments are
+    state (needle/state.py): their trainable cells (requires_grad
+    Parameters, bare requires_grad Tensors) are differentiated, and each
+    such object's gradient is a copy of it holding gradient cells (None for
+    buffers). Cells the function writes (BatchNorm statistics, a
+    GeneratorCell's counter), whether reached by argument or by closure, are
+    extra outputs, not differentiated, written back after the call."""
     fname = _fname(f)
     nums = _argnums_tuple(argnums, len(args), f"{name}({fname})")
     diff = tuple(args[i] for i in nums)
-    _check_float_args(fname, name, diff, nums)
-    t = _Traced(_partial_args(f, args, kwargs, nums), diff, has_aux, name,
-                paths=_arg_paths(diff, nums))
+    flat, tree = pytree.tree_flatten(diff, is_leaf=_state.is_state)
+    leaf_paths = _arg_paths_flat(tree, nums)
+    spos = [k for k, x in enumerate(flat) if _state.is_state(x)]
+    g = _state.gather([flat[k] for k in spos], [leaf_paths[k] for k in spos]) if spos \
+        else None
+    apos = [k for k in range(len(flat)) if k not in set(spos)]
+    arrays = [flat[k] for k in apos]
+    _check_float_leaves(fname, name, arrays, [leaf_paths[k] for k in apos])
+    tcells = [g.cells[i] for i in g.trainable()] if g is not None else []
+    tpaths = [g.paths[i] for i in g.trainable()] if g is not None else []
+    rec = {}
+
+    def pure(arrs, cvals):
+        full = list(flat)
+        for k, a in zip(apos, arrs):
+            full[k] = a
+        all_args = list(args)
+        for i, d in zip(nums, pytree.tree_unflatten(tree, full)):
+            all_args[i] = d
+        with _state.Frame("grad", fname) as fr:
+            fr.swap_in(tcells, cvals)
+            out = f(*all_args, **kwargs)
+            if has_aux:
+                if not (isinstance(out, (tuple, list)) and len(out) == 2):
+                    raise TypeError(f"{name}({fname}, has_aux=True): the function must "
+                                    f"return a pair (output, aux), got {type(out).__name__}")
+                out, aux = out
+            else:
+                aux = None
+            # Tensors and Modules in the results hold the traced values now
+            out, aux = pytree.tree_map(_same, (out, aux))
+        rec["written"] = [c for c, _ in fr.writes]
+        return out, (aux, [v for _, v in fr.writes])
+
+    pure.__name__ = fname
+    t = _Traced(pure, (arrays, [c.value for c in tcells]), True, name,
+                paths=[leaf_paths[k] for k in apos] + tpaths)
     if t.n_out != 1 or t.out_avals[0].shape != ():
         shapes = ", ".join(a.str_short() for a in t.out_avals) or "nothing"
         raise TypeError(f"{name}({fname}): the function must return a scalar (a 0-d "
@@ -242,13 +293,61 @@ def _value_and_grad(f, argnums, has_aux, args, kwargs, name, keep):
         raise TypeError(f"{name}({fname}): the function must return a floating-point "
                         f"scalar, got {t.out_avals[0].str_short()}")
     seed = [np.ones((), t.out_avals[0].dtype)] + [None] * (len(t.cg.graph.outvars) - 1)
-    v = _VJP(t, keep_outputs=keep or has_aux, seed=seed)
-    grads = pytree.tree_unflatten(t.in_tree, v.pull())
+    outputs = keep or has_aux or bool(rec["written"])
+    v = _VJP(t, keep_outputs=outputs, seed=seed)
+    agrads, cgrads = pytree.tree_unflatten(t.in_tree, v.pull())
+    if outputs:
+        out, (aux, written) = t.split(v.outs)
+        for c, val in zip(rec["written"], written):
+            c._write(val)
+    gflat = list(flat)
+    for k, gr in zip(apos, agrads):
+        gflat[k] = gr
+    if spos:
+        by_cell = {id(c): gr for c, gr in zip(tcells, cgrads)}
+
+        def grad_cell(c):
+            gr = by_cell.get(id(c), _NONE)
+            if gr is _NONE:
+                return None
+            gc = type(c)._make(gr, False)
+            gc._origin = c
+            return gc
+        for k in spos:
+            gflat[k] = _state.rebuild(flat[k], grad_cell)
+    grads = pytree.tree_unflatten(tree, gflat)
     gr = grads[0] if isinstance(argnums, int) else grads
     if not (keep or has_aux):
         return None, gr
-    out, aux = t.split(v.outs)
     return ((out, aux) if has_aux else out), gr
+
+
+_NONE = object()
+
+
+def _same(x):
+    return x
+
+
+def _arg_paths_flat(tree, nums):
+    """'argument 2['w']' for each leaf of `tree` (the differentiated
+    arguments, state objects as leaves)."""
+    out = []
+    for p in pytree.leaf_paths(tree):
+        close = p.index("]")
+        out.append(f"argument {nums[int(p[1:close])]}{p[close + 1:]}")
+    return out
+
+
+def _check_float_leaves(fname, name, leaves, paths):
+    for leaf, p in zip(leaves, paths):
+        dt = leaf.dtype if hasattr(leaf, "dtype") else abstractify(leaf).dtype
+        if np.dtype(dt).kind != "f":
+            raise TypeError(
+                f"{name}({fname}): {p} has dtype {np.dtype(dt).name}; {name} "
+                f"differentiates only with respect to floating-point inputs. Pass it as "
+                f"a float (e.g. x.astype(numpy.float32)), leave it out of argnums, or "
+                f"use needle.vjp, which gives integer inputs zero cotangents.")
 
 
 # --- forward mode ------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import functools
 
 import numpy as np
 
+from . import state as _state
 from .ir import dtypes
 from .ir.core import ClosedGraph, Graph, ShapedArray, Var
 from .ir.primitives import checkpoint_p, cond_p, convert_element_type_p, scan_p, while_p
@@ -110,6 +111,22 @@ def _check_carry(where, kind, tree_in, tree_out, paths, ins, outs):
                         f"have equal types, but they differ:\n" + "\n".join(lines))
 
 
+def _trace_body(fn, avals, name, where):
+    """trace_to_graph for the bodies that do not carry state writes yet
+    (cond, switch, while_loop, checkpoint): a write to a state cell is an
+    error naming it, instead of a traced value left in the cell."""
+    with _state.Frame("body", name) as fr:
+        out = trace_to_graph(fn, avals, name)
+    if fr.writes:
+        cells = ", ".join(c._name or "a Tensor" for c, _ in fr.writes)
+        raise _state.StateWriteError(
+            f"{where}: the function writes the state cell(s) {cells}; writes inside "
+            f"cond / switch / while_loop / checkpoint bodies are not supported yet (scan, "
+            f"and fori_loop with concrete bounds, carry them). Compute the new value in "
+            f"the body, return it, and assign it outside")
+    return out
+
+
 # --- scan ------------------------------------------------------------------------------
 
 def _static_int(v, what):
@@ -161,24 +178,40 @@ def scan(f, init, xs=None, length=None, reverse=False, unroll=1):
     x_avals = [ShapedArray(a.shape[1:], a.dtype) for a in _avals(x_leaves, f"{where}: xs")]
     nc = len(c_leaves)
     y_tree = []
+    # State cells the body writes (a BatchNorm's statistics, a GeneratorCell's
+    # counter) are carried after the user's carries: found by tracing, then
+    # traced again with them as carries (needle/state.py).
+    sc, s_avals, written = [], [], []
 
     def body(*args):
-        carry = pytree.tree_unflatten(c_tree, args[:nc])
-        x = pytree.tree_unflatten(x_tree, args[nc:])
-        out = f(carry, x)
-        if not isinstance(out, (tuple, list)) or len(out) != 2:
-            raise TypeError(f"{where}: the body must return a pair (carry, y), got "
-                            f"{type(out).__name__}")
-        new_c, y = out
-        leaves, tree = pytree.tree_flatten(new_c)
-        out_c_tree[:] = [tree]
-        y_leaves, yt = pytree.tree_flatten(y)
-        y_tree[:] = [yt]
-        return list(leaves) + list(y_leaves)
+        ns = len(sc)
+        with _state.Frame("scan", name) as fr:
+            fr.swap_in(sc, args[nc:nc + ns])
+            carry = pytree.tree_unflatten(c_tree, args[:nc])
+            x = pytree.tree_unflatten(x_tree, args[nc + ns:])
+            out = f(carry, x)
+            if not isinstance(out, (tuple, list)) or len(out) != 2:
+                raise TypeError(f"{where}: the body must return a pair (carry, y), got "
+                                f"{type(out).__name__}")
+            new_c, y = out
+            leaves, tree = pytree.tree_flatten(new_c)
+            out_c_tree[:] = [tree]
+            y_leaves, yt = pytree.tree_flatten(y)
+            y_tree[:] = [yt]
+            svals = [c._value for c in sc]
+        written[:] = [c for c, _ in fr.writes]
+        return list(leaves) + svals + list(y_leaves)
 
     out_c_tree = []
-    for _ in range(2):
-        cg, _ = trace_to_graph(body, c_avals + x_avals, name)
+    for _ in range(8):
+        cg, _ = trace_to_graph(body, c_avals + s_avals + x_avals, name)
+        carried = {id(c) for c in sc}
+        new_cells = [c for c in written if id(c) not in carried]
+        if new_cells:
+            for c in new_cells:
+                sc.append(c)
+                s_avals.append(abstractify(c.value, f"{where}: state {c._name}").strong())
+            continue
         outs = cg.graph.out_avals[:nc] if out_c_tree[0] == c_tree else []
         if outs and (new := _promotable(c_avals, outs)) is not None:
             c_avals = new                    # a weak init takes the body's type
@@ -186,14 +219,24 @@ def scan(f, init, xs=None, length=None, reverse=False, unroll=1):
         break
     _check_carry(where, "carry", c_tree, out_c_tree[0], c_paths, c_avals,
                  cg.graph.out_avals[:nc])
+    ns = len(sc)
+    lines = _type_mismatch("state ", [c._name or "Tensor" for c in sc], s_avals,
+                           cg.graph.out_avals[nc:nc + ns])
+    if lines:
+        raise TypeError(f"{where}: the body writes state cells with values of another type "
+                        f"than they hold (a cell written in a loop is a carry):\n"
+                        + "\n".join(lines))
     c_leaves = _operands([_convert(x, a) if abstractify(x).dtype != a.dtype else x
                           for x, a in zip(c_leaves, c_avals)], c_avals)
+    s_leaves = _operands([c.value for c in sc], s_avals)
     body_cg, consts = _close(cg)
-    outs = _bind(scan_p, [*consts, *c_leaves, *x_leaves], body=body_cg, length=length,
-                       reverse=bool(reverse), num_consts=len(consts), num_carry=nc,
-                       unroll=unroll, name=name)
+    outs = _bind(scan_p, [*consts, *c_leaves, *s_leaves, *x_leaves], body=body_cg,
+                 length=length, reverse=bool(reverse), num_consts=len(consts),
+                 num_carry=nc + ns, unroll=unroll, name=name)
+    for c, v in zip(sc, outs[nc:nc + ns]):
+        c._write(v)
     return (pytree.tree_unflatten(c_tree, outs[:nc]),
-            pytree.tree_unflatten(y_tree[0], outs[nc:]))
+            pytree.tree_unflatten(y_tree[0], outs[nc + ns:]))
 
 
 def map(f, xs):
@@ -217,7 +260,7 @@ def _trace_branches(funs, operands, where):
             leaves, tree = pytree.tree_flatten(out)
             out_trees.append(tree)
             return leaves
-        traced.append(trace_to_graph(flat, o_avals, _fname(fun))[0])
+        traced.append(_trace_body(flat, o_avals, _fname(fun), where)[0])
     for k, t in enumerate(out_trees[1:], 1):
         if t != out_trees[0]:
             raise TypeError(f"{where}: branch {k} ({_fname(funs[k])}) returns structure {t} "
@@ -246,7 +289,7 @@ def _trace_branches(funs, operands, where):
                 outs = pytree.tree_leaves(fun(*pytree.tree_unflatten(o_tree, args)))
                 return [_convert(o, ShapedArray((), dt)) if abstractify(o).dtype != dt else o
                         for o, dt in zip(outs, targets)]
-            retraced.append(trace_to_graph(cast, o_avals, _fname(fun))[0])
+            retraced.append(_trace_body(cast, o_avals, _fname(fun), where)[0])
         traced = retraced
     # Every branch takes the union of the captured values, then the operands.
     closed = [_close(cg) for cg in traced]
@@ -327,7 +370,7 @@ def while_loop(cond_fun, body_fun, init_val):
         return leaves
 
     for _ in range(2):
-        bcg, _ = trace_to_graph(body, c_avals, name)
+        bcg, _ = _trace_body(body, c_avals, name, where)
         outs = bcg.graph.out_avals if out_tree[0] == c_tree else []
         if outs and (new := _promotable(c_avals, outs)) is not None:
             c_avals = new
@@ -344,7 +387,7 @@ def while_loop(cond_fun, body_fun, init_val):
                             f"{a.str_short()}")
         return [out]
 
-    ccg, _ = trace_to_graph(pred, c_avals, _fname(cond_fun))
+    ccg, _ = _trace_body(pred, c_avals, _fname(cond_fun), where)
     c_leaves = _operands([_convert(x, a) if abstractify(x).dtype != a.dtype else x
                           for x, a in zip(c_leaves, c_avals)], c_avals)
     cond_g, cconsts = _close(ccg)
@@ -417,7 +460,8 @@ def checkpoint(fun=None, *, prevent_cse=True, static_argnums=()):
             out_tree[:] = [t]
             return leaves_out
 
-        cg, _ = trace_to_graph(flat, _avals(leaves, f"checkpoint({name}): argument"), name)
+        cg, _ = _trace_body(flat, _avals(leaves, f"checkpoint({name}): argument"), name,
+                            f"checkpoint({name})")
         g, consts = _close(cg)
         ops = [*consts, *_operands(leaves, g.graph.in_avals[len(consts):])]
         outs = _bind(checkpoint_p, ops, graph=g, prevent_cse=bool(prevent_cse),

@@ -1,8 +1,11 @@
 """The public package: `needle.lax`, the lax names JAX users reach for next to
 jax.numpy, with JAX's semantics: `stop_gradient`, `select`, `dynamic_slice`,
 `dynamic_slice_in_dim`, `dynamic_index_in_dim`, `dynamic_update_slice`,
-`dynamic_update_slice_in_dim`, and the loops and branches `scan`, `cond`,
-`switch`, `while_loop`, `fori_loop`, `map` (needle/control_flow.py).
+`dynamic_update_slice_in_dim`, the loops and branches `scan`, `cond`,
+`switch`, `while_loop`, `fori_loop`, `map` (needle/control_flow.py), and
+`sort`, `sort_key_val`, `top_k`, `cumsum`, `cumprod`, `cummax`, `cummin`
+(needle/lax_sorting.py), and `shift_left`, `shift_right_logical`,
+`shift_right_arithmetic`, `bitcast_convert_type`, `erf_inv` (needle/lax_bits.py).
 
 Input: arrays, tracers or device arrays; start indices may be traced.
 Output: arrays (or tracers), built from needle's primitives, so they are
@@ -21,9 +24,17 @@ from . import numpy as nnp
 from .autodiff import stop_gradient  # noqa: F401  (lax.stop_gradient, as JAX)
 from .control_flow import (cond, fori_loop, map, scan, switch,  # noqa: F401,A004
                            while_loop)
+from .lax_sorting import (cummax, cummin, cumprod, cumsum, sort, sort_key_val,  # noqa: F401
+                          top_k)
+from . import lax_sorting as _lax_sorting
+from .lax_bits import (bitcast_convert_type, erf_inv, shift_left,  # noqa: F401
+                       shift_right_arithmetic, shift_right_logical)
+from . import lax_bits as _lax_bits
 
 __all__ = ["scan", "cond", "switch", "while_loop", "fori_loop", "map", "stop_gradient", "select", "dynamic_slice", "dynamic_slice_in_dim",
            "dynamic_index_in_dim", "dynamic_update_slice", "dynamic_update_slice_in_dim"]
+__all__ += _lax_sorting.__all__          # sort, sort_key_val, top_k, cumsum, cumprod, cum*
+__all__ += _lax_bits.__all__             # shifts, bitcast_convert_type, erf_inv
 
 
 def select(pred, on_true, on_false):

@@ -12,6 +12,13 @@ but reads 16M values) gets the parallel (prange) variant, guarded for
 threads and forked children (runtime/parallel.py); smaller ones the serial
 variant. Just two variants per group, chosen by size, so a shape class
 compiles predictably. Buffers come from the pool (runtime/memory.py).
+
+A scan or while_loop whose bodies are kernels and views only (no library
+call, no host step, no group big enough for prange) runs as one generated
+Numba function (`generated_loop`: codegen/cpu/loop_emit.py through
+backend.emit_loop, loaded through the kernel cache like a kernel); the
+`kernels` stage prints it as a "generated loop" and its groups as kernels
+inside it (they count in kernel_count, the loop's driver does not).
 """
 import numpy as np
 
@@ -29,15 +36,45 @@ def _domain_size(sub):
 
 
 def kernels_text(kernels):
-    parts = [f"# ---- kernel {gname} ({'parallel' if ks.parallel else 'serial'}, "
-             f"nk_{ks.key}.py) ----\n{ks.source}" for gname, ks in kernels]
+    parts = []
+    for gname, ks in kernels:
+        if getattr(ks, "loop_driver", False):
+            parts.append(f"# ---- generated loop {gname} ({ks.kind}: every step in one Numba "
+                         f"function, nk_{ks.key}.py) ----\n{ks.source}")
+        elif getattr(ks, "in_loop", False):
+            where = f"as {ks.fname}" if ks.fname else "inlined"
+            parts.append(f"# ---- kernel {gname} (serial, in the generated loop "
+                         f"nk_{ks.key}.py, {where}) ----")
+        else:
+            parts.append(f"# ---- kernel {gname} ({'parallel' if ks.parallel else 'serial'}, "
+                         f"nk_{ks.key}.py) ----\n{ks.source}")
     return "\n".join(parts) if parts else "# no kernels"
+
+
+def kernel_count(kernels):
+    """Kernel groups (a generated loop's driver is not one; its groups are)."""
+    return sum(not getattr(ks, "loop_driver", False) for _, ks in kernels)
 
 
 class CpuDevice:
     name = "cpu"
     allocator = staticmethod(memory.allocator)
     loop_ops = CPU_OPS                  # the control steps' operations (runtime/loops.py)
+    # scan / while bodies of kernels and views only run as one generated
+    # Numba loop (codegen/cpu/loop_emit.py); False: the Python loop always
+    generate_loops = True
+
+    @classmethod
+    def generated_loop(cls, e, backend, context):
+        """(LoopSource, its loaded driver) of control equation `e`, or None
+        when the runtime's Python loop runs it."""
+        emit = getattr(backend, "emit_loop", None)
+        if not cls.generate_loops or emit is None:
+            return None
+        ls = emit(e)
+        if ls is None:
+            return None
+        return ls, load_kernel(ls, "cpu", context=context)
 
     @staticmethod
     def load(sub, backend, context):
@@ -58,8 +95,22 @@ class CpuDevice:
                            lits)
 
     @staticmethod
-    def library_step(fn, ins, out):
-        return call_step(fn, ins, out, {})
+    def library_step(fn, ins, out, into=None):
+        """A library call; with `into` (a slot: a loop body's destination or
+        scratch buffer) the call writes its result there (fn(*operands,
+        buffer): runtime/program.py asks only a call that `writes_into`)."""
+        if into is None:
+            return call_step(fn, ins, out, {})
+        if len(ins) == 2 and all(isinstance(i, int) for i in ins):
+            i0, i1 = ins                    # a BLAS call: the hot case of a loop
+
+            def step(env):
+                env[out] = fn(env[i0], env[i1], env[into])
+            return step
+
+        def step_any(env):
+            env[out] = fn(*[env[i] if isinstance(i, int) else i for i in ins], env[into])
+        return step_any
 
     @staticmethod
     def view_step(src, out, aval):
@@ -77,8 +128,8 @@ class CpuDevice:
         g = fused.graph
         stage_texts = {"fused": str(g), "kernels": lambda: kernels_text(kernels)}
         return Executable(name, [v.aval for v in g.invars], n_slots, const_slots, fused.consts,
-                          in_slots, plan, outs, stage_texts, len(kernels), library_call_count,
-                          donated=donated_in_place)
+                          in_slots, plan, outs, stage_texts, kernel_count(kernels),
+                          library_call_count, donated=donated_in_place)
 
 
 DEVICE = CpuDevice()

@@ -177,6 +177,12 @@ def kernel_step(fn, ins, outs, out_specs, dims, inplace=None, lits=None):
 
 
 def call_step(fn, ins, out, params):
+    if isinstance(out, list):               # several results (lu): one slot each
+        def step(env):
+            res = fn(*[env[i] if isinstance(i, int) else i for i in ins], **params)
+            for o, r in zip(out, res):
+                env[o] = r
+        return step
     if not params and len(ins) == 2 and all(isinstance(i, int) for i in ins):
         i0, i1 = ins                         # a BLAS call: the common, hot case
 

@@ -3,22 +3,35 @@ plans of their bodies, never unrolled, on CPU and on CUDA.
 
 Input: a control equation of the fused graph, its input references (slots,
 or a literal's value), its output slots, `compile_body(ClosedGraph, part,
-dests)` (program.plan_program for the same backend and device) and the
-device's loop operations (`CPU_OPS` here; cuda_loops.CUDA_OPS on CUDA).
+dests)` (program.plan_program for the same backend and device), the
+device's loop operations (`CPU_OPS` here; cuda_loops.CUDA_OPS on CUDA) and
+`generate()` (the device's generated loop, or None).
 Output: a plan step `step(env, owned=())` (the interface of every step:
 the CPU Executable calls step(env), the CUDA program step(env, owned)), and
 the plans of the bodies (their kernels belong to the program).
 
+- generated (CPU): a scan or while whose bodies are kernels and views only
+  is one generated Numba function running every step
+  (codegen/cpu/loop_emit.py, loaded through the kernel cache): the step
+  allocates the carries' two buffers, the stacked ys and the scratch
+  buffers, and calls it once (`_generated`). Everything below is the
+  Python loop the other bodies (library calls, host steps, nested loops)
+  and CUDA run.
 - scan: the carries live in two preallocated buffers each (one read, one
-  written, swapped every step); the body's kernels write the new carry and
-  the step's row of each stacked ys straight into place (program.plan_program
-  with `dests`); per-step inputs are views xs[t] (no copy; device views on
-  CUDA). A result no kernel of the body computes (a carry passed through, a
-  literal, a body input, a library call's result) costs one copy per step
-  into place. `reverse` runs t from length-1 down; length 0 gives ys of
-  shape (0, ...) and a copy of init.
-- while: the cond plan runs before each iteration: one boolean read back to
-  the host per iteration on CUDA; the carries as in scan.
+  written, swapped every step); the body's kernels and library calls write
+  the new carry and the step's row of each stacked ys straight into place
+  (program.plan_program with `dests`), and every other value of the body
+  into a scratch buffer of the run (no allocation per step); per-step
+  inputs are views xs[t] (no copy; device views on CUDA). A carry that is
+  also a ys (`return h, h`) is written into ys[t] and read back from there
+  at the next step. A result nothing writes into place (a carry passed
+  through, a literal, a body input) costs one copy per step. The loop
+  itself is Python generated for the body (`_scan_loop`: slots as
+  constants, the plan's steps inlined). `reverse` runs t from length-1
+  down; length 0 gives ys of shape (0, ...) and a copy of init.
+- while: the cond plan runs before each iteration, its predicate written
+  into a buffer of the run: one boolean read back to the host per
+  iteration on CUDA; the carries as in scan.
 - cond: the index is read (clamped into range, as the numpy impl does) and
   that branch's plan runs; a result that is a branch input or const is
   copied, so results never alias the caller's arrays.
@@ -71,16 +84,21 @@ class Body:
         self.ops, self.p = ops, p
         self.in_slots, self.outs, self.direct = p["in_slots"], p["outs"], p["direct"]
         self.dests = p["dest_slots"]
-        self.owned = frozenset(self.dests)
+        self.scratch = p.get("scratch", ())
+        self.owned = frozenset(self.dests) | {s for s, _ in self.scratch}
         self._consts = None
 
     def env(self):
+        """A fresh env for one run of the loop: the body's constants, and a
+        buffer in each scratch slot (every iteration writes it again)."""
         p = self.p
         if self._consts is None:            # on CUDA: copied to the device once
             self._consts = [self.ops.const(c) for c in p["fused"].consts]
         env = [None] * p["n_slots"]
         for s, c in zip(p["const_slots"], self._consts):
             env[s] = c
+        for s, aval in self.scratch:
+            env[s] = self.ops.alloc(aval)
         return env
 
     def runner(self):
@@ -149,38 +167,85 @@ def _slots_setter(slots):
     return put_each
 
 
+def _scan_loop(body, nc, nk, ny, aliased, ops):
+    """loop(benv, order, *carries, *second buffers (not aliased), *xs rows,
+    *ys rows) -> the final carries: the scan's Python loop, generated for its
+    body with every slot a constant and the plan's steps inlined (no list
+    built per step). A result no kernel wrote is copied into place; an
+    aliased carry j reads ys row aliased[j] back."""
+    ns = {"copy": ops.copy, "O": body.owned}
+    call = "(B, O)" if ops.steps_take_owned else "(B)"
+    keep = set(body.in_slots)
+    ins, dests = body.in_slots, body.dests
+    free = [j for j in range(nk) if j not in aliased]
+    lines = []
+    for k in range(ny):
+        lines.append(f"y{k} = Y{k}(t)")
+    for j in range(nk):
+        lines.append(f"B[{ins[nc + j]}] = c{j}")
+    for i, slot in enumerate(ins[nc + nk:]):
+        lines.append(f"B[{slot}] = X{i}(t)")
+    for j in free:
+        lines.append(f"B[{dests[j]}] = n{j}")
+    for k in range(ny):
+        lines.append(f"B[{dests[nk + k]}] = y{k}")
+    for m, (step, release) in enumerate(body.p["plan"]):
+        ns[f"S{m}"] = step
+        lines.append(f"S{m}{call}")
+        lines += [f"B[{r}] = None" for r in release if r not in keep]
+    for j, slot, lit in body.copies(range(nk + ny)):
+        if j in aliased:
+            continue
+        if slot is None:
+            ns[f"L{j}"] = lit
+        src = f"B[{slot}]" if slot is not None else f"L{j}"
+        lines.append(f"copy({'n%d' % j if j < nk else 'y%d' % (j - nk)}, {src})")
+    for j in range(nk):
+        lines.append(f"c{j} = y{aliased[j]}" if j in aliased else f"c{j}, n{j} = n{j}, c{j}")
+    params = ["B", "order"] + [f"c{j}" for j in range(nk)] + [f"n{j}" for j in free] + \
+        [f"X{i}" for i in range(len(ins) - nc - nk)] + [f"Y{k}" for k in range(ny)]
+    src = f"def loop({', '.join(params)}):\n    for t in order:\n" + \
+        "".join(f"        {ln}\n" for ln in lines or ["pass"]) + \
+        f"    return [{', '.join(f'c{j}' for j in range(nk))}]\n"
+    exec(compile(src, "<needle scan loop>", "exec"), ns)
+    return ns["loop"]
+
+
 def _scan(e, ins, outs, compile_body, ops):
     p = e.params
     nc, nk, length, reverse = p["num_consts"], p["num_carry"], p["length"], p["reverse"]
     body = Body(compile_body(p["body"], "body", True), ops)
-    run, read = body.runner(), _reader(ops, ins)
+    read = _reader(ops, ins)
     c_avals = [v.aval for v in e.outs[:nk]]
     y_avals = [v.aval for v in p["body"].graph.outvars[nk:]]
     x_avals = [v.aval for v in p["body"].graph.invars[nc + nk:]]
-    put_ins, put_dests = _slots_setter(body.in_slots), _slots_setter(body.dests)
-    c_copy, y_copy = body.copies(range(nk)), body.copies(range(nk, nk + len(y_avals)))
-    copy, rows = ops.copy, ops.rows
+    ny = len(y_avals)
+    # A carry whose value a kernel wrote into the row of a ys (`return h,
+    # h`: program.plan_program prefers the ys) reads that row back as its
+    # value at the next step: no copy per step.
+    y_slot = {body.outs[k][1]: k - nk for k in range(nk, nk + ny)
+              if k in body.direct and body.outs[k][0] == "slot"}
+    aliased = {j: y_slot[body.outs[j][1]] for j in range(nk)
+               if j not in body.direct and body.outs[j][0] == "slot" and
+               body.outs[j][1] in y_slot}
+    loop = _scan_loop(body, nc, nk, ny, aliased, ops)
+    put_consts = _slots_setter(body.in_slots[:nc])
+    rows = ops.rows
+    order = range(length - 1, -1, -1) if reverse else range(length)
 
     def step(env, owned=()):
         args = read(env)
-        consts = args[:nc]
         cur = [ops.copy_of(x, a) for x, a in zip(args[nc:nc + nk], c_avals)]
-        other = [ops.alloc(a) for a in c_avals]
+        other = [ops.alloc(a) for j, a in enumerate(c_avals) if j not in aliased]
         ys = [ops.alloc(a, (length,)) for a in y_avals]
-        x_rows = [rows(x, a) for x, a in zip(args[nc + nk:], x_avals)]
-        y_rows = [rows(y, a) for y, a in zip(ys, y_avals)]
         benv = body.env()
-        for t in (range(length - 1, -1, -1) if reverse else range(length)):
-            put_ins(benv, consts + cur + [r(t) for r in x_rows])
-            put_dests(benv, other + [r(t) for r in y_rows])
-            run(benv)
-            if c_copy:
-                for j, s, lit in c_copy:
-                    copy(other[j], benv[s] if s is not None else lit)
-            if y_copy:
-                for j, s, lit in y_copy:
-                    copy(y_rows[j - nk](t), benv[s] if s is not None else lit)
-            cur, other = other, cur
+        put_consts(benv, args[:nc])
+        cur = loop(benv, order, *cur, *other,
+                   *[rows(x, a) for x, a in zip(args[nc + nk:], x_avals)],
+                   *[rows(y, a) for y, a in zip(ys, y_avals)])
+        if length:                  # a carry left in a row of ys gets its own buffer
+            for j in aliased:
+                cur[j] = ops.copy_of(cur[j], c_avals[j])
         for o, c in zip(outs, cur + ys):
             env[o] = c
     return step, [body.p]
@@ -189,9 +254,11 @@ def _scan(e, ins, outs, compile_body, ops):
 def _while(e, ins, outs, compile_body, ops):
     p = e.params
     ncc, nbc = p["cond_nconsts"], p["body_nconsts"]
-    cond = Body(compile_body(p["cond"], "cond", False), ops)
+    # the predicate too is written into a buffer of the run (its dest)
+    cond = Body(compile_body(p["cond"], "cond", True), ops)
     body = Body(compile_body(p["body"], "body", True), ops)
     run_cond, run_body, read = cond.runner(), body.runner(), _reader(ops, ins)
+    pred_aval = p["cond"].graph.outvars[0].aval
     avals = [v.aval for v in e.outs]
     nk = len(avals)
     cc_in, cv_in = cond.in_slots[:ncc], cond.in_slots[ncc:]
@@ -205,6 +272,7 @@ def _while(e, ins, outs, compile_body, ops):
         cur = [ops.copy_of(x, a) for x, a in zip(args[ncc + nbc:], avals)]
         other = [ops.alloc(a) for a in avals]
         cenv, benv = cond.env(), body.env()
+        cenv[cond.dests[0]] = ops.alloc(pred_aval)
         while True:
             for s, c in zip(cc_in + cv_in, cconsts + cur):
                 cenv[s] = c
@@ -244,13 +312,98 @@ def _cond(e, ins, outs, compile_body, ops):
     return step, [b.p for b in branches]
 
 
+def _generated(e, ins, outs, ls, fn, ops):
+    """The step of a loop compiled into one generated function (LoopSource
+    `ls` and its loaded driver `fn`: codegen/cpu/loop_emit.py): per run,
+    the carries' buffers (the first holds the initial value and gets the
+    final one), the stacked ys and the scratch buffers are allocated, then
+    one call runs every step. The driver takes a 0-d array as a 1-element
+    one (a descriptor's shape says which arrays it takes reshaped)."""
+    p = e.params
+    if ls.kind == "scan":
+        nk, first = p["num_carry"], p["num_consts"]
+        length, reverse = int(p["length"]), int(p["reverse"])
+    else:
+        nk, first = len(e.outs), p["cond_nconsts"] + p["body_nconsts"]
+        length = reverse = 0
+    c_avals = [v.aval for v in e.outs[:nk]]
+    y_avals = [v.aval for v in e.outs[nk:]]
+    read = _reader(ops, ins)
+    dtypes = [x.aval.dtype for x in e.inputs]
+    copy_of, alloc, empty = ops.copy_of, ops.alloc, memory.empty
+
+    def operand(x, k, shape):
+        # the driver's signature takes writable C-contiguous arrays
+        if type(x) is not np.ndarray or x.dtype != dtypes[k] or \
+                not (fl := x.flags).c_contiguous or not fl.writeable:
+            x = np.array(x, dtype=dtypes[k], order="C")
+        return x if shape is None else x.reshape(shape)
+
+    def step(env, owned=()):
+        args = read(env)
+        cur = [copy_of(x, a) for x, a in zip(args[first:first + nk], c_avals)]
+        ys = [alloc(a) for a in y_avals]
+        call = []
+        for kind, what, shape in ls.args:
+            if kind == "operand":
+                call.append(operand(args[what], what, shape))
+                continue
+            if kind == "fixed":
+                call.append(what)
+                continue
+            if kind == "carry":
+                x = cur[what]
+            elif kind == "next":
+                x = alloc(c_avals[what])
+            elif kind == "ys":
+                x = ys[what]
+            elif kind == "scratch":
+                call.append(empty(shape, what))
+                continue
+            else:
+                call.append(length if kind == "length" else reverse)
+                continue
+            call.append(x if shape is None else x.reshape(shape))
+        fn(*call)
+        for o, c in zip(outs, cur + ys):
+            env[o] = c
+
+    plans = [dict(part=e.prim.name, kernels=[("loop", ls)], launchers=[fn],
+                  library_call_count=0)]
+    parts = {}
+    for part, gname, ks, fname in ls.groups:
+        parts.setdefault(part, []).append((gname, ks, fname))
+    for part, groups in parts.items():
+        plans.append(dict(part=part, kernels=[(gname, InLoop(ks, ls.key, fname))
+                                              for gname, ks, fname in groups],
+                          launchers=[], library_call_count=0))
+    return step, plans
+
+
+class InLoop:
+    """A kernel group compiled inside a generated loop (inlined into the
+    driver of the loop's module nk_<key>, or its function `fname`): listed
+    with the program's kernels."""
+    parallel = False
+    in_loop = True
+
+    def __init__(self, ks, key, fname):
+        self.ks, self.key, self.fname = ks, key, fname
+
+
 CONTROL_STEPS = {"scan": _scan, "while": _while, "cond": _cond}
 
 
-def control_step(e, ins, outs, compile_body, ops):
-    """(step, [plans of the bodies]) of control equation `e`."""
+def control_step(e, ins, outs, compile_body, ops, generate=None):
+    """(step, [plans of the bodies]) of control equation `e`. `generate()`:
+    None, or (LoopSource, driver) when the device runs the whole loop as one
+    generated function (CPU: runtime/cpu_device.py)."""
     rule = CONTROL_STEPS.get(e.prim.name)
     if rule is None:
         raise NotImplementedError(f"the runtime has no control step for {e.prim.name} "
                                   f"(checkpoint is inlined by fusion)")
+    if generate is not None and e.prim.name in ("scan", "while"):
+        gen = generate()
+        if gen:
+            return _generated(e, ins, outs, *gen, ops)
     return rule(e, ins, outs, compile_body, ops)

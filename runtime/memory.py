@@ -158,3 +158,97 @@ def _after_fork_in_child():
 os.register_at_fork(after_in_child=_after_fork_in_child)
 # needle.config.update("pool_bytes", n) applies at once (None: the default).
 config.watch("pool_bytes", lambda n: set_budget(_default_budget()))
+
+
+# --- counting allocations (benchmarks, tests) ----------------------------------------
+_counting = {}                # the handler's parts, built on first use (kept alive)
+
+
+def _counting_handler():
+    """A numpy data-memory handler (NEP 49) that counts each allocation and
+    forwards to libc; (capsule, numpy's PyDataMem_SetHandler, counts)."""
+    if _counting:
+        return _counting["capsule"], _counting["set"], _counting["counts"]
+    import ctypes
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype = libc.calloc.restype = libc.realloc.restype = ctypes.c_void_p
+    libc.malloc.argtypes = [ctypes.c_size_t]
+    libc.calloc.argtypes = [ctypes.c_size_t, ctypes.c_size_t]
+    libc.realloc.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    counts = {"arrays": 0, "bytes": 0}
+    vp, size = ctypes.c_void_p, ctypes.c_size_t
+
+    def malloc(ctx, n, _malloc=libc.malloc, _c=counts):
+        _c["arrays"] += 1
+        _c["bytes"] += n
+        return _malloc(n)
+
+    def calloc(ctx, n, s, _calloc=libc.calloc, _c=counts):
+        _c["arrays"] += 1
+        _c["bytes"] += n * s
+        return _calloc(n, s)
+
+    def realloc(ctx, p, n, _realloc=libc.realloc, _c=counts):
+        _c["arrays"] += 1
+        _c["bytes"] += n
+        return _realloc(p, n)
+
+    def free(ctx, p, n, _free=libc.free):
+        _free(p)
+
+    fns = [ctypes.CFUNCTYPE(vp, vp, size)(malloc), ctypes.CFUNCTYPE(vp, vp, size, size)(calloc),
+           ctypes.CFUNCTYPE(vp, vp, vp, size)(realloc), ctypes.CFUNCTYPE(None, vp, vp, size)(free)]
+
+    class Allocator(ctypes.Structure):
+        _fields_ = [("ctx", vp), ("malloc", vp), ("calloc", vp), ("realloc", vp), ("free", vp)]
+
+    class Handler(ctypes.Structure):        # PyDataMem_Handler, numpy/ndarraytypes.h
+        _fields_ = [("name", ctypes.c_char * 127), ("version", ctypes.c_uint8),
+                    ("allocator", Allocator)]
+
+    handler = Handler(b"needle_counting", 1,
+                      Allocator(None, *[ctypes.cast(f, vp).value for f in fns]))
+    new_capsule = ctypes.pythonapi.PyCapsule_New
+    new_capsule.restype = ctypes.py_object
+    new_capsule.argtypes = [vp, ctypes.c_char_p, vp]
+    capsule = new_capsule(ctypes.addressof(handler), b"mem_handler", None)
+    get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
+    get_pointer.restype = vp
+    get_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+    try:
+        from numpy._core import _multiarray_umath as umath
+    except ImportError:                     # pragma: no cover (numpy 1.x)
+        from numpy.core import _multiarray_umath as umath
+    api = ctypes.cast(get_pointer(umath._ARRAY_API, None), ctypes.POINTER(vp))
+    # PyDataMem_SetHandler is entry 304 of numpy's C API table (a stable ABI)
+    set_handler = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.py_object)(api[304])
+    # Arrays made under the handler free through it later, possibly while
+    # the interpreter shuts down: its parts are never freed (one reference
+    # each is leaked on purpose).
+    keep = (fns, handler, capsule, counts, libc)
+    ctypes.pythonapi.Py_IncRef.argtypes = [ctypes.py_object]
+    ctypes.pythonapi.Py_IncRef(keep)
+    _counting.update(capsule=capsule, set=set_handler, counts=counts, keep=keep)
+    return capsule, set_handler, counts
+
+
+class count_allocations:
+    """`with count_allocations() as c: ...`: c.arrays / c.bytes count every
+    numpy data allocation (array buffers: np.empty, results, copies; not
+    views) made in this thread inside the block, through a counting numpy
+    memory handler (NEP 49). For benchmarks and tests: "no allocation per
+    step" is one call's count not growing with the trip count."""
+
+    def __enter__(self):
+        self._capsule, self._set, self._counts = _counting_handler()
+        self._start = dict(self._counts)
+        self._old = self._set(self._capsule)
+        self.arrays = self.bytes = 0
+        return self
+
+    def __exit__(self, *exc):
+        self._set(self._old)
+        self.arrays = self._counts["arrays"] - self._start["arrays"]
+        self.bytes = self._counts["bytes"] - self._start["bytes"]
+        return False

@@ -21,9 +21,14 @@ donated inputs are the same on every device; the device supplies only its
 steps and its Executable (the small device interface).
 
 `plan_program` is the loop itself (the plan as a dict); with `dests` it
-gives every result position a destination slot that the kernel computing
-that result writes into (a loop body writing its carry or its row of the
-stacked ys straight into place; `direct` lists those positions).
+gives every result position a destination slot that the kernel (or the
+library call that `writes_into` a buffer) computing that result writes into
+(a loop body writing its carry or its row of the stacked ys straight into
+place; `direct` lists those positions; `prefer_last`: a value at several
+positions goes to the last, a scan's ys rather than its carry), and every
+other value computed a `scratch` slot, filled once per run of the loop, so
+a body allocates nothing per step. A control equation may instead run as
+one generated loop when the device offers one (`generated_loop`: CPU).
 """
 import numpy as np
 
@@ -35,25 +40,38 @@ from .loops import control_step
 
 def compile_program(fused, backend, device, name="f", donated=()):
     p = plan_program(fused, backend, device, name, donated)
-    del p["dest_slots"], p["direct"]
+    del p["dest_slots"], p["direct"], p["scratch"]
     return device.executable(**p)
 
 
-def plan_program(fused, backend, device, name="f", donated=(), dests=False):
+def plan_program(fused, backend, device, name="f", donated=(), dests=False, prefer_last=False):
     g = fused.graph
     n_dest = len(g.outvars) if dests else 0       # slots 0..n_dest-1: destinations
     slots = {}
     for v in g.constvars + g.invars:
         slots.setdefault(v, n_dest + len(slots))
 
+    count = [n_dest + len(slots)]           # the next free slot
+
     def new_slot(v):
-        slots[v] = n_dest + len(slots)
+        slots[v] = count[0]
+        count[0] += 1
         return slots[v]
+
+    # A loop body (dests): a value no result holds gets a scratch slot, which
+    # the loop fills with a buffer once per run (loops.Body.env); its kernel
+    # or library call writes there at every step, allocating nothing.
+    scratch = []
+
+    def scratch_slot(aval):
+        scratch.append((count[0], aval))
+        count[0] += 1
+        return scratch[-1][0]
 
     first_pos, direct = {}, set()
     for j, v in enumerate(g.outvars[:n_dest]):
-        if not isinstance(v, Lit):
-            first_pos.setdefault(v, j)
+        if not isinstance(v, Lit) and (prefer_last or v not in first_pos):
+            first_pos[v] = j            # the position a kernel writes into
     donated_vars = {g.invars[k] for k in donated}
     out_vars = {v for v in g.outvars if not isinstance(v, Lit)}
     last_use, taken = last_uses(g), set()
@@ -74,13 +92,24 @@ def plan_program(fused, backend, device, name="f", donated=(), dests=False):
                 if j is not None and j not in direct and i not in inplace:
                     inplace[i] = j
                     direct.add(j)
+                elif dests and i not in inplace:
+                    inplace[i] = scratch_slot(v.aval)
             steps.append(device.kernel_step(ks, launcher, ins, outs,
                                             [v.aval for v in e.outs], inplace))
             kernels.append((e.params["name"], ks))
         elif backend.is_library(e):
             ins = [slot_or_value(slots, x) for x in e.inputs]
-            steps.append(device.library_step(backend.library_call(e, device.allocator),
-                                             ins, outs[0]))
+            fn = backend.library_call(e, device.allocator)
+            into = {}
+            if dests and not e.prim.multiple_results and getattr(fn, "writes_into", False):
+                j = first_pos.get(e.outs[0])        # fn(*operands, out): into place
+                if j is not None and j not in direct:
+                    into["into"] = j
+                    direct.add(j)
+                else:
+                    into["into"] = scratch_slot(e.outs[0].aval)
+            steps.append(device.library_step(fn, ins, outs if e.prim.multiple_results
+                                             else outs[0], **into))
             n_lib += 1
         elif backend.is_view(e):
             x = e.inputs[0]
@@ -92,11 +121,17 @@ def plan_program(fused, backend, device, name="f", donated=(), dests=False):
             steps.append(host_step(HOST_STEPS[e.prim.name](e), ins))    # same on every device
         elif backend.is_control(e):
             def compile_body(sub, part, dests, prim=e.prim.name):
-                p = plan_program(sub, backend, device, f"{name}/{prim}.{part}", dests=dests)
+                # a scan's result in a carry and a ys is written into the ys
+                # (the loop reads the carry back from there: loops._scan)
+                p = plan_program(sub, backend, device, f"{name}/{prim}.{part}", dests=dests,
+                                 prefer_last=prim == "scan")
                 p["part"] = f"{prim}.{part}"
                 return p
+            def generate(prim=e.prim.name, e=e):
+                gen = getattr(device, "generated_loop", None)
+                return gen and gen(e, backend, f" ({prim} of {name}, from {e.source})")
             ins = [slot_or_value(slots, x) for x in e.inputs]
-            step, bodies = control_step(e, ins, outs, compile_body, device.loop_ops)
+            step, bodies = control_step(e, ins, outs, compile_body, device.loop_ops, generate)
             steps.append(step)
             for b in bodies:                # the bodies' kernels are this program's too
                 kernels += [(f"{b['part']}/{gname}", ks) for gname, ks in b["kernels"]]
@@ -115,7 +150,7 @@ def plan_program(fused, backend, device, name="f", donated=(), dests=False):
     results = [("value", np.asarray(v.val, dtype=v.aval.dtype), False) if isinstance(v, Lit)
                else ("slot", slots[v], v in caller_owned) for v in g.outvars]
     return dict(
-        name=name, fused=fused, n_slots=n_dest + len(slots),
+        name=name, fused=fused, n_slots=count[0], scratch=scratch,
         const_slots=[slots[v] for v in g.constvars], in_slots=[slots[v] for v in g.invars],
         plan=plan, outs=results, kernels=kernels, launchers=launchers,
         library_call_count=n_lib,

@@ -345,3 +345,163 @@ def test_eager_run_control_compiles_once():
 
 def test_registry_primitives_are_all_control():
     assert {p.kind for p in (scan_p, cond_p, while_p, checkpoint_p)} == {"control"}
+
+
+# --- CPU: a body of kernels and views runs as one generated loop ---------------------------
+# (codegen/cpu/loop_emit.py; runtime/loops.py keeps a Python loop for bodies with library
+# calls or host steps, and on CUDA). CPU only: not marked on_device.
+
+def _generated_loops(lo):
+    return lo.as_text("kernels").count("# ---- generated loop ")
+
+
+def _python_path(monkeypatch):
+    from needle.runtime.cpu_device import CpuDevice
+    monkeypatch.setattr(CpuDevice, "generate_loops", False)
+
+
+def _pytree_body(c, x):
+    """Carries of three dtypes in a pytree, a swapped pair, a float literal,
+    ys of other dtypes: a 0-d sum, an int, an xs passed through, a literal."""
+    h, (a, b), n = c["h"], c["ab"], c["n"]
+    h2 = nnp.tanh(h * 0.5 + x["u"]) + a.astype(np.float32)
+    return ({"h": h2, "ab": (b, a + 1.0), "n": n + 1},
+            (nnp.sum(h2), n * 2, x["v"], np.float32(2.5)))
+
+
+def _view_body(c, x):
+    """Views between kernels: reshapes of the carry and of a kernel's result."""
+    m = c.reshape(2, 3)
+    r = m * 0.25 + x.reshape(2, 3) * nnp.max(m, axis=1, keepdims=True)
+    return r.reshape(6) * 0.5, (m, r.reshape(3, 2), nnp.max(r))
+
+
+def _generated_cases():
+    f32 = F32
+    return {
+        "rnn": (lambda h, xs, rev: lax.scan(_rnn, h, xs, reverse=rev),
+                lambda n: (rng.standard_normal(3).astype(f32),
+                           rng.standard_normal((n, 3)).astype(f32))),
+        "alias": (lambda h, xs, rev: lax.scan(lambda c, x: (nnp.tanh(c * 0.9 + x),) * 2, h, xs,
+                                              reverse=rev),
+                  lambda n: (np.zeros(4, f32), rng.standard_normal((n, 4)).astype(f32))),
+        "pytree": (lambda c, xs, rev: lax.scan(_pytree_body, c, xs, reverse=rev),
+                   lambda n: ({"h": np.ones(2, f32), "ab": (np.zeros((), F64), np.ones((), F64)),
+                               "n": np.asarray(1, I32)},
+                              {"u": rng.standard_normal((n, 2)).astype(f32),
+                               "v": np.arange(n, dtype=I64)})),
+        "views": (lambda c, xs, rev: lax.scan(_view_body, c, xs, reverse=rev),
+                  lambda n: (rng.standard_normal(6).astype(f32),
+                             rng.standard_normal((n, 6)).astype(f32))),
+    }
+
+
+@pytest.mark.parametrize("length", [0, 1, 7])
+@pytest.mark.parametrize("name", ["rnn", "alias", "pytree", "views"])
+def test_generated_scan_equals_the_interpreter(name, length):
+    body, make = _generated_cases()[name]
+    init, xs = make(length)
+    for rev in (False, True):
+        def f(c, xs):
+            return body(c, xs, rev)
+        check(f, init, xs)
+        assert _generated_loops(needle.jit(f).lower(init, xs)) == 1
+
+
+def test_generated_scan_without_xs_and_fori_loop():
+    f = lambda v: lax.scan(lambda c, _: (c * 1.5 - 1.0, c.sum()), v, None, length=5)  # noqa
+    g = lambda v: lax.fori_loop(2, 9, lambda i, v: v * 0.5 + i.astype(F32), v)          # noqa
+    for fn in (f, g):
+        check(fn, np.ones(3, F32))
+        assert _generated_loops(needle.jit(fn).lower(np.ones(3, F32))) == 1
+
+
+@pytest.mark.parametrize("limit", [0, 1, 6])
+def test_generated_while_loop(limit):
+    def f(x, limit):
+        return lax.while_loop(lambda c: (c[1] < limit) & (nnp.sum(c[0]) < 1e6),
+                              lambda c: (c[0] * 1.5 + 1.0, c[1] + 1, c[2]),
+                              (x, np.asarray(0, I32), x * 2.0))
+    args = (np.ones(3, F32), np.asarray(limit, I32))
+    got = check(f, *args)
+    assert int(got[1]) == limit
+    assert _generated_loops(needle.jit(f).lower(*args)) == 1
+
+
+def test_generated_and_python_loops_agree(monkeypatch):
+    body, make = _generated_cases()["pytree"]
+    init, xs = make(7)
+    f = lambda c, xs: body(c, xs, False)        # noqa: E731
+    fast = needle.tree_util.tree_leaves(needle.jit(f)(init, xs))
+    _python_path(monkeypatch)
+    slow = needle.jit(f)
+    assert _generated_loops(slow.lower(init, xs)) == 0
+    for a, b in zip(fast, needle.tree_util.tree_leaves(slow(init, xs))):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_the_16_float_scan_is_one_generated_loop():
+    xs, a = rng.standard_normal((50, 16)).astype(F32), np.float32(0.5)
+    W = (rng.standard_normal((16, 16)) / 4).astype(F32)
+
+    def elementwise(a, xs):
+        return lax.scan(lambda h, x: (nnp.tanh(a * h + x),) * 2, np.zeros(16, F32), xs)
+
+    def blas(W, xs):
+        return lax.scan(lambda h, x: (nnp.tanh(h @ W + x),) * 2, np.zeros(16, F32), xs)
+    lo = needle.jit(elementwise).lower(a, xs)
+    text = lo.as_text("kernels")
+    assert _generated_loops(lo) == 1 and "# ---- generated loop scan/loop (scan" in text
+    assert lo.kernel_count == text.count("# ---- kernel ") == 1     # the body's one group
+    assert "in the generated loop" in text and ", inlined) ----" in text
+    check(elementwise, a, xs)
+    lo = needle.jit(blas).lower(W, xs)          # a BLAS call: the runtime's Python loop
+    assert _generated_loops(lo) == 0 and lo.library_call_count == 1
+    check(blas, W, xs)
+
+
+def test_a_large_body_keeps_its_parallel_kernels(config):
+    config.update("parallel_min_size", 8)
+    f = lambda h, xs: lax.scan(_rnn, h, xs)     # noqa: E731
+    args = (np.ones(16, F32), rng.standard_normal((3, 16)).astype(F32))
+    lo = needle.jit(f).lower(*args)
+    assert _generated_loops(lo) == 0 and "(parallel," in lo.as_text("kernels")
+    check(f, *args)
+
+
+@pytest.mark.parametrize("path", ["generated", "python"])
+def test_no_allocation_per_step(path, monkeypatch):
+    """Every numpy allocation one call makes (runtime/memory.count_allocations)
+    is the same at T=100 and T=1000: carries, ys and scratch buffers are
+    allocated once per call, the BLAS result is written into its buffer."""
+    from needle.runtime.memory import count_allocations
+    if path == "python":
+        _python_path(monkeypatch)
+    W = (rng.standard_normal((16, 16)) / 4).astype(F32)
+
+    def elementwise(a, xs):
+        return lax.scan(lambda h, x: (nnp.tanh(a * h + x),) * 2, np.zeros(16, F32), xs)
+
+    def blas(W, xs):
+        def body(c, x):
+            h, k = c
+            h2 = nnp.tanh(h @ W + x)
+            return (h2, k + 1.0), (h2, nnp.sum(h2), h)
+        return lax.scan(body, (np.zeros(16, F32), np.float32(0)), xs)
+
+    def loop(x, n):
+        return lax.while_loop(lambda c: c[1] < n, lambda c: (c[0] * 0.5 + 1.0, c[1] + 1),
+                              (x, np.asarray(0, I32)))
+    cases = [(elementwise, lambda T: (np.float32(0.5), np.ones((T, 16), F32))),
+             (blas, lambda T: (W, np.ones((T, 16), F32))),
+             (loop, lambda T: (np.ones(16, F32), np.asarray(T, I32)))]
+    for f, make in cases:
+        f = needle.jit(f)
+        counts = []
+        for T in (100, 1000):
+            args = make(T)
+            f(*args)
+            with count_allocations() as c:
+                f(*args)
+            counts.append(c.arrays)
+        assert counts[0] == counts[1] and counts[0] < 40, (f, counts)

@@ -55,7 +55,7 @@ def test_mlp_example_step_matches_numpy_gradient():
         np.testing.assert_allclose(gb, wb, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("script", ["bench_core.py", "bench_autodiff.py"])
+@pytest.mark.parametrize("script", ["bench_core.py", "bench_autodiff.py", "bench_random.py"])
 def test_benchmark_smoke(script, tmp_path):
     for mod in ("jax", "torch"):             # importing either raises ImportError
         (tmp_path / mod).mkdir()
@@ -68,3 +68,16 @@ def test_benchmark_smoke(script, tmp_path):
                        timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "numpy/needle" in r.stdout and "jax" not in r.stdout.split("\n")[0], r.stdout
+
+
+def test_bench_models_smoke(tmp_path):
+    """bench_models.py --small on two of its models (the convolutional and
+    Transformer ones compile for a minute cold: the full --small run is a
+    manual smoke test), in the session's kernel cache."""
+    cache = os.environ.get("NEEDLE_CACHE_DIR") or str(tmp_path / "cache")
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_models.py"),
+                        "--small", "--repeats", "1", "--models", "mlp,lstm", "--cache", cache],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert "distinct" in lines[0] and [ln.split()[0] for ln in lines[2:]] == ["mlp", "lstm"]

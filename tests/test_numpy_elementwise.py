@@ -32,6 +32,40 @@ def _sigmoid(x):
 _erf = np.vectorize(math.erf, otypes=[np.float64])
 
 
+def _erfinv_one(v):
+    # bisection on math.erf: slow, independent of needle's polynomial
+    if abs(v) >= 1:
+        return math.copysign(math.inf, v) if abs(v) == 1 else math.nan
+    lo, hi = -6.0, 6.0
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if math.erf(mid) < v else (lo, mid)
+    return (lo + hi) / 2
+
+
+_erfinv = np.vectorize(_erfinv_one, otypes=[np.float64])
+
+
+def _xla_shift(op, x, y):
+    """XLA's shifts, one Python int at a time: the amount read as unsigned
+    (negative: huge), and past the width every bit shifted out."""
+    bits = x.dtype.itemsize * 8
+
+    def one(a, b):
+        a, b = int(a), int(b)
+        if not 0 <= b < bits:
+            r = -1 if op == "sra" and a < 0 else 0
+        elif op == "shl":
+            r = a << b
+        elif op == "srl":
+            r = (a % (1 << bits)) >> b
+        else:
+            r = a >> b
+        r %= 1 << bits
+        return r - (1 << bits) if x.dtype.kind == "i" and r >> (bits - 1) else r
+    return np.vectorize(one, otypes=[x.dtype])(x, y)
+
+
 # name: (needle fn, numpy fn, eager dtypes, (lo, hi) of the drawn values, to_float)
 UNARY = {
     "negative": (nnp.negative, np.negative, NUMERIC, (-3, 3), False),
@@ -502,6 +536,7 @@ PRIM_UNARY = {
     "ceil": (np.ceil, [F32, F64], (-3, 3)),
     "round": (np.rint, [F32, F64], (-3, 3)),       # half to even
     "erf": (_erf, [F32, F64], (-3, 3)),
+    "erf_inv": (_erfinv, [F32, F64], (-0.9375, 0.9375)),
     "not": (_np_not, [I32, I64, B], (-3, 3)),
     "isnan": (np.isnan, [F32, F64], (-3, 3)),
     "isinf": (np.isinf, [F32, F64], (-3, 3)),
@@ -516,10 +551,14 @@ PRIM_BINARY = {
     "atan2": (np.arctan2, [F32, F64]),
     "and": (np.bitwise_and, [I32, I64, B]), "or": (np.bitwise_or, [I32, I64, B]),
     "xor": (np.bitwise_xor, [I32, I64, B]),
+    "shift_left": (lambda x, y: _xla_shift("shl", x, y), [I32, I64]),
+    "shift_right_logical": (lambda x, y: _xla_shift("srl", x, y), [I32, I64]),
+    "shift_right_arithmetic": (lambda x, y: _xla_shift("sra", x, y), [I32, I64]),
     "eq": (np.equal, ALL5), "ne": (np.not_equal, ALL5), "lt": (np.less, ALL5),
     "le": (np.less_equal, ALL5), "gt": (np.greater, ALL5), "ge": (np.greater_equal, ALL5),
 }
-_PRIM_OTHER = {"select", "convert_element_type", "integer_pow"}     # tested below
+_PRIM_OTHER = {"select", "convert_element_type", "integer_pow",    # tested below
+               "bitcast_convert_type", "threefry2x32"}               # tests/test_random.py
 
 
 def test_every_elementwise_primitive_is_tested_here():

@@ -164,4 +164,6 @@ def test_dot_general_primitive(mode, data):
 
 def test_every_linalg_primitive_is_tested_here():
     from needle.ir import PRIMITIVES
-    assert {n for n, p in PRIMITIVES.items() if p.kind == "linalg"} == {"dot_general"}
+    from needle.ir.primitives import LINALG_DECOMPOSITIONS     # test_numpy_linalg_decomp.py
+    assert {n for n, p in PRIMITIVES.items() if p.kind == "linalg"} == \
+        {"dot_general", *LINALG_DECOMPOSITIONS}

@@ -234,7 +234,8 @@ def test_special_values(dt, mode):
 
 def test_every_reduction_primitive_is_tested_here():
     from needle.ir import PRIMITIVES
-    assert {n for n, p in PRIMITIVES.items() if p.kind == "reduction"} == {
+    sorting = {"sort", "cumprod", "cummax", "cummin"}       # tests/test_numpy_sorting.py
+    assert {n for n, p in PRIMITIVES.items() if p.kind == "reduction"} - sorting == {
         "reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "argmax", "argmin", "cumsum"}
 
 

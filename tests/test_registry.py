@@ -52,6 +52,12 @@ def bools(*shape):
     return rng.random(shape) < 0.5
 
 
+def spd(*shape, dtype=F32):
+    """Symmetric positive definite matrices (..., n, n): cholesky's domain."""
+    a = rng.uniform(-1.0, 1.0, shape)
+    return (a @ np.swapaxes(a, -1, -2) + shape[-1] * np.eye(shape[-1])).astype(dtype)
+
+
 SPECIAL = np.array([[0.5, -1.0, np.nan, np.inf], [-np.inf, 0.0, 3.0, np.nan]], F32)
 
 _FLOAT_UNARY = ["exp", "log", "log1p", "expm1", "sin", "cos", "tan", "tanh", "logistic",
@@ -102,6 +108,16 @@ def _examples():
         "argmax": [((sym(3, 4),), {"axis": 1, "index_dtype": np.dtype(I32)})],
         "argmin": [((sym(3, 4),), {"axis": 0, "index_dtype": np.dtype(I64)})],
         "cumsum": [((sym(3, 4),), {"axis": 1}), ((sym(3, 4),), {"axis": 0, "reverse": True})],
+        # sorting and the scans (ir/primitives/sort.py; tests/test_numpy_sorting.py)
+        "sort": [((sym(3, 5), np.tile(np.arange(5, dtype=I32), (3, 1))), {"dimension": 1}),
+                 ((SPECIAL,), {"dimension": 0}),
+                 ((bools(4, 3), sym(4, 3, dtype=I64), sym(4, 3)), {"dimension": 0})],
+        "cumprod": [((pos(3, 4),), {"axis": 1}), ((sym(3, 4, dtype=I32),),
+                                                 {"axis": 0, "reverse": True})],
+        "cummax": [((SPECIAL,), {"axis": 1}), ((sym(3, 4, dtype=I64),),
+                                               {"axis": 0, "reverse": True})],
+        "cummin": [((sym(3, 4),), {"axis": 0}), ((sym(3, 4, dtype=I32),),
+                                                 {"axis": 1, "reverse": True})],
         "gather": [((sym(5, 3), np.array([0, 4, -1, 2], I32)), {"axis": 0})],
         "scatter_add": [((sym(5, 3), np.array([0, 4, 0, 2], I32), sym(4, 3)), {"axis": 0}),
                         ((sym(3, 5), np.array([0, 9, -1, -9], I32), sym(3, 4)),
@@ -124,6 +140,15 @@ def _examples():
                                                                        ((), ()))}),
                         ((sym(2, 3, 4), sym(2, 4, 5)),
                          {"dimension_numbers": (((2,), (1,)), ((0,), (0,)))})],
+        # the decompositions (ir/primitives/linalg_decomp.py; tests/test_numpy_linalg_decomp.py)
+        "cholesky": [((spd(3, 3),), {}), ((spd(2, 4, 4, dtype=np.float64),), {})],
+        "lu": [((sym(4, 4),), {}), ((sym(2, 3, 3, dtype=np.float64),), {})],
+        "triangular_solve": [((spd(3, 3), sym(3, 2)), {"left_side": True, "lower": True}),
+                             ((spd(2, 3, 3), sym(2, 4, 3)),
+                              {"left_side": False, "transpose_a": True, "unit_diagonal": True})],
+        "eigh": [((sym(3, 3) + sym(3, 3).T,), {}), ((spd(2, 4, 4, dtype=np.float64),), {})],
+        "qr": [((sym(4, 3),), {}), ((sym(2, 3, 4),), {"full_matrices": True})],
+        "svd": [((sym(4, 3),), {}), ((sym(2, 3, 4, dtype=np.float64),), {"full_matrices": True})],
     })
     for n in ("reduce_sum", "reduce_max", "reduce_min"):
         ex[n] = [((sym(3, 4),), {"axes": (1,)}), ((sym(2, 3, 4, dtype=I32),), {"axes": (0, 2)})]
@@ -132,6 +157,7 @@ def _examples():
                  ((sym(3, 4), np.array(0.5, F32)), {})]          # a 0-d operand
     for n in ("and", "or", "xor"):
         ex[n] = [((bools(3, 4), bools(3, 4)), {}), ((sym(6, dtype=I32), sym(6, dtype=I32)), {})]
+    ex.update(_bits_examples())
     # The kernel group: an equation holding a sub-graph.
     x, y, z = Var(ShapedArray((3, 4), np.dtype(F32))), None, None
     y = Var(x.aval)
@@ -141,6 +167,27 @@ def _examples():
     ex["kernel"] = [((pos(3, 4),), {"graph": sub, "name": "exp_mul"})]
     ex.update(_control_examples())
     return ex
+
+
+def _bits_examples():
+    """The bit primitives and erf_inv (ir/primitives/bits.py, special.py):
+    shift amounts past the width and negative ones (XLA: all bits out)."""
+    u32 = lambda *s: rng.integers(0, 2 ** 32, s, dtype=np.uint64).astype(np.uint32)  # noqa: E731
+    amounts_u = np.array([0, 1, 13, 31, 32, 40], np.uint32)
+    amounts_i = np.array([0, 3, 31, 32, -1, -33], I32)
+    shifts = [((u32(6), amounts_u), {}), ((sym(6, dtype=I32) * 1000, amounts_i), {}),
+              ((sym(3, 4, dtype=I64), np.array(63, I64)), {})]            # a 0-d amount
+    inv = np.array([[-1.0, -0.999, -0.5, 0.0], [1e-3, 0.5, 0.9999, 1.0]], F32)
+    return {
+        "shift_left": shifts, "shift_right_logical": shifts, "shift_right_arithmetic": shifts,
+        "bitcast_convert_type": [((sym(3, 4),), {"new_dtype": np.dtype(np.uint32)}),
+                                 ((u32(5), ), {"new_dtype": np.dtype(F32)}),
+                                 ((sym(5, dtype=I64),), {"new_dtype": np.dtype(np.float64)})],
+        "erf_inv": [((inv,), {}), ((inv.astype(np.float64),), {})],
+        "threefry2x32": [((np.uint32(7), np.uint32(42), np.uint32(0),
+                           np.arange(6, dtype=np.uint32)), {"output": "xor"}),
+                         ((u32(5), u32(5), u32(5), u32(5)), {"output": "concat"})],
+    }
 
 
 def _bound(f, *args):
@@ -197,7 +244,9 @@ EMIT_RULES = {"cpu": rules, "cuda": cuda_rules}       # each backend's expressio
 def _runs_as(p, device):
     """How backend `device` runs primitive p: 'emit' (in a kernel), 'library',
     'view', 'host' (a step between kernels), 'control' (a loop or branch step
-    running its bodies' plans), 'inlined' (spliced in before fusion), or None."""
+    running its bodies' plans), 'inlined' (spliced in before fusion),
+    'unsupported' (declared by the backend: compiling it raises an error
+    naming it, e.g. eigh on CUDA), or None."""
     r, b = EMIT_RULES[device], backend_for(device)
     if p.name in r.UNARY_RULES or p.name in r.BINARY_RULES or p.name in r.EMITTERS:
         return "emit"
@@ -211,6 +260,8 @@ def _runs_as(p, device):
         return "control"                # a step running its bodies' plans
     if p.kind == "control" and p.name in INLINED:
         return "inlined"                # spliced in before fusion
+    if p.name in getattr(b, "unsupported", ()):
+        return "unsupported"            # an error naming it (tests_cuda/test_cuda_linalg.py)
     return None
 
 

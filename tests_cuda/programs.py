@@ -77,6 +77,31 @@ def scan_rnn(w, u, xs, h0):
     return h, ys, n, g
 
 
+def sorting(x, a, v):
+    """Sorting and its relatives: a stable argsort (the block-per-row rank
+    sort kernel), top_k, a descending sort along the first axis, the scans
+    (one thread per scan line), searchsorted (an unrolled binary search) and
+    nonzero with a static size (a scatter)."""
+    vals, idx = needle.lax.top_k(x, 3)
+    return (nnp.argsort(x * 2.0), vals, idx, nnp.sort(x, axis=0, descending=True),
+            needle.lax.cummax(x, 1), nnp.cumprod(x, axis=0), nnp.searchsorted(a, v),
+            nnp.nonzero(x > 0.5, size=6)[1])
+
+
+def random_numbers(x, key, g):
+    """needle.random's kernels: a dropout forward and backward whose mask is
+    drawn in the kernel (threefry2x32), normal (erf_inv), randint (64-bit
+    arithmetic on split keys) and a uniform with a range."""
+    import needle.random as nr
+
+    def dropout(x):
+        return nnp.where(nr.bernoulli(key, 0.9, x.shape), x / 0.9, 0.0)
+    y, vjp = needle.vjp(dropout, x)
+    k1, k2, k3 = nr.split(key, 3)
+    return (y, vjp(g)[0], nr.normal(k1, x.shape), nr.randint(k2, x.shape, -5, 50),
+            nr.uniform(k3, x.shape, minval=-2.0, maxval=3.0))
+
+
 def _args(name, rng):
     u = lambda *s: rng.uniform(-1.0, 1.0, s).astype(F32)           # noqa: E731
     return {
@@ -96,12 +121,14 @@ def _args(name, rng):
         "gather_scatter_add": lambda: (u(7, 4), np.array([3, 0, 6, 3, -1], np.int32),
                                        u(5, 4)),
         "scan_rnn": lambda: (u(3, 4), u(4, 4) * 0.5, u(5, 2, 3), u(2, 4)),
+        "sorting": lambda: (np.round(u(4, 9) * 3) / 3, np.sort(u(7)), u(2, 5)),
+        "random_numbers": lambda: (u(5, 7), np.array([0, 42], np.uint32), u(5, 7)),
     }[name]()
 
 
 PROGRAMS = {f.__name__: f for f in (elementwise_chain, softmax, layernorm, mlp_forward_backward,
                                     batched_matmul, gather_scatter_add, scatter_combine,
-                                    integer_ops, scan_rnn)}
+                                    integer_ops, scan_rnn, sorting, random_numbers)}
 # Programs whose floating-point arithmetic is all float32 (no .f64 may appear in their PTX).
 FLOAT32 = set(PROGRAMS)
 # The same chain on float64: the control that the PTX test does see float64.

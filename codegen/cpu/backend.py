@@ -1,8 +1,9 @@
 """Stage codegen (CPU): the CPU Backend: Numba `njit` kernels, numpy's BLAS
-for dot_general, and the cost model fusion judges CPU groups with.
+for dot_general, the decompositions' numpy / LAPACK routines (linalg.py),
+and the cost model fusion judges CPU groups with.
 
-Input: kernel-group sub-Graphs (judge, emit) and dot_general equations
-(library_call). Output: verdicts, KernelSources, host functions.
+Input: kernel-group sub-Graphs (judge, emit) and dot_general / cholesky /
+lu / triangular_solve equations (library_call). Output: verdicts, KernelSources, host functions.
 
 Cost model: a group must have one loop domain (its results' shapes prefixes
 of the largest), a root with a loop of its own (cumsum, a scatter) must be
@@ -17,6 +18,7 @@ from ...ir.config import config
 from ...ir.primitives.linalg import dot_general_numpy
 from ..backend import Backend
 from .emit import emit_kernel, recompute_factors
+from .linalg import LINALG_CALLS
 
 def _prefix_shapes(shapes):
     """True if every shape is a prefix of the longest (one loop nest serves all)."""
@@ -29,7 +31,9 @@ def dot_general_call(e, allocator):
     Matrix and matrix-vector products without batch axes call np.matmul on
     (transposed) views straight into a pooled buffer: per call, no shape
     arithmetic and no copies (a transposed operand is a strided view BLAS
-    reads as is). Everything else goes through dot_general_numpy."""
+    reads as is); `call(x, y, out)` writes into a given buffer instead (a
+    loop body's destination or scratch buffer: `writes_into`, read by
+    runtime/program.py). Everything else goes through dot_general_numpy."""
     a, b = e.inputs
     dn = e.params["dimension_numbers"]
     (lc, rc), (lb, rb) = dn
@@ -40,10 +44,11 @@ def dot_general_call(e, allocator):
         tb = b.aval.ndim == 2 and rc[0] == 1
         alloc = allocator(out.shape, out.dtype)
 
-        def call(x, y):
-            r = alloc()
+        def call(x, y, out=None):
+            r = alloc() if out is None else out
             np.matmul(x.T if ta else x, y.T if tb else y, out=r)
             return r
+        call.writes_into = True
         return call
 
     def empty(shape, dtype):
@@ -53,7 +58,7 @@ def dot_general_call(e, allocator):
 
 class CpuBackend(Backend):
     name = "cpu"
-    library = {"dot_general": dot_general_call}
+    library = {"dot_general": dot_general_call, **LINALG_CALLS}     # BLAS; LAPACK / numpy
     @property
     def parallel_min_size(self):
         """Elements from which a group gets its prange variant (NEEDLE_PARALLEL_MIN_SIZE)."""
@@ -64,7 +69,7 @@ class CpuBackend(Backend):
         if not _prefix_shapes([v.aval.shape for v in outs]):
             return "their results' shapes are not prefixes of one loop domain"
         roots = [e for e in eqns if e.prim.traits.own_loop]
-        if roots and (len(outs) != 1 or outs[0] not in roots[0].outs or len(roots) > 1):
+        if roots and (len(roots) > 1 or any(v not in roots[0].outs for v in outs)):
             return f"{roots[0].prim.name} must be its kernel's only result"
         try:
             factors = recompute_factors(sub)
@@ -81,6 +86,13 @@ class CpuBackend(Backend):
 
     def emit(self, sub, name="kernel", parallel=False):
         return emit_kernel(sub, name, parallel=parallel)
+
+    def emit_loop(self, eqn):
+        """The LoopSource of a scan / while whose bodies are kernels and views
+        only (one generated Numba function running every step:
+        codegen/cpu/loop_emit.py), or None (the runtime loops in Python)."""
+        from .loop_emit import emit_loop
+        return emit_loop(eqn, self)
 
 
 BACKEND = CpuBackend()

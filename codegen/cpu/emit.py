@@ -24,6 +24,7 @@ from ...ir.primitives import SCATTERS, ScatterMode, reduce_identity
 from . import rules
 from .fastmath import FAST32, HELPERS
 from .rules import CTOR, const
+from .sort import SortRoots
 
 def numba_type(aval):
     base = "boolean" if aval.dtype == np.bool_ else aval.dtype.name
@@ -32,7 +33,7 @@ def numba_type(aval):
     return f"{base}[{', '.join([':'] * (aval.ndim - 1) + ['::1'])}]"
 
 
-class KernelEmitter:
+class KernelEmitter(SortRoots):
     # The per-primitive expression table for binary primitives; a backend that
     # extends this emitter (codegen/cuda) swaps it, and overrides unary_expr.
     binary_rules = rules.BINARY_RULES
@@ -193,6 +194,22 @@ class KernelEmitter:
         n, s = self.operand(e.inputs[0], idx)
         src, dst = e.inputs[0].aval.dtype, e.outs[0].aval.dtype
         return self.define(rules.convert(n, src, dst), s), s
+
+    def _emit_bitcast_convert_type(self, e, idx):
+        n, s = self.operand(e.inputs[0], idx)
+        src, dst = e.inputs[0].aval.dtype, e.outs[0].aval.dtype
+        return self.define(self.bitcast_expr(n, src, dst), s), s
+
+    def bitcast_expr(self, x, src, dst):
+        return rules.bitcast(x, src, dst)
+
+    def _emit_threefry2x32(self, e, idx):
+        vals = [self.operand(x, idx) for x in e.inputs]
+        kscope = self.deepest(s for _, s in vals[:2])      # the key schedule: once
+        scope = self.deepest(s for _, s in vals)
+        expr = rules.threefry2x32([n for n, _ in vals], e.params["output"],
+                                  kscope.emit, scope.emit, self.fresh)
+        return self.define(expr, scope, e.outs[0].aval.dtype), scope
 
     def _emit_select(self, e, idx):
         vals = [self.operand(x, idx) for x in e.inputs]
@@ -589,7 +606,7 @@ class KernelEmitter:
         roots = [self.producer.get(v) for v in outs]
         special = [e for e in roots if e is not None and e.prim.traits.own_loop]
         if special:
-            if len(outs) != 1:
+            if any(self.producer.get(v) is not special[0] for v in outs):
                 raise NotImplementedError(f"{special[0].prim.name} must be alone in its "
                                           f"kernel group")
             root = special[0].prim.name

@@ -17,6 +17,7 @@ import numpy as np
 from ...ir.core import PRIMITIVES
 from ...ir.primitives import BINARY, COMPARE, UNARY
 from .fastmath import FAST32
+from . import special_rules
 
 # Names the generated module defines for typed constructors (see emit.py).
 CTOR = {np.dtype(np.bool_): "np.bool_", np.dtype(np.int8): "i8", np.dtype(np.int16): "i16",
@@ -102,6 +103,7 @@ UNARY_RULES = {
     "ceil": lambda x, dt: f"np.ceil({x})",
     "round": lambda x, dt: f"np.rint({x})",
     "erf": lambda x, dt: f"math.erf({x})",
+    "erf_inv": special_rules.erf_inv_rule("_flog1p"),     # float32: fastmath's log1p
     "not": _not,
     "isnan": lambda x, dt: f"({x} != {x})",
     "isinf": lambda x, dt: f"(abs({x}) == {const(np.inf, dt)})",
@@ -128,6 +130,7 @@ BINARY_RULES = {
     "and": lambda x, y, dt: f"({x} & {y})",
     "or": lambda x, y, dt: f"({x} | {y})",
     "xor": lambda x, y, dt: f"({x} ^ {y})",
+    **special_rules.SHIFT_RULES,        # shift_left, shift_right_logical / _arithmetic
     "eq": lambda x, y, dt: f"({x} == {y})",
     "ne": lambda x, y, dt: f"({x} != {y})",
     "lt": lambda x, y, dt: f"({x} < {y})",
@@ -157,10 +160,15 @@ def select(p, x, y):
     return f"({x} if {p} else {y})"
 
 
+bitcast = special_rules.bitcast       # bitcast_convert_type (CUDA: libdevice)
+threefry2x32 = special_rules.threefry2x32
+
+
 # Elementwise primitives whose rule is one of the functions above: it reads
 # params or more than one dtype, so it is not in UNARY_RULES / BINARY_RULES.
 ELEMENTWISE_WITH_PARAMS = {"integer_pow": integer_pow, "convert_element_type": convert,
-                           "select": select}
+                           "select": select, "bitcast_convert_type": bitcast,
+                           "threefry2x32": threefry2x32}
 # Primitives the emitter handles itself (no expression rule in the tables above).
 INDEXED_KINDS = ("structural", "reduction", "indexing")
 EMITTERS = {n for n, p in PRIMITIVES.items() if p.kind in INDEXED_KINDS} | \

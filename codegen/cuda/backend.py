@@ -13,11 +13,14 @@ It extends the CPU backend and overrides what differs:
 - a full reduction (to a scalar, two-stage) never reads another full
   reduction of its kernel: every block of the first stage would need the
   other's result before it exists (a grid-wide barrier).
+- a decomposition (cholesky, lu, triangular_solve) is a kernel of its own
+  (linalg.py: one block per matrix, or one thread per right-hand side);
+  eigh, qr and svd are `unsupported`: their group raises when emitted.
 Other groups are judged by the CPU rules.
 """
 from ...ir.core import Var
 from ..cpu.backend import CpuBackend
-from . import kernels
+from . import kernels, linalg
 from .strategy import emit_kernel
 
 
@@ -38,9 +41,15 @@ class CudaBackend(CpuBackend):
     name = "cuda"
     library = {}
     parallel_min_size = 1 << 62        # a CUDA kernel is parallel by construction
+    # Primitives with no CUDA kernel: compiling one raises, naming it (linalg.py).
+    unsupported = frozenset(linalg.NO_KERNEL)
 
     def judge(self, sub):
         eqns = sub.eqns
+        solo = [e.prim.name for e in eqns if e.prim.name in linalg.EMITTERS or
+                e.prim.name in self.unsupported]
+        if solo:                        # a decomposition's block kernel (linalg.py)
+            return None if len(eqns) == 1 else f"{solo[0]} is a CUDA kernel of its own"
         if any(e.prim.name == "dot_general" for e in eqns):
             return None if len(eqns) == 1 else kernels.matmul_group_problem(eqns,
                                                                              sub.outvars)

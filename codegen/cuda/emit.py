@@ -39,7 +39,8 @@ outermost loop they depend on) and overrides what differs:
   thread per position of the other axes (exact, deterministic; serial for
   a flat `x.at[idx].mul(v)`). The copy of the operand is a first kernel,
   the updates a second, so every copy lands before any update.
-- cumsum: one thread per scan line.
+- cumsum (and cumprod / cummax / cummin): one thread per scan line.
+- sort: one block per row, a rank sort in shared memory (sort.py).
 - expressions: float32 `math.*` (libdevice), typed constants (`f32(...)`,
   the CPU `const`), so a float32 program has no float64 arithmetic.
 
@@ -61,6 +62,7 @@ from ..cpu.emit import KernelEmitter
 from ..loops import Idx, KernelSource, Scope
 from ..cpu.rules import CTOR, const
 from . import rules
+from .sort import CudaSortRoot
 
 # Python's math raises where the GPU gives inf or nan (log(0), exp(1e3)):
 # in the simulator the module's `math` answers as libdevice does.
@@ -93,7 +95,11 @@ SIM_LIBDEVICE = (
     "if config.ENABLE_CUDASIM:      # the simulator's libdevice functions are stubs\n"
     "    from types import SimpleNamespace\n"
     "    libdevice = SimpleNamespace(floorf=np.floor, floor=np.floor, ceilf=np.ceil,\n"
-    "                                ceil=np.ceil, rintf=np.rint, rint=np.rint)\n"
+    "                                ceil=np.ceil, rintf=np.rint, rint=np.rint,\n"
+    "        float_as_int=lambda v: np.float32(v).view(np.int32),\n"
+    "        int_as_float=lambda v: np.int32(v).view(np.float32),\n"
+    "        double_as_longlong=lambda v: np.float64(v).view(np.int64),\n"
+    "        longlong_as_double=lambda v: np.int64(v).view(np.float64))\n"
     "else:\n"
     "    from numba.cuda import libdevice")
 
@@ -206,7 +212,7 @@ def tuning():
     return SIM_TUNING if config.ENABLE_CUDASIM else GPU_TUNING
 
 
-class CudaKernelEmitter(KernelEmitter):
+class CudaKernelEmitter(CudaSortRoot, KernelEmitter):
     """The CPU elemental emitter with a grid-stride domain (see the module
     docstring). `flat_axes`: which axes of the (first) domain the grid-stride
     loop covers, the others being serial loops inside it (None: all). Later
@@ -241,6 +247,9 @@ class CudaKernelEmitter(KernelEmitter):
 
     def unary_expr(self, name, x, dt):
         return rules.unary(name, x, dt)
+
+    def bitcast_expr(self, x, src, dst):
+        return rules.bitcast(x, src, dst)
 
     # -- the domain: a grid-stride loop -------------------------------------------
     def _open_grid(self, extents):

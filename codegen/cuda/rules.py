@@ -18,6 +18,7 @@ the emitter (`EMITTERS`).
 import numpy as np
 
 from ..cpu import rules as cpu
+from ..cpu import special_rules
 
 def _pow(x, y, dt):
     # an integer power is `ipow`, a device function with the CPU's semantics
@@ -37,7 +38,11 @@ def _libdevice(fn):
 
 
 UNARY_RULES = {**cpu.UNARY_RULES, "floor": _libdevice("floor"), "ceil": _libdevice("ceil"),
-               "round": _libdevice("rint")}
+               "round": _libdevice("rint"),
+               "erf_inv": special_rules.erf_inv_rule("math.log1p")}   # libdevice's log1pf
+
+# bitcast_convert_type through libdevice (float_as_int, ...): see special_rules
+bitcast = special_rules.cuda_bitcast
 
 
 def unary(name, x, dt):
@@ -45,9 +50,10 @@ def unary(name, x, dt):
     return UNARY_RULES[name](x, dt)
 
 
-EMITTERS = cpu.EMITTERS | {"dot_general"}
+EMITTERS = cpu.EMITTERS | {"dot_general"} | {"cholesky", "lu", "triangular_solve"}  # linalg.py
 
 # Names the module binds to numpy under the simulator (see emit.SIM_LIBDEVICE).
-LIBDEVICE = ("floorf", "floor", "ceilf", "ceil", "rintf", "rint")
+LIBDEVICE = ("floorf", "floor", "ceilf", "ceil", "rintf", "rint", "float_as_int", "int_as_float",
+             "double_as_longlong", "longlong_as_double")
 
 assert set(cpu.UNARY_RULES) == set(UNARY_RULES)

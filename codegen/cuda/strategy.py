@@ -1,6 +1,7 @@
 """Stage codegen (CUDA): which emitter a kernel group gets.
 
 Input: a group sub-Graph. Output: its CudaKernelSource, from the first of:
+a decomposition's kernel (linalg.py: the group is that one equation),
 the tiled matmul with its epilogue (kernels.MatmulEmitter), the grid-stride
 elemental emitter over the best set of domain axes (emit.CudaKernelEmitter),
 turned into a block-per-row kernel when that pays (kernels.RowBlockEmitter).
@@ -11,7 +12,7 @@ emit.py reaches back.
 """
 import itertools
 
-from . import kernels
+from . import kernels, linalg
 from .emit import CudaKernelEmitter, tuning
 
 
@@ -33,6 +34,8 @@ def emit_kernel(graph, name="kernel"):
     independent of the sizes, so a new batch size gives the same source) at
     which no reduction is recomputed: all axes for an elementwise group, the
     rows of a softmax, the columns of `x - x.mean(axis=0)`."""
+    if linalg.is_linalg_group(graph):          # a decomposition: a kernel of its own
+        return linalg.emit_linalg(graph, name)
     tune = tuning()
     plan = kernels.matmul_plan(graph)
     if plan is not None:

@@ -11,10 +11,14 @@ and type promotion happen above, in needle.numpy, which inserts broadcast_in_dim
 and convert_element_type.
 """
 from .elementwise import *  # noqa: F401,F403
+from .bits import *  # noqa: F401,F403
+from .special import *  # noqa: F401,F403
 from .structural import *  # noqa: F401,F403
 from .reduction import *  # noqa: F401,F403
 from .linalg import *  # noqa: F401,F403
+from .linalg_decomp import *  # noqa: F401,F403
 from .indexing import *  # noqa: F401,F403
 from .group import *  # noqa: F401,F403
 from .debug import *  # noqa: F401,F403
 from .control import *  # noqa: F401,F403
+from .sort import *  # noqa: F401,F403

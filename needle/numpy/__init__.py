@@ -11,8 +11,9 @@ numpy arrays) instead of assignment.
 """
 import numpy as _np
 
-from ..ir.dtypes import (bool_, float32, float64, int8, int16, int32, int64,  # noqa: F401
-                         promote_types, uint8, uint16, uint32, uint64)
+from ..ir.dtypes import promote_types  # noqa: F401
+from .scalar_types import (bool_, float32, float64, int8, int16, int32, int64,  # noqa: F401
+                           uint8, uint16, uint32, uint64)
 from ._core import broadcast_shapes, result_type as _result_type  # noqa: F401
 from ._methods import attach as _attach
 from .creation import *  # noqa: F401,F403
@@ -25,6 +26,7 @@ from .reductions import all, any, max, min, sum  # noqa: F401,A004
 from .shape import *  # noqa: F401,F403
 from .shape import broadcast_arrays  # noqa: F401  (numpy's, not _core's: 0-d broadcast too)
 from .more import *  # noqa: F401,F403
+from .sorting import *  # noqa: F401,F403  (sort, argsort, searchsorted, nonzero, unique, ...)
 from . import linalg  # noqa: F401,E402  (needle.numpy.linalg: norm)
 # last: the star imports above carry _core's operand-form asarray
 from .creation import array, asarray, iota  # noqa: F401,E402

@@ -9,6 +9,23 @@ from . import indexing, linalg_ops, math, reductions, shape
 from ._core import cast
 
 
+# Classes whose reflected operators take over `tracer + x` (needle.Tensor:
+# `device_array @ tensor` is the Tensor's __rmatmul__, as for numpy arrays).
+DEFER_TO = [()]
+
+
+def defer_to(cls):
+    DEFER_TO[0] += (cls,)
+
+
+def _op(f):
+    def op(self, other):
+        if isinstance(other, DEFER_TO[0]):
+            return NotImplemented
+        return f(self, other)
+    return op
+
+
 def _swap(f):
     return lambda self, other: f(other, self)
 
@@ -23,7 +40,7 @@ _BINOPS = {
 
 def attach():
     for name, f in _BINOPS.items():
-        setattr(Tracer, f"__{name}__", lambda self, other, f=f: f(self, other))
+        setattr(Tracer, f"__{name}__", _op(f))
         setattr(Tracer, f"__r{name}__", _swap(f))
     for name, f in [("lt", math.less), ("le", math.less_equal), ("gt", math.greater),
                     ("ge", math.greater_equal), ("eq", math.equal), ("ne", math.not_equal)]:
@@ -49,6 +66,13 @@ def attach():
     Tracer.clip = lambda self, a_min=None, a_max=None: math.clip(self, a_min, a_max)
     Tracer.take = indexing.take
     Tracer.cumsum = reductions.cumsum
+    from . import sorting           # the array methods JAX's Array has (sort returns a copy)
+    Tracer.cumprod = sorting.cumprod
+    Tracer.sort = lambda self, axis=-1, **kw: sorting.sort(self, axis, **kw)
+    Tracer.argsort = lambda self, axis=-1, **kw: sorting.argsort(self, axis, **kw)
+    Tracer.nonzero = lambda self, **kw: sorting.nonzero(self, **kw)
+    Tracer.searchsorted = lambda self, v, side="left", sorter=None: sorting.searchsorted(
+        self, v, side, sorter)
     for name in ("sum", "mean", "max", "min", "prod", "var", "std", "argmax", "argmin",
                  "all", "any"):
         setattr(Tracer, name, getattr(reductions, name))

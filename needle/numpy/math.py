@@ -180,12 +180,15 @@ def invert(x):
 bitwise_not = invert
 
 
-def where(condition, x=None, y=None):
-    """Select x where condition holds, else y (both broadcast). The one-argument
-    form (indices of nonzeros) has a data-dependent shape and is not supported."""
+def where(condition, x=None, y=None, *, size=None, fill_value=None):
+    """Select x where condition holds, else y (both broadcast). With one
+    argument, nonzero(condition): under a trace it needs JAX's `size=`
+    (needle/numpy/sorting.py)."""
+    if x is None and y is None:
+        from .sorting import nonzero
+        return nonzero(condition, size=size, fill_value=fill_value)
     if x is None or y is None:
-        raise TypeError("where(condition) with one argument has a data-dependent shape; "
-                        "needle supports where(condition, x, y) only")
+        raise TypeError("where: give both x and y, or neither (nonzero(condition))")
     x, y = promote(x, y)
     c, x, y = broadcast_arrays(_to_bool(condition), x, y, name="where")
     return select_p.bind(c, x, y)

@@ -1,5 +1,5 @@
-"""needle.scipy: scipy's names over needle (special functions).
+"""needle.scipy: scipy's names over needle (special functions, linalg solvers).
 
 Input/Output: as needle.numpy.
 """
-from . import special  # noqa: F401
+from . import linalg, special  # noqa: F401

@@ -1,4 +1,4 @@
-"""needle.scipy.special: logsumexp, erf, expit, logit.
+"""needle.scipy.special: logsumexp, erf, erfinv, expit, logit.
 
 Input: arrays or tracers. Output: arrays or tracers.
 """
@@ -8,6 +8,11 @@ from ..nn import logsumexp  # noqa: F401
 
 def erf(x):
     return nnp.erf(x)
+
+
+def erfinv(x):
+    from ..lax_bits import erf_inv
+    return erf_inv(x)
 
 
 def expit(x):

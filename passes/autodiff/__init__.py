@@ -28,5 +28,7 @@ from .rules import (JVP_RULES, NOT_DIFFERENTIABLE, TRANSPOSE_RULES,  # noqa: F40
                     UndefinedPrimal)
 from .simplify import cleanup, simplify  # noqa: F401
 from . import control  # noqa: F401  (the control-flow rules register themselves)
+from . import rules_sort  # noqa: F401  (and sort's, the scans')
+from . import rules_linalg  # noqa: F401  (so do the decompositions' rules)
 from .partial_eval import PARTIAL_EVAL_RULES  # noqa: F401
 from .transform import Linearized, jvp_eval, jvp_graph, linearize  # noqa: F401

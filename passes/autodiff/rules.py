@@ -32,6 +32,7 @@ from ...ir.primitives import (BINARY, COMPARE, UNARY, DotDimensionNumbers, Scatt
                               reshape_p, rev_p, scatter_add_p, scatter_max_p, scatter_min_p,
                               scatter_mul_p, scatter_p, select_p, slice_p, transpose_p)
 from ...ir.primitives.debug import debug_callback_p
+from ...ir.primitives.bits import bitcast_convert_type_p, threefry2x32_p
 from ...tracer.core import Tracer, current_trace
 from .markers import custom_lin_p, custom_vjp_call_p, stop_gradient_p
 
@@ -199,6 +200,11 @@ defjvp(U["abs"], lambda g, ans, x: mul(g, sign(x)))
 defjvp(U["erf"], lambda g, ans, x: mul(g, mul(const(2 / np.sqrt(np.pi), x), exp(neg(square(x))))))
 not_differentiable(U["sign"], U["floor"], U["ceil"], U["round"], U["not"], U["isnan"],
                    U["isinf"], *COMPARE.values(), B["and"], B["or"], B["xor"])
+# erf_inv' = sqrt(pi)/2 exp(erf_inv(x)^2); the bit primitives (ir/primitives/bits.py)
+# move bits: zero derivative, as JAX's
+defjvp(U["erf_inv"], lambda g, ans, x: mul(g, mul(const(np.sqrt(np.pi) / 2, x), exp(square(ans)))))
+not_differentiable(B["shift_left"], B["shift_right_logical"], B["shift_right_arithmetic"],
+                   bitcast_convert_type_p, threefry2x32_p)
 
 
 def _integer_pow_jvp(g, ans, x, *, y):

@@ -69,3 +69,5 @@ def _apply(e, vals, flags, size, name):
 # The control-flow rules (scan, cond, while, checkpoint) batch their bodies
 # with batch_graph, so they are registered once it is defined.
 from . import control  # noqa: E402,F401
+from . import rules_sort  # noqa: E402,F401  (sort and the scans' rules)
+from . import rules_linalg  # noqa: E402,F401  (the decompositions' rules)

@@ -25,6 +25,7 @@ from ...ir.primitives import (BINARY, COMPARE, UNARY, DotDimensionNumbers, Scatt
                               scatter_add_p, scatter_max_p, scatter_min_p, scatter_mul_p,
                               scatter_p, select_p, slice_p, transpose_p)
 from ...ir.primitives.debug import debug_callback_p
+from ...ir.primitives.bits import bitcast_convert_type_p, threefry2x32_p
 
 BATCH_RULES = {}
 
@@ -89,6 +90,8 @@ def _elementwise(prim):
 
 for _p in list(UNARY.values()) + list(BINARY.values()) + list(COMPARE.values()) + \
         [select_p, convert_element_type_p, integer_pow_p]:
+    BATCH_RULES[_p] = _elementwise(_p)
+for _p in (bitcast_convert_type_p, threefry2x32_p):        # ir/primitives/bits.py
     BATCH_RULES[_p] = _elementwise(_p)
 
 

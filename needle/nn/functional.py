@@ -1,6 +1,7 @@
-"""needle.nn: neural-network functions with JAX's names (jax.nn): relu, gelu,
-sigmoid, silu, softmax, log_softmax, logsumexp, one_hot, ..., and `conv`
-(N-d convolution, channels last, as im2col + matmul), `max_pool`, `avg_pool`.
+"""needle.nn.functional: neural-network functions with JAX's names (jax.nn):
+relu, gelu, sigmoid, silu, softmax, log_softmax, logsumexp, one_hot, ..., and
+`conv` (N-d convolution, channels last, as im2col + matmul), `max_pool`,
+`avg_pool`; all re-exported as `needle.nn.relu`, ... beside the Module classes.
 
 Input: arrays or tracers. Output: arrays or tracers; numerically stable forms
 (softmax and logsumexp subtract the maximum first, under stop_gradient as in
@@ -8,9 +9,9 @@ JAX: it cancels out, so differentiating through it would be wasted work).
 """
 import numpy as np
 
-from . import numpy as nnp
-from .autodiff import stop_gradient
-from .numpy._core import asarray, cast, promote, typeof
+from .. import numpy as nnp
+from ..autodiff import stop_gradient
+from ..numpy._core import asarray, cast, promote, typeof
 
 
 def relu(x):

@@ -1,0 +1,404 @@
+"""Model-sized training steps: compile time and step time (issue 13).
+
+Run: python benchmarks/bench_models.py [--small] [--repeats N] [--models mlp,convnet,...]
+
+Four functional models (hand-written, as a JAX user writes them), each a
+jitted training step on random data of a fixed seed:
+- mlp:         784-512-512-10, batch 256, SGD with momentum;
+- convnet:     3x3 convolutions 16-32-64, each stage a residual block and a
+               2x2 max-pool (the last a global mean), channels last, 32x32x3
+               images, batch 32, SGD with momentum;
+- lstm:        LSTM language model (vocab 64, embedding 64, hidden 128, 32
+               steps, batch 16), the time loop one `lax.scan`, SGD;
+- transformer: pre-LayerNorm Transformer LM (2 layers, d 128, 4 heads, MLP
+               512, 64 tokens, batch 16, vocab 64), Adam written functionally.
+
+Per model, each number from its own fresh Python process:
+- cold: the first call with an empty kernel cache (a fresh NEEDLE_CACHE_DIR):
+  trace, passes, fusion, code generation and every Numba compile;
+- warm: the first call in a new process with that cache (kernels loaded from
+  disk; tracing and fusion run again);
+- step: the median of --repeats calls after the first (in the warm process);
+- groups: kernel launches of one step (kernel groups, loop bodies' included);
+  distinct: how many different kernels those are (the content-hash cache
+  compiles each once: identical layers share theirs); compiled: the kernels
+  Numba compiled in the cold process (eager work outside the step included).
+JAX (jax.jit, CPU) is timed with the same model code when it is installed:
+its first call (compile) and its step. Every process runs with one thread
+for BLAS, OpenMP, Numba and XLA unless --threads says otherwise. --small runs tiny sizes (a smoke run,
+as tests/test_examples.py does); --cache DIR uses DIR for every needle
+process instead of a fresh folder per model (then 'cold' is only as cold as
+DIR).
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+MODELS = ("mlp", "convnet", "lstm", "transformer")
+
+
+# --- the operations, for needle and for JAX -----------------------------------------
+class NeedleOps:
+    name = "needle"
+
+    def __init__(self):
+        import needle
+        import needle.nn as nn
+        import needle.numpy as nnp
+        self.needle, self.np, self.nn = needle, nnp, nn
+        self.scan = needle.lax.scan
+        self.value_and_grad = needle.value_and_grad
+        self.tree_map = needle.tree_util.tree_map
+
+    def conv(self, x, w, padding):
+        return self.nn.conv(x, w, 1, padding)
+
+    def max_pool(self, x, k):
+        return self.nn.max_pool(x, k)
+
+    def jit(self, f, donate=()):
+        return self.needle.jit(f, donate_argnums=donate)
+
+    @staticmethod
+    def block(x):
+        return x
+
+
+class JaxOps:
+    name = "jax"
+
+    def __init__(self, jax):
+        import jax.numpy as jnp
+        self.jax, self.np, self.nn = jax, jnp, jax.nn
+        self.scan = jax.lax.scan
+        self.value_and_grad = jax.value_and_grad
+        self.tree_map = jax.tree_util.tree_map
+
+    def conv(self, x, w, padding):
+        return self.jax.lax.conv_general_dilated(
+            x, w, (1, 1), [(padding, padding)] * 2, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    def max_pool(self, x, k):
+        return self.jax.lax.reduce_window(x, -self.np.inf, self.jax.lax.max, (1, k, k, 1),
+                                          (1, k, k, 1), "VALID")
+
+    def jit(self, f, donate=()):
+        return self.jax.jit(f)
+
+    @staticmethod
+    def block(x):
+        return x.block_until_ready() if hasattr(x, "block_until_ready") else x
+
+
+# --- the models: (step, state, batch); step(*state, *batch) -> (loss, *state) ----
+def _uniform(rng, *shape, scale=None):
+    scale = 1.0 / np.sqrt(shape[-2] if len(shape) > 1 else shape[0]) if scale is None else scale
+    return rng.uniform(-scale, scale, shape).astype(np.float32)
+
+
+def _cross_entropy(F, logits, labels, classes):
+    logp = F.nn.log_softmax(logits, axis=-1)
+    return -(logp * F.nn.one_hot(labels, classes)).sum(axis=-1).mean()
+
+
+def _sgd_momentum(F, loss, lr=0.01, mu=0.9):
+    def step(p, m, *batch):
+        val, g = F.value_and_grad(loss)(p, *batch)
+        m = F.tree_map(lambda m, g: mu * m + g, m, g)
+        p = F.tree_map(lambda p, m: p - lr * m, p, m)
+        return val, p, m
+    return step
+
+
+def mlp(F, rng, small):
+    sizes = (784, 64, 64, 10) if small else (784, 512, 512, 10)
+    batch = 32 if small else 256
+    p = [(_uniform(rng, a, b), np.zeros(b, np.float32)) for a, b in zip(sizes, sizes[1:])]
+
+    def loss(p, x, y):
+        h = x
+        for w, b in p[:-1]:
+            h = F.nn.relu(h @ w + b)
+        w, b = p[-1]
+        return _cross_entropy(F, h @ w + b, y, sizes[-1])
+    x = rng.standard_normal((batch, sizes[0])).astype(np.float32)
+    y = rng.integers(0, sizes[-1], batch).astype(np.int32)
+    return F.jit(_sgd_momentum(F, loss), donate=(0, 1)), (p, _zeros(p)), (x, y)
+
+
+def convnet(F, rng, small):
+    chans = (4, 8) if small else (16, 32, 64)
+    hw, batch = (8, 4) if small else (32, 32)
+
+    def conv_p(cin, cout):
+        return (_uniform(rng, 3, 3, cin, cout, scale=np.sqrt(2.0 / (9 * cin))),
+                np.zeros(cout, np.float32))
+    p, cin = [], 3
+    for c in chans:         # a stage: conv, then a residual block of two convs
+        p.append([conv_p(cin, c), conv_p(c, c), conv_p(c, c)])
+        cin = c
+    head = (_uniform(rng, chans[-1], 10), np.zeros(10, np.float32))
+
+    def loss(params, x, y):
+        stages, (wh, bh) = params
+        h = x
+        for k, ((w0, b0), (w1, b1), (w2, b2)) in enumerate(stages):
+            h = F.nn.relu(F.conv(h, w0, 1) + b0)
+            r = F.nn.relu(F.conv(h, w1, 1) + b1)
+            h = F.nn.relu(h + F.conv(r, w2, 1) + b2)
+            if k < len(stages) - 1:
+                h = F.max_pool(h, 2)
+        h = h.mean(axis=(1, 2))
+        return _cross_entropy(F, h @ wh + bh, y, 10)
+    params = (p, head)
+    x = rng.standard_normal((batch, hw, hw, 3)).astype(np.float32)
+    y = rng.integers(0, 10, batch).astype(np.int32)
+    return F.jit(_sgd_momentum(F, loss), donate=(0, 1)), (params, _zeros(params)), (x, y)
+
+
+def _zeros(tree):
+    """Fresh zero arrays shaped as the leaves of a tree of dicts, lists, tuples."""
+    if isinstance(tree, dict):
+        return {k: _zeros(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_zeros(t) for t in tree)
+    return np.zeros_like(tree)
+
+
+def lstm(F, rng, small):
+    vocab, emb, hid, T, batch = (16, 8, 16, 4, 2) if small else (64, 64, 128, 32, 16)
+    p = {"embed": _uniform(rng, vocab, emb, scale=0.1), "w_ih": _uniform(rng, emb, 4 * hid),
+         "w_hh": _uniform(rng, hid, 4 * hid), "b": np.zeros(4 * hid, np.float32),
+         "w_out": _uniform(rng, hid, vocab), "b_out": np.zeros(vocab, np.float32)}
+
+    def loss(p, tokens):                 # tokens: (T + 1, B)
+        xs = F.np.take(p["embed"], tokens[:-1], axis=0)
+        xw = xs @ p["w_ih"] + p["b"]     # every step's input projection at once
+
+        def cell(carry, x):
+            h, c = carry
+            g = x + h @ p["w_hh"]
+            i = F.nn.sigmoid(g[:, :hid])
+            f = F.nn.sigmoid(g[:, hid:2 * hid])
+            u = F.np.tanh(g[:, 2 * hid:3 * hid])
+            o = F.nn.sigmoid(g[:, 3 * hid:])
+            c = f * c + i * u
+            h = o * F.np.tanh(c)
+            return (h, c), h
+        h0 = F.np.zeros((tokens.shape[1], hid), np.float32)
+        _, hs = F.scan(cell, (h0, h0), xw)
+        return _cross_entropy(F, hs @ p["w_out"] + p["b_out"], tokens[1:], vocab)
+
+    def step(p, tokens):
+        val, g = F.value_and_grad(loss)(p, tokens)
+        return val, F.tree_map(lambda w, d: w - 0.1 * d, p, g)
+    tokens = rng.integers(0, vocab, (T + 1, batch)).astype(np.int32)
+    return F.jit(step, donate=(0,)), (p,), (tokens,)
+
+
+def _layernorm(F, x, g, b):
+    m = x.mean(axis=-1, keepdims=True)
+    v = ((x - m) ** 2).mean(axis=-1, keepdims=True)
+    return (x - m) / F.np.sqrt(v + 1e-5) * g + b
+
+
+def transformer(F, rng, small, layers=2):
+    vocab, d, heads, mlp_d, T, batch = (16, 16, 2, 32, 8, 2) if small else \
+        (64, 128, 4, 512, 64, 16)
+    dh = d // heads
+
+    def block_p():
+        return {"ln1_g": np.ones(d, np.float32), "ln1_b": np.zeros(d, np.float32),
+                "wqkv": _uniform(rng, d, 3 * d), "wo": _uniform(rng, d, d),
+                "ln2_g": np.ones(d, np.float32), "ln2_b": np.zeros(d, np.float32),
+                "w1": _uniform(rng, d, mlp_d), "b1": np.zeros(mlp_d, np.float32),
+                "w2": _uniform(rng, mlp_d, d), "b2": np.zeros(d, np.float32)}
+    p = {"embed": _uniform(rng, vocab, d, scale=0.1), "pos": _uniform(rng, T, d, scale=0.1),
+         "blocks": [block_p() for _ in range(layers)],
+         "lnf_g": np.ones(d, np.float32), "lnf_b": np.zeros(d, np.float32),
+         "head": _uniform(rng, d, vocab)}
+    mask = np.triu(np.full((T, T), -1e9, np.float32), 1)
+    scale = np.float32(1.0 / np.sqrt(dh))
+
+    def attention(bp, x):
+        B = x.shape[0]
+        qkv = (x @ bp["wqkv"]).reshape(B, T, 3, heads, dh).transpose(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]                    # (B, heads, T, dh)
+        a = F.nn.softmax((q @ k.transpose(0, 1, 3, 2)) * scale + mask, axis=-1)
+        return (a @ v).transpose(0, 2, 1, 3).reshape(B, T, d) @ bp["wo"]
+
+    def mlp_block(bp, x):
+        return F.nn.gelu(x @ bp["w1"] + bp["b1"]) @ bp["w2"] + bp["b2"]
+
+    def loss(p, tokens):                 # tokens: (B, T + 1)
+        x = F.np.take(p["embed"], tokens[:, :-1], axis=0) + p["pos"]
+        for bp in p["blocks"]:
+            x = x + attention(bp, _layernorm(F, x, bp["ln1_g"], bp["ln1_b"]))
+            x = x + mlp_block(bp, _layernorm(F, x, bp["ln2_g"], bp["ln2_b"]))
+        x = _layernorm(F, x, p["lnf_g"], p["lnf_b"])
+        return _cross_entropy(F, x @ p["head"], tokens[:, 1:], vocab)
+
+    b1, b2, lr, eps = 0.9, 0.999, 1e-3, 1e-8
+
+    def step(p, m, v, t, tokens):
+        val, g = F.value_and_grad(loss)(p, tokens)
+        t = t + 1.0
+        m = F.tree_map(lambda m, g: b1 * m + (1 - b1) * g, m, g)
+        v = F.tree_map(lambda v, g: b2 * v + (1 - b2) * g * g, v, g)
+        c1 = 1.0 - F.np.power(np.float32(b1), t)
+        c2 = 1.0 - F.np.power(np.float32(b2), t)
+        p = F.tree_map(lambda p, m, v: p - lr * (m / c1) / (F.np.sqrt(v / c2) + eps), p, m, v)
+        return val, p, m, v, t
+    tokens = rng.integers(0, vocab, (batch, T + 1)).astype(np.int32)
+    return F.jit(step, donate=(0, 1, 2)), (p, _zeros(p), _zeros(p), np.float32(0.0)), (tokens,)
+
+
+BUILD = {"mlp": mlp, "convnet": convnet, "lstm": lstm, "transformer": transformer}
+
+
+# --- one process: one model, one contestant ----------------------------------------
+def _copy_tree(x):
+    if isinstance(x, dict):
+        return {k: _copy_tree(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_copy_tree(v) for v in x)
+    return x.copy() if isinstance(x, np.ndarray) else x
+
+
+def child(model, peer, small, repeats):
+    t0 = time.perf_counter()
+    if peer == "jax":
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from common import try_jax
+        jax = try_jax()
+        F = JaxOps(jax)
+    else:
+        F = NeedleOps()
+    t_import = time.perf_counter() - t0
+    step, state, batch = BUILD[model](F, np.random.default_rng(0), small)
+    state = _copy_tree(state)
+    t0 = time.perf_counter()
+    out = step(*state, *batch)
+    F.block(out[0])
+    first = time.perf_counter() - t0
+    loss0 = float(out[0])
+    state = out[1:]
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = step(*state, *batch)
+        F.block(out[0])
+        times.append(time.perf_counter() - t0)
+        state = out[1:]
+    r = dict(model=model, peer=peer, import_s=t_import, first_s=first,
+             step_s=float(np.median(times)) if times else None, loss0=loss0,
+             loss=float(out[0]))
+    if peer == "needle":
+        lo = step.lower(*state, *batch)
+        keys = re.findall(r"nk_([0-9a-f]+)\.py", lo.as_text("kernels"))
+        info = F.needle.cache_info()
+        r.update(groups=lo.kernel_count, distinct=len(set(keys)),
+                 library_calls=lo.library_call_count, compiled=info.kernels_compiled,
+                 loaded=info.kernels_loaded)
+    print("RESULT " + json.dumps(r))
+
+
+def thread_env(threads):
+    """Environment variables that cap BLAS, OpenMP, Numba and XLA at `threads`
+    threads (the issue's table: every framework on one thread, so a shared
+    machine's load does not turn BLAS's thread pool into a lottery)."""
+    n = str(threads)
+    env = {k: n for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                          "NUMBA_NUM_THREADS")}
+    if threads == 1:
+        env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    return env
+
+
+def run_child(model, peer, small, repeats, cache=None, timeout=3600, threads=1):
+    env = dict(os.environ, **(thread_env(threads) if threads else {}))
+    if cache is not None:
+        env["NEEDLE_CACHE_DIR"] = cache
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", model, "--peer", peer,
+           "--repeats", str(repeats)] + (["--small"] if small else [])
+    try:
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout} s"}
+    for line in r.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    return {"error": (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no result"]}
+
+
+def _fmt(s, unit="s"):
+    if s is None:
+        return "-"
+    return f"{s:.2f} s" if unit == "s" else f"{s * 1e3:.1f} ms"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--small", action="store_true", help="tiny sizes (a smoke run)")
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--cache", default=None, help="kernel cache folder for every needle "
+                                                  "process (default: a fresh one per model)")
+    ap.add_argument("--timeout", type=float, default=3600, help="seconds per process")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="threads for BLAS / OpenMP / Numba / XLA (0: leave them alone)")
+    ap.add_argument("--child", choices=MODELS, help=argparse.SUPPRESS)
+    ap.add_argument("--peer", default="needle", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child:
+        return child(a.child, a.peer, a.small, a.repeats)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from common import try_jax
+    has_jax = try_jax() is not None
+    rows = []
+    for model in a.models.split(","):
+        cache = a.cache or tempfile.mkdtemp(prefix="needle-bench-models-")
+        try:
+            cold = run_child(model, "needle", a.small, 0, cache, a.timeout, a.threads)
+            warm = run_child(model, "needle", a.small, a.repeats, cache, a.timeout, a.threads)
+        finally:
+            if a.cache is None:
+                shutil.rmtree(cache, ignore_errors=True)
+        jx = run_child(model, "jax", a.small, a.repeats, timeout=a.timeout,
+                       threads=a.threads) if has_jax else {}
+        rows.append((model, cold, warm, jx))
+        _print_row(model, cold, warm, jx, header=len(rows) == 1, has_jax=has_jax)
+    bad = [m for m, c, w, _ in rows if "error" in c or "error" in w]
+    if bad:
+        for m, c, w, _ in rows:
+            for r in (c, w):
+                if "error" in r:
+                    print(f"{m}: {r['error']}", file=sys.stderr)
+        sys.exit(1)
+
+
+def _print_row(model, cold, warm, jx, header, has_jax):
+    cols = ["model", "cold first call", "warm first call", "step", "groups", "distinct",
+            "compiled"] + (["jax first call", "jax step"] if has_jax else [])
+    widths = [12, 16, 16, 10, 7, 9, 9] + ([15, 10] if has_jax else [])
+    if header:
+        print("".join(f"{c:>{w}s}" for c, w in zip(cols, widths)))
+        print("-" * sum(widths))
+    vals = [model, _fmt(cold.get("first_s")), _fmt(warm.get("first_s")),
+            _fmt(warm.get("step_s"), "ms"), str(warm.get("groups", "-")),
+            str(warm.get("distinct", "-")), str(cold.get("compiled", "-"))]
+    if has_jax:
+        vals += [_fmt(jx.get("first_s")), _fmt(jx.get("step_s"), "ms")]
+    print("".join(f"{v:>{w}s}" for v, w in zip(vals, widths)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
