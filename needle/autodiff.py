@@ -204,14 +204,8 @@ def _arg_paths(diff, nums):
 def _check_float_args(fname, name, args, nums):
     for i, a in zip(nums, args):
         leaves, tree = pytree.tree_flatten(a)
-        for leaf, p in zip(leaves, pytree.leaf_paths(tree)):
-            dt = leaf.dtype if hasattr(leaf, "dtype") else abstractify(leaf).dtype
-            if np.dtype(dt).kind != "f":
-                raise TypeError(
-                    f"{name}({fname}): argument {i}{p} has dtype {np.dtype(dt).name}; {name} "
-                    f"differentiates only with respect to floating-point inputs. Pass it as "
-                    f"a float (e.g. x.astype(numpy.float32)), leave it out of argnums, or "
-                    f"use needle.vjp, which gives integer inputs zero cotangents.")
+        _check_float_leaves(fname, name, leaves,
+                            [f"argument {i}{p}" for p in pytree.leaf_paths(tree)])
 
 
 def value_and_grad(f, argnums=0, has_aux=False):

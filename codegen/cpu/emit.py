@@ -633,24 +633,6 @@ class KernelEmitter(SortRoots):
             n = v.aval.ndim
             self._store(f"o{k}", idx[:n], val, idx[n - 1].scope if n else self.root)
 
-    def _root_cumsum(self, e):
-        x, out = e.inputs[0], e.outs[0]
-        axis, reverse = e.params["axis"], e.params.get("reverse", False)
-        idx, scope = self._domain(out, skip_axis=axis)
-        dt = out.aval.dtype
-        acc = self.fresh("acc")
-        scope.emit(f"{acc} = {const(0, dt)}")
-        n = self.dim(out, axis)
-        k = self.fresh("k")
-        loop = self.open_loop(scope, k + "_", n)
-        loop.emit(f"{k} = {n} - 1 - {k}_" if reverse else f"{k} = {k}_")
-        idx[axis] = Idx(k, loop)
-        self.cur = loop
-        v, _ = self.value_at(x, tuple(idx))
-        loop.emit(f"{acc} += {v}")
-        self._store("o0", idx, acc if dt.kind == "f" or dt.itemsize == 8 else
-                    f"{CTOR[dt]}({acc})", loop)
-
     def _root_scatter(self, e):
         x, ind, upd = e.inputs
         out = e.outs[0]

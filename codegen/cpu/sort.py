@@ -1,6 +1,6 @@
 """Stage codegen (CPU): the roots with a loop of their own that sorting adds
 to the elemental emitter: `sort` (a stable sort per row) and the scans
-`cumprod`, `cummax`, `cummin` (cumsum's loop with another combine).
+`cumsum`, `cumprod`, `cummax`, `cummin` (one loop, each with its combine).
 
 Input: the root equation of a kernel group, inside a KernelEmitter (which
 mixes `SortRoots` in: `emit_body` calls `_root_<name>`). Output: the
@@ -21,6 +21,9 @@ from ..loops import Idx
 from .rules import CTOR, const
 
 
+_COMBINE = {"cumsum": "reduce_sum", **CUMULATIVE}     # scan -> its reduction's combine
+
+
 class SortRoots:
     """Mixed into the CPU KernelEmitter (the CUDA emitter inherits these,
     and overrides `_root_sort` with a block kernel: codegen/cuda/sort.py)."""
@@ -28,7 +31,7 @@ class SortRoots:
     def _root_cumulative(self, e):
         x, out = e.inputs[0], e.outs[0]
         axis, reverse = e.params["axis"], e.params.get("reverse", False)
-        red = CUMULATIVE[e.prim.name]
+        red = _COMBINE[e.prim.name]
         idx, scope = self._domain(out, skip_axis=axis)
         dt = out.aval.dtype
         acc = self.fresh("acc")
@@ -46,7 +49,7 @@ class SortRoots:
         self._store("o0", idx, acc if dt.kind == "f" or dt.itemsize == 8 else
                     f"{CTOR[dt]}({acc})", loop)
 
-    _root_cumprod = _root_cummax = _root_cummin = _root_cumulative
+    _root_cumsum = _root_cumprod = _root_cummax = _root_cummin = _root_cumulative
 
     def _sort_stores(self, e):
         """(output name, position among the sort's results) of each kernel result."""
