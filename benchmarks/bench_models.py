@@ -1,6 +1,8 @@
 """Model-sized training steps: compile time and step time (issue 13).
 
 Run: python benchmarks/bench_models.py [--small] [--repeats N] [--models mlp,convnet,...]
+     [--before DIR] [--threads N]
+     python benchmarks/bench_models.py --split-vs-prange   (single kernels)
 
 Four functional models (hand-written, as a JAX user writes them), each a
 jitted training step on random data of a fixed seed:
@@ -15,7 +17,9 @@ jitted training step on random data of a fixed seed:
 
 Per model, each number from its own fresh Python process:
 - cold: the first call with an empty kernel cache (a fresh NEEDLE_CACHE_DIR):
-  trace, passes, fusion, code generation and every Numba compile;
+  trace, passes, fusion, code generation and every Numba compile; (CPU): the
+  CPU time of that call (compiling is one thread's work: on a loaded machine
+  this grows less than the wall time);
 - warm: the first call in a new process with that cache (kernels loaded from
   disk; tracing and fusion run again);
 - step: the median of --repeats calls after the first (in the warm process);
@@ -28,7 +32,12 @@ its first call (compile) and its step. Every process runs with one thread
 for BLAS, OpenMP, Numba and XLA unless --threads says otherwise. --small runs tiny sizes (a smoke run,
 as tests/test_examples.py does); --cache DIR uses DIR for every needle
 process instead of a fresh folder per model (then 'cold' is only as cold as
-DIR).
+DIR). A model `lstm:T` is the LSTM with T time steps (`--models
+lstm:10,lstm:1000`: how compile time grows with a scan's length).
+--before DIR also times, in the same run and interleaved, the needle
+importable from DIR (PYTHONPATH=DIR: an older checkout, for before/after
+rows). Each row ends with the 1-minute load average when it finished (a
+shared machine's other work slows compiles).
 """
 import argparse
 import json
@@ -173,8 +182,9 @@ def _zeros(tree):
     return np.zeros_like(tree)
 
 
-def lstm(F, rng, small):
-    vocab, emb, hid, T, batch = (16, 8, 16, 4, 2) if small else (64, 64, 128, 32, 16)
+def lstm(F, rng, small, T=None):
+    vocab, emb, hid, T0, batch = (16, 8, 16, 4, 2) if small else (64, 64, 128, 32, 16)
+    T = T or T0
     p = {"embed": _uniform(rng, vocab, emb, scale=0.1), "w_ih": _uniform(rng, emb, 4 * hid),
          "w_hh": _uniform(rng, hid, 4 * hid), "b": np.zeros(4 * hid, np.float32),
          "w_out": _uniform(rng, hid, vocab), "b_out": np.zeros(vocab, np.float32)}
@@ -264,6 +274,80 @@ def transformer(F, rng, small, layers=2):
 BUILD = {"mlp": mlp, "convnet": convnet, "lstm": lstm, "transformer": transformer}
 
 
+# --- split rows vs prange, one kernel at a time ------------------------------------
+_SPLIT_KERNELS = {
+    "chain": """
+def kernel(x, o, lo, hi):
+    for i in range(lo, hi):
+        for j in range(x.shape[1]):
+            v = x[i, j]
+            o[i, j] = (v * np.float32(2.0) + np.float32(1.0)) * v - np.float32(0.5) * abs(v)
+""",
+    "softmax": """
+def kernel(x, o, lo, hi):
+    for i in range(lo, hi):
+        m = x[i, 0]
+        for j in range(x.shape[1]):
+            m = max(m, x[i, j])
+        s = np.float32(0.0)
+        for j in range(x.shape[1]):
+            e = np.exp(x[i, j] - m)
+            o[i, j] = e
+            s += e
+        r = np.float32(1.0) / s
+        for j in range(x.shape[1]):
+            o[i, j] *= r
+""",
+}
+
+
+def split_vs_prange(repeats):
+    """Per kernel and size: run time (median) of one serial call, of the
+    runtime's split (needle.runtime.parallel.splitter: rows in one chunk per
+    thread), and of the same loop as a `prange` (parallel=True), timed
+    interleaved in one process; and the CPU time Numba takes to compile the
+    serial and the prange function."""
+    # as needle set it before its prange kernels: idle OpenMP threads do not spin
+    os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+    import numba
+    from needle.runtime import parallel
+    threads = int(os.environ.get("NEEDLE_NUM_THREADS") or len(os.sched_getaffinity(0)))
+    print(f"split vs prange: {threads} threads, numba threading layer default, "
+          f"load {os.getloadavg()[0]:.1f}")
+    flags = dict(error_model="numpy", nogil=True, fastmath={"reassoc", "contract", "nsz"})
+    sig = "void(float32[:, ::1], float32[:, ::1], int64, int64)"
+    for name, src in _SPLIT_KERNELS.items():
+        ns = {"np": np, "numba": numba}
+        exec(src, ns)
+        c0 = time.process_time()
+        ser = numba.njit(sig, **flags)(ns["kernel"])
+        c1 = time.process_time()
+        psrc = src.replace("kernel(x, o, lo, hi)", "kernel(x, o)") \
+                  .replace("range(lo, hi)", "numba.prange(x.shape[0])")
+        exec(psrc, ns)
+        c2 = time.process_time()
+        par = numba.njit("void(float32[:, ::1], float32[:, ::1])", parallel=True,
+                         **flags)(ns["kernel"])
+        c3 = time.process_time()
+        print(f"  {name}: compile (CPU) serial {c1 - c0:.2f} s, prange {c3 - c2:.2f} s")
+        for n in (1 << 16, 1 << 18, 1 << 20, 1 << 22):
+            x = np.random.default_rng(0).standard_normal((n // 256, 256)).astype(np.float32)
+            o = np.empty_like(x)
+            rows = x.shape[0]
+            sp = parallel.splitter(ser, rows, min(threads, rows)) if threads > 1 else None
+            runs = {"serial": lambda: ser(x, o, 0, rows), "prange": lambda: par(x, o)}
+            if sp is not None:
+                runs["split"] = lambda: sp(x, o)
+            times = {k: [] for k in runs}
+            for _ in range(repeats):
+                for k, fn in runs.items():
+                    t0 = time.perf_counter()
+                    fn()
+                    times[k].append(time.perf_counter() - t0)
+            print(f"    {n:8d} elements: " + ", ".join(
+                f"{k} {np.median(v) * 1e6:8.1f} us" for k, v in times.items()), flush=True)
+
+
 # --- one process: one model, one contestant ----------------------------------------
 def _copy_tree(x):
     if isinstance(x, dict):
@@ -283,12 +367,14 @@ def child(model, peer, small, repeats):
     else:
         F = NeedleOps()
     t_import = time.perf_counter() - t0
-    step, state, batch = BUILD[model](F, np.random.default_rng(0), small)
+    name, _, T = model.partition(":")
+    extra = {"T": int(T)} if T else {}
+    step, state, batch = BUILD[name](F, np.random.default_rng(0), small, **extra)
     state = _copy_tree(state)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     out = step(*state, *batch)
     F.block(out[0])
-    first = time.perf_counter() - t0
+    first, first_cpu = time.perf_counter() - t0, time.process_time() - c0
     loss0 = float(out[0])
     state = out[1:]
     times = []
@@ -298,7 +384,7 @@ def child(model, peer, small, repeats):
         F.block(out[0])
         times.append(time.perf_counter() - t0)
         state = out[1:]
-    r = dict(model=model, peer=peer, import_s=t_import, first_s=first,
+    r = dict(model=model, peer=peer, import_s=t_import, first_s=first, first_cpu_s=first_cpu,
              step_s=float(np.median(times)) if times else None, loss0=loss0,
              loss=float(out[0]))
     if peer == "needle":
@@ -317,16 +403,18 @@ def thread_env(threads):
     machine's load does not turn BLAS's thread pool into a lottery)."""
     n = str(threads)
     env = {k: n for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                          "NUMBA_NUM_THREADS")}
+                          "NUMBA_NUM_THREADS", "NEEDLE_NUM_THREADS")}
     if threads == 1:
         env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
     return env
 
 
-def run_child(model, peer, small, repeats, cache=None, timeout=3600, threads=1):
+def run_child(model, peer, small, repeats, cache=None, timeout=3600, threads=1, path=None):
     env = dict(os.environ, **(thread_env(threads) if threads else {}))
     if cache is not None:
         env["NEEDLE_CACHE_DIR"] = cache
+    if path is not None:                # another needle (--before)
+        env["PYTHONPATH"] = os.pathsep.join([path] + [p for p in [env.get("PYTHONPATH")] if p])
     cmd = [sys.executable, os.path.abspath(__file__), "--child", model, "--peer", peer,
            "--repeats", str(repeats)] + (["--small"] if small else [])
     try:
@@ -355,27 +443,38 @@ def main():
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per process")
     ap.add_argument("--threads", type=int, default=1,
                     help="threads for BLAS / OpenMP / Numba / XLA (0: leave them alone)")
-    ap.add_argument("--child", choices=MODELS, help=argparse.SUPPRESS)
+    ap.add_argument("--before", default=None,
+                    help="also time the needle importable from this folder (PYTHONPATH)")
+    ap.add_argument("--split-vs-prange", action="store_true",
+                    help="only time single kernels: rows split on threads vs prange")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--peer", default="needle", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
         return child(a.child, a.peer, a.small, a.repeats)
+    if a.split_vs_prange:
+        return split_vs_prange(max(a.repeats, 50))
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from common import try_jax
     has_jax = try_jax() is not None
     rows = []
     for model in a.models.split(","):
-        cache = a.cache or tempfile.mkdtemp(prefix="needle-bench-models-")
-        try:
-            cold = run_child(model, "needle", a.small, 0, cache, a.timeout, a.threads)
-            warm = run_child(model, "needle", a.small, a.repeats, cache, a.timeout, a.threads)
-        finally:
-            if a.cache is None:
-                shutil.rmtree(cache, ignore_errors=True)
-        jx = run_child(model, "jax", a.small, a.repeats, timeout=a.timeout,
-                       threads=a.threads) if has_jax else {}
-        rows.append((model, cold, warm, jx))
-        _print_row(model, cold, warm, jx, header=len(rows) == 1, has_jax=has_jax)
+        if model.partition(":")[0] not in MODELS:
+            ap.error(f"unknown model {model!r}; models are {', '.join(MODELS)} (lstm:T)")
+        for label, path in ([("before", a.before)] if a.before else []) + [("", None)]:
+            cache = a.cache or tempfile.mkdtemp(prefix="needle-bench-models-")
+            try:
+                cold = run_child(model, "needle", a.small, 0, cache, a.timeout, a.threads, path)
+                warm = run_child(model, "needle", a.small, a.repeats, cache, a.timeout,
+                                 a.threads, path)
+            finally:
+                if a.cache is None:
+                    shutil.rmtree(cache, ignore_errors=True)
+            jx = run_child(model, "jax", a.small, a.repeats, timeout=a.timeout,
+                           threads=a.threads) if has_jax and not label else {}
+            name = f"{model} ({label})" if label else model
+            rows.append((name, cold, warm, jx))
+            _print_row(name, cold, warm, jx, header=len(rows) == 1, has_jax=has_jax)
     bad = [m for m, c, w, _ in rows if "error" in c or "error" in w]
     if bad:
         for m, c, w, _ in rows:
@@ -386,17 +485,20 @@ def main():
 
 
 def _print_row(model, cold, warm, jx, header, has_jax):
-    cols = ["model", "cold first call", "warm first call", "step", "groups", "distinct",
-            "compiled"] + (["jax first call", "jax step"] if has_jax else [])
-    widths = [12, 16, 16, 10, 7, 9, 9] + ([15, 10] if has_jax else [])
+    cols = ["model", "cold first call", "(CPU)", "warm first call", "step", "groups",
+            "distinct", "compiled"] + (["jax first call", "jax step"] if has_jax else []) + \
+        ["load"]
+    widths = [20, 16, 10, 16, 10, 7, 9, 9] + ([15, 10] if has_jax else []) + [6]
     if header:
         print("".join(f"{c:>{w}s}" for c, w in zip(cols, widths)))
         print("-" * sum(widths))
-    vals = [model, _fmt(cold.get("first_s")), _fmt(warm.get("first_s")),
+    vals = [model, _fmt(cold.get("first_s")), _fmt(cold.get("first_cpu_s")),
+            _fmt(warm.get("first_s")),
             _fmt(warm.get("step_s"), "ms"), str(warm.get("groups", "-")),
             str(warm.get("distinct", "-")), str(cold.get("compiled", "-"))]
     if has_jax:
         vals += [_fmt(jx.get("first_s")), _fmt(jx.get("step_s"), "ms")]
+    vals.append(f"{os.getloadavg()[0]:.1f}")
     print("".join(f"{v:>{w}s}" for v, w in zip(vals, widths)), flush=True)
 
 

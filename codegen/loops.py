@@ -107,6 +107,10 @@ class KernelSource:
     aligned: tuple = ()
     # Float literals passed at run time, after dims: [(value, dtype name)].
     lits: tuple = ()
+    # CPU: the dims slot of the extent of the kernel's outermost loop when its
+    # rows are independent (the kernel then takes lo, hi last and runs rows
+    # lo..hi: the runtime may split them across threads); None otherwise.
+    split: int = None
 
     @property
     def key(self):

@@ -128,7 +128,11 @@ OPTIONS = [
            "byte budget of the CPU buffer pool (None: 1 GiB, or a quarter of RAM "
            "if less; takes effect at once)", optional=True),
     Option("parallel_min_size", "NEEDLE_PARALLEL_MIN_SIZE", _int, 1 << 16,
-           "elements from which a CPU kernel gets its prange variant"),
+           "elements of work per thread: a CPU kernel touching at least twice this "
+           "many splits its rows across threads"),
+    Option("num_threads", "NEEDLE_NUM_THREADS", _positive_int, None,
+           "threads a large CPU kernel runs on (None: the cores this process may "
+           "use); the pool starts at the first split kernel", optional=True),
     Option("cuda_cc", "NEEDLE_CUDA_CC", _cuda_cc, None,
            "compute capability (major, minor) of PTX and ptxas reports "
            "(None: the GPU's, else (9, 0))", optional=True),

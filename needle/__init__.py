@@ -34,8 +34,15 @@ from .array import Array, device_put  # noqa: F401
 from .tracer.core import (ConcretizationError, LeakedTracerError, NeedleError,  # noqa: F401
                           TracingError)
 from .tensor import Tensor  # noqa: F401
+# the course's lazy Tensor API (issue 16): needle.ops, needle.autograd, devices
+from . import ops, autograd, backend_ndarray  # noqa: F401
+from .ops import *  # noqa: F401,F403  (the course's ndl.exp, ndl.summation, ...)
+from .tensor import TensorTuple  # noqa: F401
+from .lazy import enable_grad, no_grad  # noqa: F401
+from .backend_ndarray import cpu, cuda, default_device  # noqa: F401
 from .state import StateWriteError  # noqa: F401
 from . import init, optim  # noqa: F401
+from . import data  # noqa: F401  (needle.data: Dataset, DataLoader, the course's formats)
 from . import tensor as _tensor
 from .numpy import _methods as _nnp_methods
 

@@ -18,7 +18,11 @@ the function wrote (extra outputs) back after the call. Cells reached by
 closure (a model a jitted function reads as a global) become inputs when
 the trace first reads them, and their writes come back the same way; an
 entry holding such cells is traced again after any structural change
-(the epoch moved), as its Python may have read any attribute.
+(the epoch moved), as its Python may have read any attribute. A call
+`step(model, opt, x, y)` of positional state objects and numpy arrays,
+on the signature of its last call, takes a shorter path (`_StateFast`):
+the epoch, the arguments' identities, shapes and dtypes, and the kernels'
+check of each cell value unless it is the array this path left there.
 
 Placement: `jit(f, device="cpu" | "cuda")` fixes the device; without it, a
 call with any needle device array (needle.Array) among its
@@ -30,6 +34,7 @@ import functools
 import inspect
 import itertools
 import math
+import operator
 import sys
 import threading
 import weakref
@@ -41,8 +46,9 @@ from . import state as _state
 from .ir.config import config
 from .ir.core import ClosedGraph, Graph, ShapedArray
 from .array import Array
+from .runtime.executable import prepare_input
 from .runtime.stats import trace_entries_source
-from .tensor import Tensor, epoch as _epoch
+from .tensor import _EPOCH, Tensor, epoch as _epoch
 from .tracer import pytree
 from .tracer.core import Tracer, TracingError, abstractify, current_trace, trace_to_graph
 from .tracer.source import user_line
@@ -71,11 +77,14 @@ class _StateIO:
     reached by closure); `implicit`: closure cells it reads, passed after
     the arguments' cells. `epoch`: for an entry that holds closure cells,
     the structure epoch it was traced at (any change traces again)."""
-    __slots__ = ("n_out", "targets", "implicit", "epoch", "guard")
+    __slots__ = ("n_out", "targets", "implicit", "epoch", "guard", "fast")
 
     def __init__(self, n_out, targets, implicit, epoch):
         self.n_out, self.targets, self.implicit, self.epoch = n_out, targets, implicit, epoch
         self.guard = None
+        # False: the fast path (_StateFast) never applies to it; else True, or
+        # once known the function merging its cell values with the written ones
+        self.fast = True
 
     def fresh(self):
         """Whether the closure state this entry was traced with is unchanged:
@@ -111,6 +120,114 @@ class _StateIO:
             else:
                 c._write_back(v)
         return outs[:n]
+
+
+_MISS = object()
+
+
+class _StateFast:
+    """The cached call of a jitted function whose arguments are Modules /
+    optimizers / Tensors and numpy arrays, positionally (`step(model, opt,
+    x, y)`), on its last signature: what `_key` + `_StateIO` do, without a
+    pytree walk or a key. Valid while the structure epoch is the one it was
+    made at and each argument is the same object (a state argument) or an
+    array of the same shape and dtype; otherwise it misses and the full
+    path runs (which retraces on a structural change, and on a changed cell
+    kind, shape or dtype, as the epoch moved).
+
+    The executable's per-input check (C-contiguous writeable array of the
+    input's dtype) runs for the array arguments every call; for the cells
+    only when a value is not the one this call path left there last call
+    (its own write-back of a kernel result, or a value it checked as is):
+    an identity test, so a value set by the user in between is checked."""
+    __slots__ = ("n", "pos", "objs", "arr_pos", "arr_dtypes", "arr_shapes", "epoch", "use",
+                 "out_tree", "cells", "cell_dtypes", "tcells", "n_out", "trusted", "call",
+                 "leaf_out", "merge")
+
+    @classmethod
+    def get(cls, f, args, entry, g):
+        """A _StateFast for this call: `f` (the function's last one) when it
+        is for this entry and gather, else a new one; None where the fast
+        path does not apply. (Held by the Jitted only: a _StateFast held by
+        its entry would make a reference cycle keeping the models alive.)"""
+        if f is not None and f.use is entry[3] and f.epoch == _epoch() and \
+                f.cells is g.cells and f.n == len(args):
+            f.trusted = None
+            return f
+        return cls.make(args, entry, g)
+
+    @classmethod
+    def make(cls, args, entry, g):
+        """A _StateFast for this call's entry, or None where it does not apply
+        (then st.fast = False when that holds for every call of the entry)."""
+        st, exe = entry[4], entry[0]
+        call = getattr(exe, "call_prepared", None)
+        if g is None or st.epoch is not None or st.implicit or call is None or \
+                not all(type(t) is int and same for t, same in st.targets):
+            st.fast = False
+            return None
+        if len(g.objs) + sum(type(a) is np.ndarray for a in args) != len(args) or \
+                any(args[i] is not o for i, o in zip(g.pos, g.objs)):
+            return None
+        f = cls()
+        f.n, f.pos, f.objs, f.epoch, f.call = len(args), g.pos, g.objs, _epoch(), call
+        f.use, f.out_tree = entry[3], entry[1]
+        f.arr_pos = [i for i in range(len(args)) if i not in g.posset]
+        dts = [a.dtype for a in exe.in_avals]
+        na = len(f.arr_pos)
+        f.arr_shapes = [args[i].shape for i in f.arr_pos]
+        f.arr_dtypes, f.cell_dtypes = dts[:na], dts[na:]
+        if [args[i].dtype for i in f.arr_pos] != f.arr_dtypes or \
+                len(f.cell_dtypes) != len(g.cells):
+            return None
+        f.cells = g.cells
+        f.tcells = [g.cells[t] for t, _ in st.targets]
+        if st.fast is True:               # the entry's part, worked out once
+            where = {t: len(g.cells) + k for k, (t, _) in enumerate(st.targets)}
+            pick = [where.get(i, i) for i in range(len(g.cells))]
+            st.fast = (lambda ix: lambda xs: [xs[i] for i in ix])(pick) if len(pick) < 2 \
+                else operator.itemgetter(*pick)         # a tuple: compared, never changed
+        f.merge = st.fast
+        f.n_out = st.n_out
+        f.leaf_out = f.out_tree is pytree.LEAF
+        f.trusted = None
+        return f
+
+    def __call__(self, args):
+        if len(args) != self.n or _EPOCH[0] != self.epoch or not self.use.keys:
+            return _MISS
+        for i, o in zip(self.pos, self.objs):
+            if args[i] is not o:
+                return _MISS
+        ins = []
+        for i, shape, dt in zip(self.arr_pos, self.arr_shapes, self.arr_dtypes):
+            a = args[i]
+            if type(a) is not np.ndarray or a.shape != shape or a.dtype != dt:
+                return _MISS
+            ins.append(prepare_input(a, dt))
+        vals = [c._value for c in self.cells]     # (faster than map(attrgetter))
+        trusted = self.trusted
+        same = trusted is not None and all(map(operator.is_, vals, trusted))
+        if not same:
+            vals = list(map(prepare_input, vals, self.cell_dtypes))
+            same = all(map(operator.is_, vals, [c._value for c in self.cells]))
+        runtime.stats.hits += 1
+        self.use.last = next(_clock)
+        outs = self.call(ins + vals)
+        n = self.n_out
+        if same:
+            # every old value was a numpy array as the kernels take it, and
+            # each result has its cell's shape and dtype: no epoch change
+            tail = outs[n:]
+            for c, v in zip(self.tcells, tail):
+                c._value = v
+            # the cells' values now: results where written, the rest as they were
+            self.trusted = self.merge(vals + tail)
+        else:
+            for c, v in zip(self.tcells, outs[n:]):
+                c._write_back(v)
+            self.trusted = None
+        return outs[0] if self.leaf_out else pytree.tree_unflatten(self.out_tree, outs[:n])
 
 
 def _flatten_outs(out, name):
@@ -272,6 +389,8 @@ class Lowered:
 
 
 class Jitted:
+    _use_fast = True       # False: no _StateFast (benchmarks compare the two paths)
+
     def __init__(self, fun, static_argnums=(), static_argnames=(), donate_argnums=(),
                  device=None):
         functools.update_wrapper(self, fun)
@@ -322,6 +441,7 @@ class Jitted:
         self._state_desc, self._last_split = None, False     # NEEDLE_LOG_COMPILES
         self._lock = threading.RLock()      # one trace per signature, even from threads
         self._simple = not self.static_argnums and not self.static_argnames
+        self._fast = None                   # _StateFast of the last state call
 
     # -- calling --------------------------------------------------------------
     # needle.debug_nans(True) swaps in a wrapper that scans the results for NaN
@@ -341,6 +461,11 @@ class Jitted:
                     outs = entry[0](*args)
                     return outs[0] if entry[1] is pytree.LEAF else \
                         pytree.tree_unflatten(entry[1], outs)
+            elif self._fast is not None:
+                # Fast path: step(model, opt, x, y) on its last signature
+                r = self._fast(args)
+                if r is not _MISS:
+                    return r
         key, leaves, treedef, g = self._key(args, kwargs)
         entry = self._cache.get(key)
         if entry is not None and (entry[4] is None or entry[4].fresh()):
@@ -360,6 +485,8 @@ class Jitted:
             raise
         if st is not None:
             outs = st.write_back(outs, g)
+            if self._simple and not kwargs and st.fast and self._use_fast:
+                self._fast = _StateFast.get(self._fast, args, entry, g)
         return pytree.tree_unflatten(entry[1], outs)
 
     def _key(self, args, kwargs):

@@ -273,13 +273,19 @@ def gather(objs, names):
         return ("s", _static(v))
 
     top = []
-    for o, n in zip(objs, names):
-        if isinstance(o, Tensor):
-            k = cell(o, n)
-            bare.add(k[1])
-            top.append(k)
-        else:
-            top.append(walk(o, n))
+    try:
+        for o, n in zip(objs, names):
+            if isinstance(o, Tensor):
+                k = cell(o, n)
+                bare.add(k[1])
+                top.append(k)
+            else:
+                top.append(walk(o, n))
+    finally:
+        # the nested functions refer to each other (a reference cycle that
+        # would keep `cells`, so the models' arrays, alive until a garbage
+        # collection): emptying their closure cells frees them at once
+        del cell, walk, node
     g = Gathered()
     g.objs, g.cells, g.index, g.paths, g.bare = list(objs), cells, index, paths, bare
     g.key = _intern(Key((tuple(top), tuple(_sig(c._value) for c in cells))))
@@ -359,7 +365,10 @@ def describe(obj, path):
                 node(e, f"{p}[{k!r}]")
         else:
             out[p] = repr(v)
-    node(obj, path)
+    try:
+        node(obj, path)
+    finally:
+        del node                # a recursive closure: see gather
     return out
 
 
@@ -398,7 +407,10 @@ def rebuild(obj, new_cell):
         if t is dict:
             return {k: node(e) for k, e in v.items()}
         return v
-    return node(obj)
+    try:
+        return node(obj)
+    finally:
+        del node                # a recursive closure: see gather
 
 
 def cells_of(obj):

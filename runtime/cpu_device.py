@@ -6,15 +6,17 @@ Input: KernelSources from the CPU Backend (codegen/cpu), host functions of
 library calls, slots. Output: steps `step(env)`, the loop operations of the
 control steps (loops.CPU_OPS) and an Executable.
 
-A group that touches at least backend.parallel_min_size elements (its
-largest input or output: a row max of a 4096x4096 array has 4096 results
-but reads 16M values) gets the parallel (prange) variant, guarded for
-threads and forked children (runtime/parallel.py); smaller ones the serial
-variant. Just two variants per group, chosen by size, so a shape class
-compiles predictably. Buffers come from the pool (runtime/memory.py).
+Each group compiles to one kernel, serial and `nogil`, whatever its size.
+A kernel whose rows are independent (its KernelSource's `split`) and whose
+group touches enough elements (its largest input or output: a row max of a
+4096x4096 array has 4096 results but reads 16M values; at least
+backend.parallel_min_size per chunk, backend.split_count) runs its rows in
+chunks on the runtime's threads (runtime/parallel.py); otherwise it is
+called once over all its rows. Buffers come from the pool
+(runtime/memory.py).
 
 A scan or while_loop whose bodies are kernels and views only (no library
-call, no host step, no group big enough for prange) runs as one generated
+call, no host step, no kernel split across threads) runs as one generated
 Numba function (`generated_loop`: codegen/cpu/loop_emit.py through
 backend.emit_loop, loaded through the kernel cache like a kernel); the
 `kernels` stage prints it as a "generated loop" and its groups as kernels
@@ -46,8 +48,9 @@ def kernels_text(kernels):
             parts.append(f"# ---- kernel {gname} (serial, in the generated loop "
                          f"nk_{ks.key}.py, {where}) ----")
         else:
-            parts.append(f"# ---- kernel {gname} ({'parallel' if ks.parallel else 'serial'}, "
-                         f"nk_{ks.key}.py) ----\n{ks.source}")
+            n = getattr(ks, "chunks", 1)
+            how = f"parallel, rows in {n} chunks on threads" if n > 1 else "serial"
+            parts.append(f"# ---- kernel {gname} ({how}, nk_{ks.key}.py) ----\n{ks.source}")
     return "\n".join(parts) if parts else "# no kernels"
 
 
@@ -78,21 +81,25 @@ class CpuDevice:
 
     @staticmethod
     def load(sub, backend, context):
-        par = _domain_size(sub) >= backend.parallel_min_size
-        ks = backend.emit(sub, "kernel", parallel=par)
+        """(KernelSource, launcher) of group `sub`: the launcher takes the
+        kernel's arguments less `lo, hi` when its rows run in chunks on
+        threads (`ks.chunks` > 1: parallel.splitter), else it is the kernel
+        itself (kernel_step passes 0, extent)."""
+        ks = backend.emit(sub, "kernel")
         fn = load_kernel(ks, "cpu", context=context)
-        if par:
-            # a forked child runs the serial variant (runtime/parallel.py)
-            fn = parallel.guard(fn, serial=lambda: load_kernel(
-                backend.emit(sub, "kernel", parallel=False), "cpu", context=context))
+        # set on this program's own KernelSource (emit makes a new one per call)
+        ks.chunks = backend.split_count(ks, _domain_size(sub))
+        if ks.chunks > 1:
+            fn = parallel.splitter(fn, ks.dims[ks.split], ks.chunks)
         return ks, fn
 
     @staticmethod
     def kernel_step(ks, fn, ins, outs, avals, inplace):
         dims = np.array(ks.dims, dtype=np.int64)
         lits = np.array([v for v, _ in ks.lits], np.float64) if ks.lits else None
+        rows = (0, ks.dims[ks.split]) if ks.split is not None and ks.chunks == 1 else ()
         return kernel_step(fn, ins, outs, [(a.shape, a.dtype) for a in avals], dims, inplace,
-                           lits)
+                           lits, rows)
 
     @staticmethod
     def library_step(fn, ins, out, into=None):

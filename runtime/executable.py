@@ -57,6 +57,13 @@ class Executable(ExecutableBase):
         # Argument positions whose buffer a kernel overwrites in place.
         self._donated = tuple(donated)
         self._consts = [c for c in consts if isinstance(c, np.ndarray)]
+        # call_prepared: inputs stored with one slice when their slots are
+        # consecutive, results read with one itemgetter when all are slots
+        ins = list(in_slots)
+        self._in_span = (ins[0], ins[0] + len(ins)) if ins and \
+            ins == list(range(ins[0], ins[0] + len(ins))) else None
+        self._out_get = operator.itemgetter(*[v for _, v, _ in outs]) if len(outs) > 1 and \
+            all(kind == "slot" and not copy for kind, _, copy in outs) else None
 
     def stage_names(self):
         return list(self._stage_texts)
@@ -74,19 +81,34 @@ class Executable(ExecutableBase):
         for (slot, dt), x in zip(self._in, args):
             if type(x) is not np.ndarray or x.dtype != dt or \
                     not (fl := x.flags).c_contiguous or not fl.writeable:
-                # np.asarray, not np.ascontiguousarray: the latter turns a
-                # scalar (a weakly typed Python float) into shape (1,).
-                x = np.asarray(x, dtype=dt, order="C")
-                if not x.flags.writeable:
-                    # a read-only input (np.frombuffer, a read-only memmap):
-                    # kernels never write it, but their compiled signatures
-                    # take mutable arrays; one copy per call
-                    x = x.copy()
+                x = prepare_input(x, dt)
             env[slot] = x
+        return self._run(env)
+
+    def call_prepared(self, args):
+        """__call__ for inputs the caller has made what the kernels take
+        (each a C-contiguous, writeable numpy array of its input's dtype:
+        prepare_input's result, or a result of an executable): no per-input
+        check. needle/api.py's cached state call passes cell values it
+        wrote back itself this way."""
+        if self._donated:
+            args = self._unalias_donated(args)
+        env = self._template.copy()
+        span = self._in_span
+        if span is not None:
+            env[span[0]:span[1]] = args
+        else:
+            for (slot, _), x in zip(self._in, args):
+                env[slot] = x
+        return self._run(env)
+
+    def _run(self, env):
         for step, release in self._plan:
             step(env)
             for s in release:
                 env[s] = None
+        if self._out_get is not None:
+            return list(self._out_get(env))
         out = []
         for kind, v, copy in self._outs:
             if kind == "slot":
@@ -115,6 +137,23 @@ class Executable(ExecutableBase):
         return args
 
 
+def prepare_input(x, dt):
+    """An input as the kernels take it: a C-contiguous, writeable numpy
+    array of dtype `dt` (x itself when it is one)."""
+    if type(x) is np.ndarray and x.dtype == dt and (fl := x.flags).c_contiguous and \
+            fl.writeable:
+        return x
+    # np.asarray, not np.ascontiguousarray: the latter turns a
+    # scalar (a weakly typed Python float) into shape (1,).
+    x = np.asarray(x, dtype=dt, order="C")
+    if not x.flags.writeable:
+        # a read-only input (np.frombuffer, a read-only memmap):
+        # kernels never write it, but their compiled signatures
+        # take mutable arrays; one copy per call
+        x = x.copy()
+    return x
+
+
 _donation_warned = []
 
 
@@ -132,14 +171,15 @@ def _warn_donation_once():
             "not read it after the call (this warning is shown once)", stacklevel=level)
 
 
-def kernel_step(fn, ins, outs, out_specs, dims, inplace=None, lits=None):
+def kernel_step(fn, ins, outs, out_specs, dims, inplace=None, lits=None, rows=()):
     """Launch: allocate outputs, call the kernel with inputs, outputs, dims
-    (and the float literals, when the kernel has any). `inplace` maps an
-    output position to the input slot whose buffer it reuses (a donated
-    argument read only element-for-element)."""
+    (and the float literals, when the kernel has any, and `rows`: the
+    (lo, hi) range of a splittable CPU kernel called in one piece). `inplace`
+    maps an output position to the input slot whose buffer it reuses (a
+    donated argument read only element-for-element)."""
     inplace = inplace or {}
     allocs = [memory.allocator(shape, dt) for shape, dt in out_specs]
-    tail = (dims,) if lits is None else (dims, lits)
+    tail = ((dims,) if lits is None else (dims, lits)) + tuple(rows)
     if len(outs) == 1 and not inplace:
         (o,), (alloc,) = outs, allocs
         if len(ins) == 1:

@@ -54,7 +54,7 @@ import types
 import warnings
 
 from ..ir.config import config
-from . import cpu_target, parallel
+from . import cpu_target
 from .stats import stats
 
 
@@ -352,8 +352,6 @@ def import_kernel_module(ks, backend="cpu", context=""):
     not there), or from a private cache when that folder cannot be used."""
     if backend == "cpu":
         cpu_target.configure()
-        if ks.parallel:
-            parallel.prepare()      # before Numba starts its threading layer
     mod = sys.modules.get(f"nk_{ks.key}")
     if mod is not None:
         return mod

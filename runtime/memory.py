@@ -21,7 +21,7 @@ that would pass the budget first makes the pool forget the blocks of the
 least recently requested sizes (one still in use stays valid and is freed by
 numpy when its last view goes); a block larger than the budget is never
 pooled. So a program that meets many sizes (a shape sweep, variable batch
-sizes) does not keep 6 blocks of every size it ever saw.
+sizes) does not keep 8 blocks of every size it ever saw.
 """
 import os
 import sys
@@ -33,7 +33,8 @@ import numpy as np
 from ..ir.config import config
 
 MIN_BYTES = 1 << 18           # smaller arrays: malloc's own free lists are fast enough
-MAX_BLOCKS_PER_SIZE = 6       # beyond this, allocate untracked (nothing is leaked)
+MAX_BLOCKS_PER_SIZE = 8       # beyond this, allocate untracked (nothing is leaked); 8: an
+                              # Adam step holds 7 parameter-sized buffers at its peak
 
 
 def _default_budget():

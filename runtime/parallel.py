@@ -1,112 +1,113 @@
-"""Stage runtime: running parallel (prange) kernels safely from several
-Python threads and in forked children.
+"""Stage runtime: running a large CPU kernel on several threads.
 
-Input: a compiled parallel kernel (and, optionally, a loader of its serial
-variant). Output: a callable that is safe to call concurrently and after
-fork().
+Input: a compiled kernel whose rows may be split (codegen/cpu's KernelSource
+`split`: it takes `lo, hi` last and runs rows lo..hi of its outermost loop)
+and the chunks of rows to run. Output: a callable taking the kernel's other
+arguments, which runs the chunks at once on a pool of threads and returns
+when all are done.
 
-Before Numba compiles or loads the first parallel kernel (which starts its
-threading layer), `prepare` asks Numba for a thread-safe threading layer
-(omp or tbb) and sets OMP_WAIT_POLICY=passive unless the user set it (idle
-OpenMP threads spinning slow the next BLAS call 1.6x). Not at import: a
-program that never runs a parallel kernel keeps its environment as it was.
-If only the workqueue layer exists, parallel launches are serialised by a
-lock, since workqueue aborts on concurrent use.
+Every kernel is compiled once, serial and `nogil` (no `prange`: Numba's
+parfor lowering cost seconds of compile per kernel, and OpenMP made fork()
+unsafe). The pool is Python threads owned by this module: created at the
+first split launch (none at import), `threads - 1` workers; the calling
+thread runs the first chunk itself, the workers the others, and the call
+waits for every chunk before it returns (or raises the first chunk's error).
+The kernels release the GIL, so the chunks run in parallel. Several Python
+threads may launch at once: their chunks share the workers, each launch
+waits only for its own.
 
-Fork: GNU OpenMP is not fork-safe. A child made with fork() (a DataLoader
-worker pool, multiprocessing's "fork" context) by a process that started
-Numba's threading layer is killed at its first parallel launch ("Terminating:
-fork() called from a process already using GNU OpenMP"). So such a child, and
-its own children, run the serial variant of every kernel: the loader given
-to `guard` (the cached serial kernel), else the parallel kernel's Python
-function compiled once more without `parallel`. Worker processes running
-one thread each is also what keeps N workers from oversubscribing the cores
-(PyTorch's DataLoader workers do the same).
+Fork: a child forked by a process that started the pool has none of its
+threads; it runs every kernel in one call on its own thread (and so do its
+children), which keeps N worker processes (a DataLoader's) from
+oversubscribing the cores, as PyTorch's workers do.
 """
 import os
-import sys
+import queue
 import threading
 
+_state = {"serial": False}      # a forked child of a process that started the pool
+_pool = {"tasks": None, "workers": 0}
 _lock = threading.Lock()
-_state = {"safe": None, "serial": False}
-
-
-def prepare():
-    """Settings that must precede Numba's threading layer: called before a
-    parallel kernel is compiled or loaded (kernel_cache) and when one is
-    wrapped (`guard`). Idempotent."""
-    if _state["safe"] is None:
-        # libgomp reads OMP_WAIT_POLICY once, when the layer loads it.
-        os.environ.setdefault("OMP_WAIT_POLICY", "passive")
-        import numba
-        if not os.environ.get("NUMBA_THREADING_LAYER"):
-            numba.config.THREADING_LAYER = "threadsafe"
-        _state["safe"] = True
-    return _state["safe"]
-
-
-def _threading_layer_started():
-    par = sys.modules.get("numba.np.ufunc.parallel")
-    return bool(par is not None and getattr(par, "_is_initialized", False))
 
 
 def _after_fork_in_child():
     global _lock
     _lock = threading.Lock()        # another thread of the parent may have held it
-    if _threading_layer_started():
+    if _pool["tasks"] is not None:
         _state["serial"] = True     # inherited by this child's own children
+    _pool["tasks"], _pool["workers"] = None, 0
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def serial_only():
-    """Whether this process runs the serial variant of parallel kernels
-    (a child forked after its parent started Numba's threading layer)."""
+    """Whether this process runs every kernel in one call (a child forked
+    after its parent started the pool)."""
     return _state["serial"]
 
 
-def _recompiled_serial(fn):
-    """The parallel dispatcher `fn`'s function compiled without `parallel`
-    (prange then runs as range); not cached on disk, whose index would not
-    tell the two variants of one function apart."""
-    import numba
-    opts = {k: v for k, v in fn.targetoptions.items() if k != "nopython"}
-    opts["parallel"] = False
-    return numba.njit(list(fn.signatures), **opts)(fn.py_func)
+def _work(tasks):
+    get = tasks.get
+    while True:
+        fn, args, done = get()
+        try:
+            fn(*args)
+            done.put(None)
+        except BaseException as e:      # noqa: BLE001 - re-raised by the launching thread
+            done.put(e)
 
 
-def guard(fn, serial=None):
-    """A callable running parallel kernel `fn`. `serial`: a function of no
-    arguments returning the kernel's serial variant, loaded on first use in a
-    forked child (see the module docstring)."""
-    prepare()
-    state = {"checked": False, "serial": None}
+def _tasks(workers):
+    """The pool's task queue, with at least `workers` worker threads."""
+    tasks = _pool["tasks"]
+    if tasks is not None and _pool["workers"] >= workers:
+        return tasks
+    with _lock:
+        if _pool["tasks"] is None:
+            _pool["tasks"] = queue.SimpleQueue()
+        tasks = _pool["tasks"]
+        while _pool["workers"] < workers:
+            _pool["workers"] += 1
+            threading.Thread(target=_work, args=(tasks,), daemon=True,
+                             name=f"needle-kernel-{_pool['workers']}").start()
+        return tasks
 
-    def run_serial(args):
-        s = state["serial"]
-        if s is None:
-            s = state["serial"] = serial() if serial is not None else _recompiled_serial(fn)
-        return s(*args)
 
-    def call(*args):
+def pool_threads():
+    """Worker threads the pool has started (0 before the first split launch)."""
+    return _pool["workers"]
+
+
+def chunks(extent, n):
+    """`n` contiguous [lo, hi) ranges covering 0..extent, sizes differing by
+    at most one."""
+    return [(extent * k // n, extent * (k + 1) // n) for k in range(n)]
+
+
+def splitter(fn, extent, n):
+    """A callable running kernel `fn` (which takes lo, hi last) over rows
+    0..extent in `n` >= 2 chunks at once: chunk 0 on the calling thread, the
+    others on the pool's workers."""
+    bounds = chunks(extent, n)
+    first, rest = bounds[0], bounds[1:]
+
+    def launch(*args):
         if _state["serial"]:
-            return run_serial(args)
-        if not state["checked"]:
-            with _lock:
-                try:
-                    fn(*args)
-                except ValueError as e:
-                    if "threading layer" not in str(e):
-                        raise
-                    import numba
-                    numba.config.THREADING_LAYER = "workqueue"
-                    _state["safe"] = False
-                    fn(*args)
-                state["checked"] = True
-            return None
-        if _state["safe"]:
-            return fn(*args)
-        with _lock:
-            return fn(*args)
-    return call
+            return fn(*args, 0, extent)
+        tasks = _tasks(len(rest))
+        done = queue.SimpleQueue()
+        for lo, hi in rest:
+            tasks.put((fn, args + (lo, hi), done))
+        err = None
+        try:
+            fn(*args, *first)
+        except BaseException as e:      # noqa: BLE001 - after the others finished
+            err = e
+        for _ in rest:                  # the buffers are in use until every chunk is done
+            r = done.get()
+            if err is None:
+                err = r
+        if err is not None:
+            raise err
+    return launch

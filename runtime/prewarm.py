@@ -53,6 +53,11 @@ def start():
     global _thread
     if _thread is not None or not config.prewarm:
         return
+    # Numba imports logging, which registers fork hooks of its own (acquire
+    # its lock before a fork, release it after). Imported on the thread, that
+    # registration could land while a fork runs our `wait` hook, and the child
+    # would release a lock that was never acquired; imported here, it is done.
+    import logging  # noqa: F401
     _thread = threading.Thread(target=_run, name="needle-prewarm", daemon=True)
     _thread.start()
     if hasattr(os, "register_at_fork"):

@@ -41,7 +41,7 @@ def test_defaults_from_an_empty_environment():
     assert c.values() == {
         "cache_dir": "/xdg/needle", "log_compiles": False, "dump": None, "checks": False,
         "debug_nans": False, "trace_cache_size": 64, "pool_bytes": None,
-        "parallel_min_size": 65536, "cuda_cc": None, "prewarm": True}
+        "parallel_min_size": 65536, "num_threads": None, "cuda_cc": None, "prewarm": True}
 
 
 def test_values_parsed_from_the_environment():
@@ -53,7 +53,7 @@ def test_values_parsed_from_the_environment():
     assert c.values() == {
         "cache_dir": "/c", "log_compiles": True, "dump": "/d", "checks": True,
         "debug_nans": True, "trace_cache_size": 5, "pool_bytes": 5_000_000,
-        "parallel_min_size": 1024, "cuda_cc": (8, 0), "prewarm": False}
+        "parallel_min_size": 1024, "num_threads": None, "cuda_cc": (8, 0), "prewarm": False}
     for text, cc in (("8.6", (8, 6)), ("90", (9, 0)), ("sm_120", (12, 0))):
         assert Config({"NEEDLE_CUDA_CC": text}).cuda_cc == cc
     # an empty variable counts as unset; "0" and "off" are off
@@ -220,7 +220,7 @@ SIDE_EFFECTS = textwrap.dedent("""
            "threads": sorted(t.name for t in threading.enumerate()
                              if t is not threading.main_thread() and t.is_alive()),
            "numba": "numba" in sys.modules}
-    x = np.ones(1 << 17, np.float32)                 # large: the parallel (prange) kernel
+    x = np.ones(1 << 17, np.float32)                 # large: split across kernel threads
     assert (needle.jit(lambda x: x * 2.0 + 1.0)(x) == 3).all()
     out["omp_after_parallel"] = os.environ.get("OMP_WAIT_POLICY")
     print(json.dumps(out))
@@ -241,4 +241,4 @@ def test_import_needle_changes_nothing_undocumented(prewarm):
     assert out["path"] and out["filters"] and out["err"], out
     assert out["threads"] == [], out                 # the prewarm thread has finished
     assert out["numba"] is (prewarm == "1")
-    assert out["omp_after_parallel"] == "passive"    # set before the first parallel kernel
+    assert out["omp_after_parallel"] is None         # needle runs no OpenMP: sets nothing

@@ -27,32 +27,55 @@ def test_mlp_example_trains_on_a_subset():
     out = mlp.main(epochs=2, limit=300, verbose=False)
     hist = out["history"]
     assert len(hist["loss"]) == 2 and all(np.isfinite(hist["loss"]))
+    assert len(hist["step_loss"]) == 2 * hist["steps_per_epoch"] == 2 * (240 // 32)
     assert hist["loss"][1] < hist["loss"][0]
     assert out["accuracy"] > 0.5          # 10 classes: chance is 0.1
-    for w, b in out["params"]:
-        assert w.dtype == np.float32 and b.dtype == np.float32
+    for p in out["model"].parameters():
+        assert p.dtype == np.float32
 
 
-def test_mlp_example_step_matches_numpy_gradient():
-    mlp = _load("examples/mlp.py", "needle_example_mlp")
-    import needle
-    rng = np.random.default_rng(1)
-    params = mlp.init_params([8, 6, 3], rng)
-    x = rng.standard_normal((5, 8)).astype(np.float32)
-    labels = rng.integers(0, 3, 5).astype(np.int32)
-    g = needle.grad(mlp.loss)(params, x, labels)
-    (w1, b1), (w2, b2) = [(w.astype(np.float64), b.astype(np.float64)) for w, b in params]
+def _numpy_mlp_grads(params, x, labels):
+    """Loss and gradients of relu(x @ w1 + b1) @ w2 + b2 under the mean
+    softmax loss, float64 (the course's Linear: weight (in, out), bias (1, out))."""
+    (w1, b1), (w2, b2) = params
     z = x @ w1 + b1
     h = np.maximum(z, 0)
     logits = h @ w2 + b2
-    p = np.exp(logits - logits.max(1, keepdims=True))
-    p /= p.sum(1, keepdims=True)
-    d = (p - np.eye(3)[labels]) / 5
+    m = logits.max(1, keepdims=True)
+    lse = m[:, 0] + np.log(np.exp(logits - m).sum(1))
+    n, k = logits.shape
+    loss = np.mean(lse - logits[np.arange(n), labels])
+    d = (np.exp(logits - lse[:, None]) - np.eye(k)[labels]) / n
     dz = (d @ w2.T) * (z > 0)
-    want = [(x.T @ dz, dz.sum(0)), (h.T @ d, d.sum(0))]
-    for (gw, gb), (ww, wb) in zip(g, want):
-        np.testing.assert_allclose(gw, ww, rtol=1e-4, atol=1e-6)
-        np.testing.assert_allclose(gb, wb, rtol=1e-4, atol=1e-6)
+    return loss, [(x.T @ dz, dz.sum(0, keepdims=True)), (h.T @ d, d.sum(0, keepdims=True))]
+
+
+def test_mlp_example_step_matches_numpy_sgd_with_momentum():
+    """Two jitted steps of the example (SGD with the course's momentum,
+    u = m u + (1 - m) g, p -= lr u) against the same steps in numpy."""
+    mlp = _load("examples/mlp.py", "needle_example_mlp")
+    import needle
+    needle.random.seed(1)
+    model = mlp.build_model([8, 6, 3])
+    lr, m = 0.3, 0.9
+    opt = needle.optim.SGD(model.parameters(), lr=lr, momentum=m)
+    step = mlp.make_train_step()
+    rng = np.random.default_rng(1)
+    lin = [model.modules[0], model.modules[2]]
+    params = [(L.weight.numpy().astype(np.float64), L.bias.numpy().astype(np.float64))
+              for L in lin]
+    u = [(np.zeros_like(w), np.zeros_like(b)) for w, b in params]
+    for _ in range(2):
+        x = rng.standard_normal((5, 8)).astype(np.float32)
+        labels = rng.integers(0, 3, 5).astype(np.int32)
+        want_loss, g = _numpy_mlp_grads(params, x.astype(np.float64), labels)
+        loss = step(model, opt, needle.Tensor(x), needle.Tensor(labels))
+        np.testing.assert_allclose(float(loss), want_loss, rtol=1e-5)
+        u = [(m * uw + (1 - m) * gw, m * ub + (1 - m) * gb) for (uw, ub), (gw, gb) in zip(u, g)]
+        params = [(w - lr * uw, b - lr * ub) for (w, b), (uw, ub) in zip(params, u)]
+    for L, (w, b) in zip(lin, params):
+        np.testing.assert_allclose(L.weight.numpy(), w, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(L.bias.numpy(), b, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("script", ["bench_core.py", "bench_autodiff.py", "bench_random.py"])

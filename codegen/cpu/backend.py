@@ -12,6 +12,8 @@ once per output element, or a transcendental / gather more than twice
 (`emit.recompute_factors`: the emitter's own count of how often each
 value's code runs).
 """
+import os
+
 import numpy as np
 
 from ...ir.config import config
@@ -19,6 +21,14 @@ from ...ir.primitives.linalg import dot_general_numpy
 from ..backend import Backend
 from .emit import emit_kernel, recompute_factors
 from .linalg import LINALG_CALLS
+
+def _cores():
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
 
 def _prefix_shapes(shapes):
     """True if every shape is a prefix of the longest (one loop nest serves all)."""
@@ -61,8 +71,19 @@ class CpuBackend(Backend):
     library = {"dot_general": dot_general_call, **LINALG_CALLS}     # BLAS; LAPACK / numpy
     @property
     def parallel_min_size(self):
-        """Elements from which a group gets its prange variant (NEEDLE_PARALLEL_MIN_SIZE)."""
+        """Elements of work per thread below which a kernel's rows are not
+        split further (NEEDLE_PARALLEL_MIN_SIZE)."""
         return config.parallel_min_size
+
+    def split_count(self, ks, work):
+        """How many chunks of rows kernel `ks`, touching `work` elements (its
+        largest array), runs as: each at least parallel_min_size elements of
+        work, at most one per thread (NEEDLE_NUM_THREADS, default the cores
+        this process may run on), at most one per row; 1: one call."""
+        if ks.split is None:
+            return 1
+        threads = config.num_threads or _cores()
+        return max(1, min(threads, ks.dims[ks.split], work // max(1, self.parallel_min_size)))
 
     def judge(self, sub):
         eqns, outs = sub.eqns, sub.outvars
@@ -84,8 +105,8 @@ class CpuBackend(Backend):
                 return f"{p.name} would be recomputed {f:g}x"
         return None
 
-    def emit(self, sub, name="kernel", parallel=False):
-        return emit_kernel(sub, name, parallel=parallel)
+    def emit(self, sub, name="kernel"):
+        return emit_kernel(sub, name)
 
     def emit_loop(self, eqn):
         """The LoopSource of a scan / while whose bodies are kernels and views

@@ -2,10 +2,11 @@
 one self-contained Python module holding one `numba.njit` kernel.
 
 Input: the group's sub-Graph (its invars are the kernel's input arrays, its
-outvars its outputs), a name, and whether to emit the parallel variant.
-Output: a KernelSource: module text, the explicit Numba signature, and the
+outvars its outputs) and a name.
+Output: a KernelSource: module text, the explicit Numba signature, the
 `dims` vector (every size the kernel needs, passed at run time, so a new batch
-size reuses the compiled kernel).
+size reuses the compiled kernel), and `split`: where the kernel's rows can be
+shared between threads.
 
 How it works: the kernel loops over the outputs' shape (the domain) and asks
 for each output's value at the loop indices. `value_at(var, index)` emits the
@@ -15,6 +16,20 @@ maximum is computed once per row, before the inner loop), and memoised per
 (var, index). A reduction opens its own loop at the place its index allows.
 This is the elemental emitter of XLA's CPU backend, in miniature: fusing more
 equations into a group needs no new code here.
+
+Threads: every kernel is compiled once, serial and `nogil`. When its
+outermost loop (the first axis of its domain, opened at the top of the
+function) is the only loop at the top and every output is stored inside it,
+the rows of that loop are independent: the loop runs over `range(lo, hi)`,
+two extra int64 arguments after dims (and literals), and `split` names the
+dims slot of its extent. The runtime then calls the kernel once per chunk of
+rows, from a pool of threads (runtime/parallel.py), or once with (0, extent).
+A kernel with another loop at the top (a reduction over the split axis: a
+full or column sum's accumulation, a scatter's ordered updates, a softmax
+row cache filled at the top) or a 0-d output is not split (`split` None, no
+extra arguments): it would compute that loop in every chunk, or race on
+one element. No `prange`: Numba's parfor lowering cost seconds of compile
+per kernel (tens for conv's gradients) and OpenMP made fork() unsafe.
 """
 import numpy as np
 
@@ -59,7 +74,8 @@ class KernelEmitter(SortRoots):
     def __init__(self, graph, name="kernel", parallel=False):
         self.g = graph
         self.name = name
-        self.parallel = parallel
+        self.parallel = parallel        # unused on CPU (no prange); CUDA passes False
+        self.split_loop = None          # (Scope, index, extent) of the loop over rows lo..hi
         self.producer = {v: e for e in graph.eqns for v in e.outs}
         self.args = {v: f"a{k}" for k, v in enumerate(graph.invars)}
         self.root = Scope(None, None)
@@ -114,11 +130,12 @@ class KernelEmitter(SortRoots):
         scope.emit(f"{name} = {expr}")
         return name
 
-    def open_loop(self, parent, var, extent, prange=False):
-        """A loop over `extent` (a dims name `dK`) inside `parent`."""
-        rng = "numba.prange" if prange else "range"
+    def open_loop(self, parent, var, extent, split=False):
+        """A loop over `extent` (a dims name `dK`) inside `parent`; with
+        `split`, over the rows lo..hi the caller passes (see the module
+        docstring)."""
         size = self.dim_values[int(extent[1:])] if extent.startswith("d") else 1
-        return parent.child(f"for {var} in {rng}({extent}):", size)
+        return parent.child(f"for {var} in range({'lo, hi' if split else extent}):", size)
 
     def _count(self, var, scope):
         self.executions[var] = self.executions.get(var, 0) + scope.count
@@ -583,19 +600,42 @@ class KernelEmitter(SortRoots):
     _emit_argmin = _emit_argmax
 
     # -- roots with their own loop structure ------------------------------------
-    def _domain(self, shape_var, skip_axis=None, allow_prange=True):
-        """Open the loops of the domain (the shape of `shape_var`)."""
-        idx, scope, first = [], self.root, True
+    def _domain(self, shape_var, skip_axis=None):
+        """Open the loops of the domain (the shape of `shape_var`). The first
+        loop opened at the top of the function is the candidate split loop
+        (`split_slot` decides)."""
+        idx, scope = [], self.root
         for d in range(shape_var.aval.ndim):
             if d == skip_axis:
                 idx.append(None)
                 continue
             i = self.fresh("i")
-            scope = self.open_loop(scope, i, self.dim(shape_var, d),
-                                   prange=self.parallel and first and allow_prange)
-            first = False
+            ext = self.dim(shape_var, d)
+            split = scope is self.root and self.split_loop is None
+            scope = self.open_loop(scope, i, ext, split=split)
+            if split:
+                self.split_loop = (scope, i, ext)
             idx.append(Idx(i, scope))
         return idx, scope
+
+    def split_slot(self):
+        """The dims slot of the split loop's extent if the kernel's rows may
+        run on different threads, else None (and the loop runs over its whole
+        extent): the split loop must be the only loop at the top of the
+        function, no top-level line may loop, and no output may be 0-d (its
+        store would sit outside the loop, in every chunk)."""
+        if self.split_loop is None:
+            return None
+        scope, var, ext = self.split_loop
+        top = self.root.items
+        ok = [it for it in top if not isinstance(it, str)] == [scope] and \
+            not any(ln.lstrip().startswith(("for ", "while ")) for it in top
+                    if isinstance(it, str) for ln in it.split("\n")) and \
+            all(v.aval.ndim for v in self.g.outvars)
+        if not ok:
+            scope.header = f"for {var} in range({ext}):"
+            return None
+        return int(ext[1:])
 
     def _store(self, out_name, idx, val, scope):
         sub = ", ".join(i.text for i in idx) if idx else self.index_0d
@@ -637,14 +677,14 @@ class KernelEmitter(SortRoots):
         x, ind, upd = e.inputs
         out = e.outs[0]
         axis = e.params["axis"]
-        idx, scope = self._domain(out, allow_prange=True)
+        idx, scope = self._domain(out)
         self.cur = scope
         v, _ = self.value_at(x, tuple(idx))
         self._store("o0", idx, v, scope)
         self._close(self.root, scope)          # the copy finishes before any update
         # Updates in order, serially: the last write wins, repeated adds accumulate.
         self.cur = self.root
-        uidx, uscope = self._domain(upd, allow_prange=False)
+        uidx, uscope = self._domain(upd)
         self.cur = uscope
         k = ind.aval.ndim
         j, js = self.operand(ind, tuple(uidx[axis:axis + k]))
@@ -690,12 +730,17 @@ class KernelEmitter(SortRoots):
 
     def module(self):
         self.emit_body()
+        split = self.split_slot()
         arrays, types = self.array_params()
         params = arrays + ["dims"]
-        sig = "void(" + ", ".join(types + ["int64[::1]"]) + ")"
+        types = types + ["int64[::1]"]
         if self.lit_values:
             params.append("lits")
-            sig = sig[:-1] + ", float64[::1])"
+            types.append("float64[::1]")
+        if split is not None:
+            params += ["lo", "hi"]
+            types += ["int64", "int64"]
+        sig = "void(" + ", ".join(types) + ")"
         body = [f"    d{k} = dims[{k}]" for k in range(len(self.dim_values))]
         body += [f"    c{k} = {CTOR[np.dtype(dt)]}(lits[{k}])"
                  for k, (_, dt) in enumerate(self.lit_values)]
@@ -720,13 +765,13 @@ class KernelEmitter(SortRoots):
             HELPERS if uses_fast else "",
             "",
             f"@numba.njit({sig!r}, cache=True, error_model='numpy', nogil=True,",
-            f"           fastmath={flags}, parallel={self.parallel})",
+            f"           fastmath={flags})",
             f"def {self.name}({', '.join(params)}):",
             *body,
             "",
         ])
-        return KernelSource(self.name, src, sig, list(self.dim_values), self.parallel,
-                            self.aligned_inputs(), tuple(self.lit_values))
+        return KernelSource(self.name, src, sig, list(self.dim_values), False,
+                            self.aligned_inputs(), tuple(self.lit_values), split=split)
 
     def output_cache_complete(self):
         """Whether every value read back from an output (the output cache)
@@ -742,7 +787,7 @@ class KernelEmitter(SortRoots):
         output's shape and dtype, the kernel reads it only at the element it
         stores (the domain index), and no other output reads it. The store
         of that output depends on the loads of its element, so no variant
-        (serial, prange, a vectorised loop) can reorder it before them; a
+        (a vectorised loop, chunks on threads) can reorder it before them; a
         second output reading the same input could be stored first."""
         shape = getattr(self, "domain_shape", None)
         if self.cached or self.domain_idx is None:
@@ -758,12 +803,12 @@ class KernelEmitter(SortRoots):
         return tuple(pairs)
 
 
-def emit_kernel(graph, name="kernel", parallel=False):
+def emit_kernel(graph, name="kernel"):
     """The KernelSource of a group sub-Graph."""
-    em = KernelEmitter(graph, name, parallel)
+    em = KernelEmitter(graph, name)
     ks = em.module()
     if not em.output_cache_complete():
-        em = KernelEmitter(graph, name, parallel)
+        em = KernelEmitter(graph, name)
         em.reuse_output_cache = False      # compute the value twice instead
         ks = em.module()
     return ks

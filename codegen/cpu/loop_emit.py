@@ -7,8 +7,8 @@ are fused ClosedGraphs) and the CPU Backend (which emits each group's
 serial KernelSource). Output: a `LoopSource` (a KernelSource whose module
 holds the driver `kernel`, the bodies' kernels inlined into it), or None
 when a body holds a library call, a host step, a nested
-control step, a view of a literal, or a group big enough for the parallel
-variant (those keep the runtime's Python loop: runtime/loops.py).
+control step, a view of a literal, or a group big enough to split across
+threads (those keep the runtime's Python loop: runtime/loops.py).
 
 The driver is called once per run of the loop with every buffer it needs,
 in the order of `LoopSource.args`, descriptors `(kind, what, shape)` the
@@ -37,8 +37,8 @@ computes (a pass-through, a literal, a second use of a value) is copied
 into place (plain loops: Numba compiles `dst[...] = src` for seconds). A
 carry whose new value is also a ys (`return h, h`) is written once, into
 ys[t], and the next step reads its carry from that row (no copy per step;
-`aliased`). The kernels are the groups' serial variants (no prange: no
-OpenMP inside the loop, safe after fork), inlined into the driver (their
+`aliased`). The kernels run every row in the driver's thread (a kernel
+that may split its rows gets lo = 0, hi = its extent), inlined into the driver (their
 locals prefixed `k<n>_`, their parameters bound by assignments): one
 function for Numba to compile, where a function per kernel would cost
 ~0.1 s of compile each; a kernel that cannot be inlined stays a function
@@ -220,9 +220,9 @@ class _Module:
         added): its body inlined into the driver, or a call of it as a
         function of the module when it cannot be (or its decorator differs
         from the first inlined kernel's, which the driver takes)."""
-        if _domain_size(sub) >= self.backend.parallel_min_size:
-            raise NotLoopable(f"group {gname} is large enough for its parallel variant")
-        ks = self.backend.emit(sub, "kernel", parallel=False)
+        ks = self.backend.emit(sub, "kernel")
+        if self.backend.split_count(ks, _domain_size(sub)) > 1:
+            raise NotLoopable(f"group {gname} is large enough to split across threads")
         pre, kws, fn = _split_module(ks)
         for stmt, names in pre:
             if stmt in self.pre:
@@ -232,9 +232,12 @@ class _Module:
                     raise NotLoopable(f"the kernel modules define {n} differently")
             self.pre[stmt] = None
             self.names.update(dict.fromkeys(names, stmt))
-        args = list(args) + [self.fixed("d", np.array(ks.dims, dtype=np.int64).reshape(-1))]
+        dims = self.fixed("d", np.array(ks.dims, dtype=np.int64).reshape(-1))
+        args = list(args) + [dims]
         if ks.lits:
             args.append(self.fixed("l", np.array([x for x, _ in ks.lits], np.float64)))
+        if ks.split is not None:            # every row, in the driver's thread
+            args += ["0", f"{dims}[{ks.split}]"]
         n = len(self.groups)
         fname = f"_k{n}"
         if self.kws is None:

@@ -6,8 +6,8 @@ Input: the root equation of a kernel group, inside a KernelEmitter (which
 mixes `SortRoots` in: `emit_body` calls `_root_<name>`). Output: the
 statements of the kernel's body.
 
-sort: per row (the loops over every other axis, the first a prange in the
-parallel variant), the first operand's values go into a row buffer (any
+sort: per row (the loops over every other axis, the first one's rows split
+across threads for a large sort), the first operand's values go into a row buffer (any
 fused producer computed there) beside their positions, a merge sort written
 into the kernel orders both (stable; numpy's order: NaN last, -0.0 == 0.0),
 then every result is stored in that order: the first from the sorted keys,

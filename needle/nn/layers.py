@@ -8,8 +8,6 @@ bodies. Signatures and layouts are the course's: Linear weight (in, out),
 bias (1, out); BatchNorm1d and LayerNorm1d weight and bias (dim,); every
 constructor also takes device=None, dtype="float32".
 """
-import math
-
 import numpy as np
 
 from .. import init
@@ -20,7 +18,7 @@ from .module import GeneratorCell, Module
 
 __all__ = ["Identity", "Flatten", "ReLU", "Tanh", "Sigmoid", "GELU", "Linear", "Sequential",
            "Residual", "SoftmaxLoss", "CrossEntropyLoss", "MSELoss", "BatchNorm1d",
-           "BatchNorm2d", "LayerNorm1d", "LayerNorm", "Dropout"]
+           "LayerNorm1d", "Dropout"]   # BatchNorm2d, LayerNorm: norm_layers.py
 
 
 def _val(x):
@@ -215,14 +213,6 @@ class BatchNorm1d(_Norm):
         return f"{self.dim}, eps={self.eps}, momentum={self.momentum}"
 
 
-class BatchNorm2d(BatchNorm1d):
-    """BatchNorm1d over the channels of NCHW input (statistics over N, H, W)."""
-    _axes = (0, 2, 3)
-
-    def _shape(self, v):
-        return (1, self.dim, 1, 1)
-
-
 class LayerNorm1d(_Norm):
     """Normalization over the last axis (biased variance), then weight * x + bias."""
 
@@ -244,21 +234,6 @@ class LayerNorm1d(_Norm):
 
     def extra_repr(self):
         return f"{self.dim}, eps={self.eps}"
-
-
-class LayerNorm(LayerNorm1d):
-    """LayerNorm over the trailing `normalized_shape` (an int or a tuple)."""
-
-    def __init__(self, normalized_shape, eps=1e-5, device=None, dtype="float32"):
-        Module.__init__(self)
-        shape = (normalized_shape,) if isinstance(normalized_shape, int) else \
-            tuple(normalized_shape)
-        self.normalized_shape, self.eps, self._nd = shape, float(eps), len(shape)
-        self.dim = int(math.prod(shape))
-        self._affine(shape, device, dtype)
-
-    def extra_repr(self):
-        return f"{self.normalized_shape}, eps={self.eps}"
 
 
 class Dropout(Module):

@@ -14,6 +14,8 @@ from .. import random as _random
 from ..array import Array
 from ..state import Stateful, cells_of
 from ..tensor import Parameter, Tensor, _to_device, is_traced
+from ..tensor import in_transform as _in_transform
+from ..lazy import call_module as _call_lazily
 
 __all__ = ["Module", "GeneratorCell"]
 
@@ -85,6 +87,8 @@ class Module(Stateful):
         raise NotImplementedError(f"{type(self).__name__}.forward")
 
     def __call__(self, *args, **kwargs):
+        if not _in_transform() and any(isinstance(a, Tensor) for a in args):
+            return _call_lazily(self, args, kwargs)     # cells read as lazy leaves (lazy.py)
         return self.forward(*args, **kwargs)
 
     # -- what it holds ---------------------------------------------------------
