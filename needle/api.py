@@ -230,6 +230,40 @@ class _StateFast:
         return outs[0] if self.leaf_out else pytree.tree_unflatten(self.out_tree, outs[:n])
 
 
+def _swap_bare_tensors(c, objs):
+    """The last Gathered `c` with new bare Tensor arguments in place of old
+    ones (a DataLoader's fresh batch each step), without walking the models
+    again; None unless each changed argument is a bare Tensor of the same
+    class, requires_grad, kind, shape and dtype as the one it replaces, the
+    old one was reached only as that argument, and the new one is not a
+    cell reached otherwise (the structure Key is then the same)."""
+    swaps = []
+    for k, (old, new) in enumerate(zip(c.objs, objs)):
+        if old is new:
+            continue
+        if type(new) is not type(old) or not isinstance(new, Tensor):
+            return None
+        i = c.index.get(id(old))
+        if i is None or i not in c.bare or c.refs[i] != 1 or id(new) in c.index or \
+                new.requires_grad != old.requires_grad or \
+                _state._sig(new._value) != _state._sig(old._value):
+            return None
+        swaps.append((k, i, old, new))
+    if not swaps or any(new is o for _, _, _, new in swaps for o in c.objs):
+        return None
+    g = _state.Gathered()
+    g.objs, g.cells, g.index = list(objs), list(c.cells), dict(c.index)
+    g.paths, g.bare, g.refs, g.key, g.epoch = c.paths, c.bare, c.refs, c.key, c.epoch
+    g.pos, g.posset = c.pos, c.posset
+    for _, i, old, new in swaps:
+        del g.index[id(old)]
+        g.index[id(new)] = i
+        g.cells[i] = new
+    if len(g.index) != len(g.cells):        # two new arguments were one Tensor
+        return None
+    return g
+
+
 def _flatten_outs(out, name):
     """The leaves of a function's result (Tensors and Modules give their
     cells' current values: read while the state frame is still open)."""
@@ -513,9 +547,13 @@ class Jitted:
         if not pos:
             return None
         c = self._gcache
-        if c is not None and c.epoch == _epoch() and c.pos == pos and \
-                all(a is leaves[i] for a, i in zip(c.objs, pos)):
-            return c
+        if c is not None and c.epoch == _epoch() and c.pos == pos:
+            if all(a is leaves[i] for a, i in zip(c.objs, pos)):
+                return c
+            g = _swap_bare_tensors(c, [leaves[i] for i in pos])
+            if g is not None:
+                self._gcache = g
+                return g
         paths = self._arg_paths(treedef, split)
         g = _state.gather([leaves[i] for i in pos], [paths[i] for i in pos])
         g.pos, g.posset = pos, frozenset(pos)

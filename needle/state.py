@@ -222,9 +222,10 @@ class Gathered:
     objs: the stateful leaves, in order; cells: unique cells in first-reach
     order; index: id(cell) -> position; paths: the first path of each cell
     ("model.layers[0].weight"); bare: positions of cells passed as bare
-    Tensors (not inside a Module); key: the structure Key; epoch: when
-    gathered."""
-    __slots__ = ("objs", "cells", "index", "paths", "bare", "key", "epoch", "pos", "posset")
+    Tensors (not inside a Module); refs: how many times each cell was
+    reached; key: the structure Key; epoch: when gathered."""
+    __slots__ = ("objs", "cells", "index", "paths", "bare", "refs", "key", "epoch", "pos",
+                 "posset")
 
     def values(self):
         return [c._value for c in self.cells]
@@ -242,7 +243,7 @@ class Gathered:
 
 def gather(objs, names):
     """Gathered for the stateful objects `objs` (named `names` in messages)."""
-    cells, index, paths, bare = [], {}, [], set()
+    cells, index, paths, bare, refs = [], {}, [], set(), []
     seen = {}
 
     def cell(c, path):
@@ -251,6 +252,8 @@ def gather(objs, names):
             i = index[id(c)] = len(cells)
             cells.append(c)
             paths.append(path)
+            refs.append(0)
+        refs[i] += 1
         return ("c", i)
 
     def walk(obj, path):
@@ -287,8 +290,10 @@ def gather(objs, names):
         # collection): emptying their closure cells frees them at once
         del cell, walk, node
     g = Gathered()
-    g.objs, g.cells, g.index, g.paths, g.bare = list(objs), cells, index, paths, bare
-    g.key = _intern(Key((tuple(top), tuple(_sig(c._value) for c in cells))))
+    g.objs, g.cells, g.index, g.paths, g.bare, g.refs = list(objs), cells, index, paths, bare, refs
+    # each cell: (is a device Array, shape, dtype, requires_grad)
+    g.key = _intern(Key((tuple(top), tuple(_sig(c._value) + (c.requires_grad,)
+                                           for c in cells))))
     g.epoch = _EPOCH[0]
     return g
 

@@ -150,9 +150,28 @@ class Tensor:
     `inputs`: the needle.ops operation that made it and its input Tensors
     (None and [] for a leaf, or a layer's result).
     """
-    __slots__ = ("_value", "requires_grad", "grad", "_name", "_origin", "_leaf", "op",
+    __slots__ = ("_value", "_requires_grad", "grad", "_name", "_origin", "_leaf", "op",
                  "inputs", "__weakref__")
     __array_ufunc__ = None
+
+    @property
+    def requires_grad(self):
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, flag):
+        """Changing it on an existing Tensor (freezing a layer) is a
+        structural change: it bumps the epoch, so a cached jitted step
+        retraces instead of differentiating the frozen cell."""
+        flag = bool(flag)
+        try:
+            old = self._requires_grad
+        except AttributeError:          # being made: no program has seen it
+            self._requires_grad = flag
+            return
+        if old != flag:
+            self._requires_grad = flag
+            bump_epoch()
 
     def __init__(self, array, *, device=None, dtype=None, requires_grad=True, **kwargs):
         self._value = _as_value(array, device, dtype)

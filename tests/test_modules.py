@@ -371,3 +371,30 @@ def test_initializer_statistics():
     a1 = init.rand(4).numpy()
     needle.random.seed(5)
     np.testing.assert_array_equal(a1, init.rand(4).numpy())
+
+
+def test_freezing_a_parameter_retraces_a_cached_jitted_step():
+    """`p.requires_grad = False` on an existing cell is a structural change:
+    a cached jitted gradient stops differentiating it (as eager grad does)
+    and an SGD step leaves it unchanged; unfreezing restores both."""
+    needle.random.seed(0)
+    m = nn.Linear(3, 2)
+    x = np.ones((4, 3), np.float32)
+    opt = needle.optim.SGD(m.parameters(), lr=0.1)
+
+    @needle.jit
+    def step(m, opt, x):
+        g = needle.grad(lambda m: (m(x) ** 2).sum())(m)
+        opt.step(g)
+        return g
+
+    assert step(m, opt, x).weight is not None
+    m.weight.requires_grad = False
+    w = m.weight.numpy().copy()
+    g = step(m, opt, x)
+    assert g.weight is None and g.bias is not None
+    assert needle.grad(lambda m: (m(x) ** 2).sum())(m).weight is None
+    np.testing.assert_array_equal(m.weight.numpy(), w)
+    m.weight.requires_grad = True
+    assert step(m, opt, x).weight is not None
+    assert not np.array_equal(m.weight.numpy(), w)
