@@ -39,9 +39,9 @@ class Backend:
 
     @staticmethod
     def is_host(eqn):
-        """A step the runtime runs on the host between kernels (an effect:
-        debug_callback)."""
-        return eqn.prim.effectful
+        """A step the runtime runs on the host between kernels (kind 'host':
+        the effect debug_callback; pure_callback)."""
+        return eqn.prim.kind == "host"
 
     @staticmethod
     def is_control(eqn):

@@ -144,8 +144,9 @@ class Traits:
     tables and `NOT_DIFFERENTIABLE`), not declared here.
 
     kind: the family: 'elementwise', 'structural' (moves data),
-        'reduction', 'linalg', 'indexing', 'group' (a kernel), 'host' (an
-        effect run between kernels), 'other'.
+        'reduction', 'linalg', 'indexing', 'group' (a kernel), 'host' (run
+        on the host between kernels: an effect, debug_callback, or
+        pure_callback, which has results), 'other'.
     expensive: worth computing once per element: a kernel recomputes it at
         most a few times (fusion's cost model) and keeps it rather than
         computing it again (the CPU emitter's output cache); the

@@ -22,6 +22,7 @@ from .autodiff import (custom_vjp, grad, hessian, jacfwd, jacrev, jvp,  # noqa: 
                        stop_gradient, value_and_grad, vjp)
 from .batching import vmap  # noqa: F401
 from . import debug  # noqa: F401
+from .callback import ShapeDtypeStruct, pure_callback  # noqa: F401  (host code with results)
 from . import lax  # noqa: F401
 from . import random  # noqa: F401,A004  (needle.random: JAX's keys, threefry)
 from .control_flow import checkpoint, remat  # noqa: F401

@@ -259,6 +259,7 @@ class CudaDevice:
     name = "cuda"
     allocator = None
     loop_ops = CUDA_OPS                 # the control steps' operations (runtime/loops.py)
+    from_host = staticmethod(to_device)     # a host step's results (pure_callback), staged over
 
     @staticmethod
     def load(sub, backend, context):

@@ -12,10 +12,11 @@ Every Var gets a slot in a list; each equation becomes a step: a kernel
 group is emitted by the backend, loaded through the kernel cache by the
 device and launched on pooled buffers; a library call runs the backend's
 host function (BLAS on CPU); a view reshapes for free; a host step (an
-effect: debug_callback) runs Python between kernels; a control equation
-(scan, while, cond) runs the plans of its bodies, each compiled by this same
-loop for the same backend and device (runtime/loops.py, with the device's
-`loop_ops`); their kernels count among the program's. The memory plan (each
+effect: debug_callback; pure_callback, with results) runs Python between
+kernels; a control equation (scan, while, cond) runs the plans of its
+bodies, each compiled by this same loop for the same backend and device
+(runtime/loops.py, with the device's `loop_ops`); their kernels count among
+the program's. The memory plan (each
 intermediate released after its last reader) and the in-place plan for
 donated inputs are the same on every device; the device supplies only its
 steps and its Executable (the small device interface).
@@ -118,7 +119,8 @@ def plan_program(fused, backend, device, name="f", donated=(), dests=False, pref
         elif backend.is_host(e) and e.prim.name in HOST_STEPS:
             ins = [np.asarray(x.val, x.aval.dtype) if isinstance(x, Lit) else slots[x]
                    for x in e.inputs]
-            steps.append(host_step(HOST_STEPS[e.prim.name](e), ins))    # same on every device
+            steps.append(host_step(HOST_STEPS[e.prim.name](e), ins, outs,   # same on every device
+                                   getattr(device, "from_host", None)))
         elif backend.is_control(e):
             def compile_body(sub, part, dests, prim=e.prim.name):
                 # a scan's result in a carry and a ys is written into the ys

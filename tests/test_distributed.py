@@ -205,8 +205,93 @@ def test_sync_batchnorm_uses_the_global_batch(collectives):
     for r in (0, 1):
         np.testing.assert_allclose(d["bn/running/0"][r], 0.2 * mean, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(d["bn/running/1"][r], 0.8 + 0.2 * var, rtol=1e-5)
-    msg = str(d["bn/traced_error"])
-    assert "SyncBatchNorm(3)" in msg and "traced" in msg
+
+
+# --- SyncBatchNorm under jit(value_and_grad): numpy BatchNorm on the whole batch -----------
+
+def _mlp_bn_loss(p, x, y, eps=1e-5):
+    """float64: Linear(4, 6) -> BatchNorm over the whole batch (biased
+    variance) -> ReLU -> Linear(6, 3), mean softmax cross-entropy; and the
+    batch moments of the BatchNorm."""
+    h = x @ p["modules.0.weight"] + p["modules.0.bias"]
+    mean, var = h.mean(axis=0), h.var(axis=0)
+    a = np.maximum((h - mean) / np.sqrt(var + eps) * p["modules.1.weight"]
+                   + p["modules.1.bias"], 0)
+    z = a @ p["modules.3.weight"] + p["modules.3.bias"]
+    z = z - z.max(axis=1, keepdims=True)
+    return np.mean(np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(y)), y]), mean, var
+
+
+def _central_grad(f, p, eps=1e-6):
+    g = {}
+    for k, v in p.items():
+        g[k] = np.zeros_like(v)
+        for idx in np.ndindex(v.shape):
+            up, dn = {**p, k: v.copy()}, {**p, k: v.copy()}
+            up[k][idx] += eps
+            dn[k][idx] -= eps
+            g[k][idx] = (f(up) - f(dn)) / (2 * eps)
+    return g
+
+
+@needs_mpi
+def test_sync_batchnorm_trains_under_jit_grad_as_batchnorm_on_the_whole_batch(tmp_path):
+    path = str(tmp_path / "sync_bn.npz")
+    _ok(run_ranks("sync_bn.py", path, timeout=180))
+    with np.load(path) as f:
+        d = {k: f[k] for k in f.files}
+    assert d["world"] == 2
+    p = {k[3:]: d[k].astype(np.float64) for k in d if k.startswith("p0/")}
+    run_mean, run_var = np.zeros(6), np.ones(6)
+    for s in range(3):
+        x, y = d["xs"][s].astype(np.float64), d["ys"][s]
+        value, mean, var = _mlp_bn_loss(p, x, y)
+        g = _central_grad(lambda q: _mlp_bn_loss(q, x, y)[0], p)
+        run_mean, run_var = 0.9 * run_mean + 0.1 * mean, 0.9 * run_var + 0.1 * var
+        for r in (0, 1):                 # every rank: the whole batch's value and gradient
+            np.testing.assert_allclose(d[f"loss/{s}"][r], value, rtol=1e-5)
+            for k in p:
+                np.testing.assert_allclose(d[f"grad/{s}/{k}"][r], g[k], rtol=1e-4, atol=1e-5,
+                                           err_msg=f"step {s} {k} rank {r}")
+            np.testing.assert_allclose(d[f"running_mean/{s}"][r], run_mean, rtol=1e-5,
+                                       atol=1e-6)
+            np.testing.assert_allclose(d[f"running_var/{s}"][r], run_var, rtol=1e-5)
+        p = {k: v - 0.5 * g[k] for k, v in p.items()}
+    for k in p:
+        assert d[f"final/{k}"][0].tobytes() == d[f"final/{k}"][1].tobytes(), k
+        np.testing.assert_allclose(d[f"final/{k}"][0], p[k], rtol=1e-4, atol=1e-5, err_msg=k)
+    # 4-d (B, C, H, W): the input gradient crosses ranks through the moments
+    x4, w4 = d["x4"].astype(np.float64), d["w4"].astype(np.float64)
+
+    def bn4(x):
+        mean = x.mean(axis=(0, 2, 3), keepdims=True)
+        return (x - mean) / np.sqrt(x.var(axis=(0, 2, 3), keepdims=True) + 1e-5)
+
+    np.testing.assert_allclose(d["bn4/y"].reshape(x4.shape), bn4(x4), rtol=1e-5, atol=1e-5)
+    gx = _central_grad(lambda q: np.sum(bn4(q["x"]) * w4), {"x": x4})["x"]
+    np.testing.assert_allclose(d["bn4/gx"].reshape(x4.shape), gx, rtol=1e-4, atol=1e-4)
+
+
+def test_sync_batchnorm_moments_gradient_on_one_rank():
+    """The moments' custom_vjp (one rank: the all-reduces return their input)
+    against central differences of numpy's mean and biased variance."""
+    from needle.distributed.sync_batchnorm import _global_moments
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((5, 3, 2)).astype(np.float32)
+    c = rng.standard_normal((2, 3))
+    moments = _global_moments((0, 2), 3)
+
+    def f(v):
+        mean, var = moments(v)
+        return needle.numpy.sum(mean * c[0]) + needle.numpy.sum(var * c[1])
+
+    got = needle.jit(needle.grad(f))(x)
+    ref = _central_grad(lambda q: np.sum(q["x"].mean(axis=(0, 2)) * c[0]) +
+                        np.sum(q["x"].var(axis=(0, 2)) * c[1]), {"x": x.astype(np.float64)})
+    np.testing.assert_allclose(got, ref["x"], rtol=1e-4, atol=1e-5)
+    mean, var = needle.jit(moments)(x)
+    np.testing.assert_allclose(mean, x.mean(axis=(0, 2)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(var, x.astype(np.float64).var(axis=(0, 2)), rtol=1e-5)
 
 
 @pytest.fixture(scope="module")

@@ -68,6 +68,11 @@ def _ignore(*arrays):
     pass
 
 
+def _sin_and_sum(x, y):
+    """A pure_callback's host function: numpy on the operands."""
+    return [np.sin(x) * y, np.asarray(x.sum(axis=1), np.float64)]
+
+
 def _examples():
     """name -> list of (args, params); each runs as `prim.bind(*args, **params)`."""
     ex = {n: [((pos(3, 4),), {})] for n in _FLOAT_UNARY}
@@ -136,6 +141,11 @@ def _examples():
                          {"axis": 0})],
         # an effect: no results, run on the host between kernels (tests/test_debug.py)
         "debug_callback": [((sym(3, 4), np.array(2, I32)), {"callback": _ignore})],
+        # host code with results, pure (ir/primitives/callback.py; tests/test_callback.py)
+        "pure_callback": [((sym(3, 4), np.array(2.0, F32)),
+                           {"callback": _sin_and_sum, "result_avals": (
+                               ShapedArray((3, 4), np.dtype(F32)),
+                               ShapedArray((3,), np.dtype(np.float64)))})],
         "dot_general": [((sym(3, 4), sym(4, 2)), {"dimension_numbers": (((1,), (0,)),
                                                                        ((), ()))}),
                         ((sym(2, 3, 4), sym(2, 4, 5)),
@@ -334,10 +344,10 @@ def test_traits_agree_with_the_tables():
             bad.append(f"{name}: commutative, but not a binary primitive")
         if t.shape_only and t.kind not in ("structural", "elementwise"):
             bad.append(f"{name}: shape_only, but of kind {t.kind}")
-        if t.effectful != (t.kind == "host"):
+        if t.effectful and t.kind != "host":       # an effect runs on the host
             bad.append(f"{name}: effectful is {t.effectful}, kind is {t.kind}")
-        if t.effectful:
-            bad += [f"{name}: effectful, but not a host step on {d}" for d in EMIT_RULES
+        if t.kind == "host":                        # debug_callback; pure_callback (results)
+            bad += [f"{name}: of kind host, but not a host step on {d}" for d in EMIT_RULES
                     if _runs_as(p, d) != "host"]
     assert not bad, bad
     assert set(SCATTERS) == {n for n in PRIMITIVES if n.startswith("scatter")}

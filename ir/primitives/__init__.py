@@ -22,3 +22,4 @@ from .group import *  # noqa: F401,F403
 from .debug import *  # noqa: F401,F403
 from .control import *  # noqa: F401,F403
 from .sort import *  # noqa: F401,F403
+from .callback import *  # noqa: F401,F403

@@ -33,8 +33,8 @@ an epoch starts and stopped when it ends (or the iteration is dropped);
 batch b goes to worker b % n, up to `prefetch` batches in flight per
 worker (at least one), and batches come back in order. Workers are forked
 (they inherit the dataset and the transforms, lambdas included); needle's
-fork handlers make a forked child safe to run needle kernels (it runs the
-serial variant of parallel kernels: README "Fork safety"), so a transform
+fork handlers make a forked child safe to run needle kernels (it runs
+every kernel on its own thread: README "Fork safety"), so a transform
 may call jitted functions. A worker's exception is raised in the caller
 with the worker's traceback attached; a worker that dies is reported with
 its exit code, never waited on forever.
