@@ -26,6 +26,7 @@ import numpy as np
 from .ir.interpreter import eval_graph
 from .passes.batching import batch_graph
 from .passes.batching.rules import bcast_batch
+from .passes.autodiff import stop_gradient_recorded
 from .passes.autodiff import (ad_active, ad_context, cleanup, custom_vjp_call_p,
                               jvp_graph, linearize, stop_gradient_p)
 from .passes.autodiff.markers import custom_lin_p
@@ -510,8 +511,14 @@ def hessian(f, argnums=0):
 
 def stop_gradient(x):
     """The identity on values, with a zero derivative (pytrees allowed)."""
+    from .lazy import LazyTracer
+
     def leaf(v):
-        if ad_active() and isinstance(v, Tracer) and v.dtype.kind == "f":
+        # bound while differentiating, while recording a graph differentiated
+        # later (a traced Module call of the lazy API), and on a lazy Tensor's
+        # tracer (its backward() runs the autodiff pass on the recorded graph)
+        if isinstance(v, Tracer) and v.dtype.kind == "f" and \
+                (stop_gradient_recorded() or isinstance(v, LazyTracer)):
             return stop_gradient_p.bind(v)
         return v
     return pytree.tree_map(leaf, x)

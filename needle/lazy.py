@@ -32,8 +32,9 @@ needle/tensor.py realizes the value written), and a chain of more than
 `MAX_DEPTH` unrealized equations (realized as it is recorded).
 
 Beside it: needle/lazy_module.py records a Module call from a cached trace
-of its forward; needle/lazy_jit.py runs `backward()` inside `jit` and
-`opt.step()` after a lazy backward as one jitted update.
+of its forward, as one node (`GraphCall`, inlined by `_build`);
+needle/lazy_jit.py runs `backward()` inside `jit` and `opt.step()` after a
+lazy backward as one jitted update.
 """
 import contextlib
 import itertools
@@ -51,7 +52,7 @@ from .tracer.core import _STACK, Tracer, trace_to_graph, with_location
 from .tracer.source import user_line
 
 __all__ = ["LazyTracer", "no_grad", "enable_grad", "realize", "concrete", "backward",
-           "cache_info", "clear_cache", "MAX_DEPTH"]
+           "cache_info", "clear_cache", "MAX_DEPTH", "GraphCall", "record_call"]
 
 # A chain of more unrealized equations than this is realized as it is
 # recorded (a Python loop without reads must not grow one graph forever).
@@ -122,6 +123,72 @@ def record_checked(prim, atoms, params, out_avals, pk):
             if n is not None and a._val is None and n.depth > d:
                 d = n.depth
     return _record(prim, atoms, params, out_avals, pk, d + 1, rg)
+
+
+class GraphCall:
+    """The primitive of a Module call recorded as one node
+    (needle/lazy_module.py): the equations of `graph`, a traced forward
+    (operands: its constvars then its invars), inlined with fresh Vars when
+    a graph holding the node is built (_build). Its structure-key entry is
+    `uid`: shared by GraphCalls whose graphs have equal `structure` (a
+    hashable description of everything the program depends on, made by
+    lazy_module._structure), fresh when there is none. A training step so
+    records, walks and keys one node per top-level Module call instead of
+    one per equation."""
+    kind = "call"
+    multiple_results = True
+    effectful = False
+    name = "lazy_module_call"
+
+    def __init__(self, graph, structure=None):
+        self.graph = graph
+        self.invars = list(graph.constvars) + list(graph.invars)
+        made = set()
+        for e in graph.eqns:
+            made.update(e.outs)
+        # the distinct outputs an equation makes: the node's results
+        self.produced = []
+        for v in graph.outvars:
+            if isinstance(v, Var) and v in made and v not in self.produced:
+                self.produced.append(v)
+        self.out_avals = [v.aval for v in self.produced]
+        self.length = len(graph.eqns)
+        chain = {}                  # the longest chain of equations ending at a Var
+        for e in graph.eqns:
+            c = 1 + max([chain.get(a, 0) for a in e.inputs if isinstance(a, Var)], default=0)
+            for v in e.outs:
+                chain[v] = c
+        self.depth = max(chain.values(), default=0)
+        # structure: a hashable description of the graph (lazy_module._structure),
+        # so equal forwards traced apart (a new state epoch) share programs
+        try:
+            uid = None if structure is None else _CALL_IDS.get(structure)
+        except TypeError:                   # unhashable params (a loop body)
+            structure = uid = None
+        if uid is None:
+            uid = ("call", next(_ids))
+            if structure is not None:
+                if len(_CALL_IDS) > 4096:
+                    _CALL_IDS.clear()       # uids are never reused: programs stay valid
+                _CALL_IDS[structure] = uid
+        self.uid = uid
+
+
+_CALL_IDS = {}          # graph structure -> the uid of GraphCalls with that structure
+
+
+def record_call(call, atoms):
+    """Record GraphCall `call` on `atoms` (LazyTracers, one per
+    call.invars, with their avals). Returns the result tracers (one per
+    call.produced)."""
+    d, rg = 0, False
+    for a in atoms:
+        if a._rg:
+            rg = True
+        n = a._node
+        if n is not None and a._val is None and n.depth > d:
+            d = n.depth
+    return _record(call, atoms, {}, call.out_avals, call.uid, d + call.depth, rg)
 
 
 def equation_id(prim, avals, params):
@@ -209,11 +276,13 @@ def _node_out(node, i):
     return t
 
 
-def leaf(value, owner=None, rg=False):
+def leaf(value, owner=None, rg=False, aval=None):
     """A lazy leaf holding concrete `value` (a numpy array or device Array);
-    `owner`: the Tensor whose value it is (backward fills its `.grad`)."""
+    `owner`: the Tensor whose value it is (backward fills its `.grad`);
+    `aval`: the value's aval when the caller knows it."""
     t = object.__new__(LazyTracer)
-    aval = value.aval if isinstance(value, Array) else aval_of(value)
+    if aval is None:
+        aval = value.aval if isinstance(value, Array) else aval_of(value)
     t._trace, t._var, t.source = LAZY, Var(aval), ""
     t._node, t._i, t._val = None, 0, value
     t._owner = weakref.ref(owner) if owner is not None else None
@@ -348,14 +417,38 @@ def _build(order, inputs, targets, full):
         if n.prim is stop_gradient_p and not full:
             subst[n.outvars[0]] = atom(n.args[0])
             continue
-        eqns.append(Eqn(n.prim, [atom(a) for a in n.args], dict(n.params), list(n.outvars)))
+        if type(n.prim) is GraphCall:
+            _inline(n, [atom(a) for a in n.args], full, subst, eqns)
+        else:
+            eqns.append(Eqn(n.prim, [atom(a) for a in n.args], dict(n.params),
+                            list(n.outvars)))
         if full and n.nograd:
             for v in n.outvars:
                 if v.aval.dtype.kind == "f":
                     nv = Var(v.aval)
-                    eqns.append(Eqn(stop_gradient_p, [v], {}, [nv]))
+                    eqns.append(Eqn(stop_gradient_p, [subst.get(v, v)], {}, [nv]))
                     subst[v] = nv
     return Graph([], [t._var for t in inputs], eqns, [atom(t) for t in targets])
+
+
+def _inline(n, args, full, subst, eqns):
+    """Append the equations of GraphCall node `n` (operands `args`) to
+    `eqns` with fresh Vars; subst maps the node's result Vars to them."""
+    call = n.prim
+    env = dict(zip(call.invars, args))
+
+    def read(v):
+        return v if isinstance(v, Lit) else env[v]
+    for e in call.graph.eqns:
+        ins = [read(a) for a in e.inputs]
+        if e.prim is stop_gradient_p and not full:
+            env[e.outs[0]] = ins[0]
+            continue
+        outs = [Var(v.aval) for v in e.outs]
+        env.update(zip(e.outs, outs))
+        eqns.append(Eqn(e.prim, ins, dict(e.params), outs, e.source))
+    for v, gv in zip(n.outvars, call.produced):
+        subst[v] = env[gv]
 
 
 def _device(inputs):
@@ -397,7 +490,8 @@ def realize(tracers, interpret=False):
     order, inputs, key, _ = _collect(todo, False)
     _stats["realizations"] += 1
     if interpret or len(order) == 1 and len(todo) == 1 and _device(inputs) == "cpu" and \
-            order[0].prim is not stop_gradient_p and order[0].prim.kind != "control":
+            order[0].prim is not stop_gradient_p and order[0].prim.kind not in ("control",
+                                                                                "call"):
         # one primitive on host arrays (a reshape while a model is built, a
         # read of one op's result): numpy's implementation, as needle's eager
         # calls, rather than a compiled program for it

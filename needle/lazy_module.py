@@ -11,9 +11,12 @@ broadcasting, shape checks) for every operation, every step. Instead the
 first call with a given structure (the module's cells and static
 attributes: the state epoch; the arguments' shapes, dtypes, kinds)
 traces `forward` once into a Graph, as `jit` does, with the module's
-cells as inputs; later calls bind that Graph's equations on the lazy
-tracers directly (the abstract evaluation cached too): the same
-equations, recorded without the Python that made them.
+cells as inputs; later calls record that Graph as one node of the lazy
+trace (lazy.GraphCall, keyed by the graph's structure: `_structure`),
+whose equations are inlined only when a graph holding it is compiled: the
+same equations, recorded without the Python that made them, and walked
+and keyed as one node per step. A graph with an effectful equation binds
+its equations one by one instead (`_bind_graph`).
 
 A forward that writes state (BatchNorm statistics in training, a
 Dropout's random stream), reads a cell the module does not hold, reads a
@@ -29,8 +32,9 @@ import weakref
 import numpy as np
 
 from .ir.core import Lit
-from .lazy import STATE, LazyTracer, equation_id, leaf, record_checked
-from .passes.autodiff import stop_gradient_p
+from .lazy import STATE, GraphCall, LazyTracer, equation_id, leaf, record_call, \
+    record_checked
+from .passes.autodiff import record_markers, stop_gradient_p
 from .state import Frame, gather
 from .tensor import Tensor, epoch
 from .tracer import pytree
@@ -67,7 +71,7 @@ def _signature(args):
 class _Entry:
     """A traced forward: its Graph (inputs: the traced arguments, then the
     module's cells), constants (as lazy leaves), cells, output treedef."""
-    __slots__ = ("graph", "consts", "cells", "tree", "steps")
+    __slots__ = ("graph", "consts", "cells", "tree", "steps", "call", "outs")
 
 
 def _trace(module, args, pos):
@@ -85,7 +89,7 @@ def _trace(module, args, pos):
             a = args[i]
             full[i] = Tensor._make(x, a.requires_grad) if isinstance(a, Tensor) else x
         fr.trace = current_trace()
-        with fr:
+        with fr, record_markers():          # stop_gradient kept for backward()
             fr.swap_in(cells, xs[n:])
             out = module.forward(*full)
             leaves, rec["tree"] = pytree.tree_flatten(out)
@@ -100,7 +104,62 @@ def _trace(module, args, pos):
     e.graph, e.cells, e.tree = cg.graph, cells, rec["tree"]
     e.steps = _steps(cg.graph)
     e.consts = [leaf(np.asarray(c)) if isinstance(c, np.ndarray) else c for c in cg.consts]
+    e.call = e.outs = None
+    if all(type(c) is LazyTracer for c in e.consts) and \
+            not any(ex.prim.effectful for ex in cg.graph.eqns):
+        e.call = GraphCall(cg.graph, _structure(cg.graph, e.steps))
+        e.outs = _out_map(cg.graph, e.call)
     return e
+
+
+def _structure(graph, steps):
+    """A hashable key of everything in `graph` that its program depends on:
+    the operands' avals, per equation its structure-key id (primitive,
+    params, operand avals: lazy.equation_id) and operands (numbered inputs,
+    earlier results, literal values), the outputs. None when an equation
+    has no id (unhashable params): the graph then gets a uid of its own."""
+    num = {v: k for k, v in enumerate(list(graph.constvars) + list(graph.invars))}
+    sig = tuple((v.aval.shape, v.aval.dtype.char, v.aval.weak_type) for v in num)
+    eqs = []
+    for i, (e, pk) in enumerate(steps):
+        if pk is None:
+            if e.prim is not stop_gradient_p:
+                return None
+            pk = ("stop_gradient", e.inputs[0].aval)
+        refs = []
+        for a in e.inputs:
+            if isinstance(a, Lit):
+                refs.append(("l", a.val.tobytes(), a.aval.dtype.char, a.aval.weak_type))
+            else:
+                refs.append(num[a])
+        for j, v in enumerate(e.outs):
+            num[v] = (i, j)
+        eqs.append((pk, tuple(refs)))
+    outs = tuple(("l", v.val.tobytes(), v.aval.dtype.char) if isinstance(v, Lit) else num[v]
+                 for v in graph.outvars)
+    return sig, tuple(eqs), outs
+
+
+def _out_map(graph, call):
+    """Per output of `graph`: ("n", j) the j-th result of the call's node,
+    ("i", k) its k-th operand, ("l", value) a literal."""
+    out, ins = [], {v: k for k, v in enumerate(call.invars)}
+    for v in graph.outvars:
+        if isinstance(v, Lit):
+            out.append(("l", v.val))
+        elif v in ins:
+            out.append(("i", ins[v]))
+        else:
+            out.append(("n", call.produced.index(v)))
+    return out
+
+
+def _record_call(entry, vals):
+    """The outputs of `entry`'s graph, recorded as one GraphCall node."""
+    atoms = entry.consts + [v if type(v) is LazyTracer else leaf(np.asarray(v))
+                            for v in vals]
+    res = record_call(entry.call, atoms) if entry.call.produced else []
+    return [res[k] if w == "n" else atoms[k] if w == "i" else k for w, k in entry.outs]
 
 
 def _steps(graph):
@@ -170,11 +229,14 @@ def replay(module, args):
         return NO
     vals = [args[i]._lazy() if isinstance(args[i], Tensor) else args[i] for i in pos]
     vals += [c._lazy() for c in entry.cells]
-    outs = _bind_graph(entry.steps, entry.graph, entry.consts, vals)
+    if entry.call is not None:
+        outs = _record_call(entry, vals)
+    else:
+        outs = _bind_graph(entry.steps, entry.graph, entry.consts, vals)
     out = pytree.tree_unflatten(entry.tree, outs)
     if STATE.no_grad:
         for t in pytree.tree_leaves(out, is_leaf=lambda x: isinstance(x, Tensor)):
             if isinstance(t, Tensor):
-                t.requires_grad = False
+                t._requires_grad = False      # a fresh result: no epoch bump
     return out
 

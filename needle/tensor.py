@@ -254,9 +254,15 @@ class Tensor:
         if type(v) is LazyTracer:
             return v
         lf = self._leaf
-        if lf is not None and lf._val is v and lf._rg == self.requires_grad:
-            return lf
-        lf = self._leaf = _lazy_leaf(v, self, self.requires_grad)
+        aval = None
+        if lf is not None:
+            if lf._val is v and lf._rg == self.requires_grad:
+                return lf
+            old = lf._val
+            if type(v) is np.ndarray and type(old) is np.ndarray and v.shape == old.shape \
+                    and v.dtype == old.dtype:
+                aval = lf._var.aval     # a new value of the same kind (an updated parameter)
+        lf = self._leaf = _lazy_leaf(v, self, self.requires_grad, aval)
         return lf
 
     def _settle(self):

@@ -350,3 +350,28 @@ def test_a_layer_shape_error_names_the_shapes_and_the_calling_line():
         lin(Tensor(np.ones((2, 5))))                   # the line named
     msg = str(e.value)
     assert "(2, 5)" in msg and "(4, 3)" in msg and "test_lazy.py" in msg
+
+
+def test_stop_gradient_is_recorded_for_backward():
+    """ndl.stop_gradient on lazy Tensors, and inside a Module forward
+    replayed from its cached trace, cuts the gradient at backward() (it used
+    to be the identity there, so d/dw [sg(w) x + w x] came out as 2x)."""
+    x = np.arange(3.0, dtype=np.float32) + 1
+    w = ndl.Tensor(np.ones(3, np.float32), requires_grad=True)
+    (ndl.stop_gradient(w) * x + w * x).sum().backward()
+    np.testing.assert_allclose(w.grad.numpy(), x)
+
+    class M(ndl.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = ndl.nn.Parameter(ndl.Tensor(np.ones(3, np.float32)))
+
+        def forward(self, x):
+            return ndl.stop_gradient(self.w.value) * x + self.w.value * x
+
+    m = M()
+    for _ in range(3):                        # traced once, then replayed
+        out = m(ndl.Tensor(x, requires_grad=False)).sum()
+        out.backward()
+        np.testing.assert_allclose(m.w.grad.numpy(), x)
+        np.testing.assert_allclose(float(out.numpy()), 2 * x.sum())

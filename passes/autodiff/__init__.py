@@ -22,6 +22,7 @@ marked explicitly). A test walks `ir.PRIMITIVES` and fails for a primitive in
 none of them. Transformation-internal markers (stop_gradient, custom_vjp)
 live in markers.py.
 """
+from .markers import record_markers, stop_gradient_recorded  # noqa: F401
 from .markers import (MARKERS, ad_active, ad_context, custom_vjp_call_p,  # noqa: F401
                       stop_gradient_p)
 from .rules import (JVP_RULES, NOT_DIFFERENTIABLE, TRANSPOSE_RULES,  # noqa: F401

@@ -73,6 +73,7 @@ class _Depth(threading.local):
     """Per thread, as the tracer's trace stack: a grad traced in one thread
     must not make another thread's plain trace bind the markers."""
     value = 0
+    record = 0
 
 
 _DEPTH = _Depth()
@@ -81,6 +82,27 @@ _DEPTH = _Depth()
 def ad_active():
     """True while an autodiff transformation is tracing a function (in this thread)."""
     return _DEPTH.value > 0
+
+
+def stop_gradient_recorded():
+    """True where needle.stop_gradient must bind its marker: under
+    ad_active(), or while a graph that an autodiff pass reads later is
+    recorded (record_markers)."""
+    return _DEPTH.value > 0 or _DEPTH.record > 0
+
+
+@contextlib.contextmanager
+def record_markers():
+    """Bind stop_gradient (only: a custom_vjp function still runs as itself)
+    while tracing a graph that an autodiff pass may
+    read later (the course API's lazy graphs, whose backward() runs the pass
+    on what was recorded): without it the marker would be the identity and
+    the later gradient would flow through it."""
+    _DEPTH.record += 1
+    try:
+        yield
+    finally:
+        _DEPTH.record -= 1
 
 
 @contextlib.contextmanager
