@@ -38,8 +38,25 @@ lstm:10,lstm:1000`: how compile time grows with a scan's length).
 importable from DIR (PYTHONPATH=DIR: an older checkout, for before/after
 rows). Each row ends with the 1-minute load average when it finished (a
 shared machine's other work slows compiles).
+
+Module-API and PyTorch rows (issue 15 item 5, issue 13's peers): a model
+`NAME:module` is the same model written with needle.nn layers, needle.optim
+and a jitted `step(model, opt, x, y)` (benchmarks/bench_models_peers.py:
+Sequential of Linear/ReLU + SoftmaxLoss; Conv / Residual / MaxPool2d
+blocks, NCHW; LanguageModel(seq_model="lstm") and ("transformer") from
+needle.models, Adam for the Transformer), timed as the functional rows
+(cold, warm, step, kernels); `NAME:torch` is the same model in PyTorch
+eager (NCHW convolutions, nn.LSTM; torch.set_num_threads(--threads);
+skipped with a note where torch is not installed). For each model with a
+:module or :torch entry, one more process times side by side, interleaved
+(one step of each per round, median of --repeats rounds), the functional
+needle step, the module step and PyTorch's step, from the same initial
+weights where the layers allow (the first losses are printed: equal where
+the models are), and prints module / functional and needle / PyTorch
+ratios in a second table. `lstm:module:64` combines a variant with T.
 """
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -52,6 +69,27 @@ import time
 import numpy as np
 
 MODELS = ("mlp", "convnet", "lstm", "transformer")
+VARIANTS = ("module", "torch")
+DEFAULT = ",".join(f"{m},{m}:module,{m}:torch" for m in MODELS)
+
+
+def parse_model(spec):
+    """'lstm:module:64' -> ('lstm', 64, 'module'); the variant is
+    'functional' unless :module or :torch is given; T only for lstm."""
+    name, *rest = spec.split(":")
+    T, variant = None, "functional"
+    if name not in MODELS:
+        raise ValueError(f"unknown model {spec!r}; models are {', '.join(MODELS)}, each "
+                         f"optionally :module or :torch (lstm also :T)")
+    for r in rest:
+        if r.isdigit() and name == "lstm":
+            T = int(r)
+        elif r in VARIANTS:
+            variant = r
+        else:
+            raise ValueError(f"model {spec!r}: {r!r} is neither a variant "
+                             f"({', '.join(VARIANTS)}) nor (for lstm) a number of steps")
+    return name, T, variant
 
 
 # --- the operations, for needle and for JAX -----------------------------------------
@@ -357,7 +395,16 @@ def _copy_tree(x):
     return x.copy() if isinstance(x, np.ndarray) else x
 
 
+def _build(model, small, F=None):
+    """The functional model `NAME[:T]` for needle (or F): (step, state, batch)."""
+    name, T, _ = parse_model(model)
+    extra = {"T": T} if T else {}
+    return BUILD[name](F or NeedleOps(), np.random.default_rng(0), small, **extra)
+
+
 def child(model, peer, small, repeats):
+    if peer.startswith("sbs:"):
+        return child_side_by_side(model, peer[4:].split(","), small, repeats)
     t0 = time.perf_counter()
     if peer == "jax":
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -367,9 +414,12 @@ def child(model, peer, small, repeats):
     else:
         F = NeedleOps()
     t_import = time.perf_counter() - t0
-    name, _, T = model.partition(":")
-    extra = {"T": int(T)} if T else {}
-    step, state, batch = BUILD[name](F, np.random.default_rng(0), small, **extra)
+    step, state, batch = _build(model, small, F)
+    if peer == "module":
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from bench_models_peers import MODULE
+        F.needle.random.seed(0)
+        step, state, batch = MODULE[parse_model(model)[0]](state, batch, small)
     state = _copy_tree(state)
     t0, c0 = time.perf_counter(), time.process_time()
     out = step(*state, *batch)
@@ -387,13 +437,55 @@ def child(model, peer, small, repeats):
     r = dict(model=model, peer=peer, import_s=t_import, first_s=first, first_cpu_s=first_cpu,
              step_s=float(np.median(times)) if times else None, loss0=loss0,
              loss=float(out[0]))
-    if peer == "needle":
+    if peer in ("needle", "module"):
         lo = step.lower(*state, *batch)
         keys = re.findall(r"nk_([0-9a-f]+)\.py", lo.as_text("kernels"))
         info = F.needle.cache_info()
         r.update(groups=lo.kernel_count, distinct=len(set(keys)),
                  library_calls=lo.library_call_count, compiled=info.kernels_compiled,
                  loaded=info.kernels_loaded)
+    print("RESULT " + json.dumps(r))
+
+
+def child_side_by_side(model, contestants, small, repeats):
+    """The functional needle step and each of `contestants` ('module',
+    'torch') in this one process, from the same initial weights; after
+    each one's first call, `repeats` rounds of one step of each in turn.
+    Prints first-call seconds, median step seconds and first loss of each."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import bench_models_peers as peers
+    F = NeedleOps()
+    name = parse_model(model)[0]
+    step, state, batch = _build(model, small, F)
+    runs = {"functional": [step, _copy_tree(state), batch]}
+    if "module" in contestants:
+        F.needle.random.seed(0)
+        s, st, b = peers.MODULE[name](_copy_tree(state), batch, small)
+        runs["module"] = [s, st, b]
+    if "torch" in contestants:
+        import torch
+        torch.manual_seed(0)
+        torch.set_num_threads(int(os.environ.get("NEEDLE_NUM_THREADS") or
+                                  len(os.sched_getaffinity(0))))
+        s, b = peers.TORCH[name](torch, _copy_tree(state), batch, small)
+        runs["torch"] = [s, (), b]
+    r = {"model": model, "peer": "sbs", "first_s": {}, "loss0": {}, "step_s": {}}
+    for k, (fn, st, b) in runs.items():
+        t0 = time.perf_counter()
+        out = fn(*st, *b)
+        r["loss0"][k] = float(out[0])
+        r["first_s"][k] = time.perf_counter() - t0
+        runs[k][1] = out[1:]
+    times = {k: [] for k in runs}
+    for _ in range(repeats):
+        for k, run in runs.items():
+            fn, st, b = run
+            t0 = time.perf_counter()
+            out = fn(*st, *b)
+            float(out[0])
+            times[k].append(time.perf_counter() - t0)
+            run[1] = out[1:]
+    r["step_s"] = {k: float(np.median(v)) if v else None for k, v in times.items()}
     print("RESULT " + json.dumps(r))
 
 
@@ -437,12 +529,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--small", action="store_true", help="tiny sizes (a smoke run)")
     ap.add_argument("--repeats", type=int, default=15)
-    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--models", default=DEFAULT,
+                    help="comma-separated NAME[:module|:torch][:T]; NAME in " + ", ".join(MODELS))
     ap.add_argument("--cache", default=None, help="kernel cache folder for every needle "
                                                   "process (default: a fresh one per model)")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per process")
     ap.add_argument("--threads", type=int, default=1,
-                    help="threads for BLAS / OpenMP / Numba / XLA (0: leave them alone)")
+                    help="threads for BLAS / OpenMP / Numba / XLA / torch (0: leave them alone)")
     ap.add_argument("--before", default=None,
                     help="also time the needle importable from this folder (PYTHONPATH)")
     ap.add_argument("--split-vs-prange", action="store_true",
@@ -457,31 +550,89 @@ def main():
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from common import try_jax
     has_jax = try_jax() is not None
-    rows = []
-    for model in a.models.split(","):
-        if model.partition(":")[0] not in MODELS:
-            ap.error(f"unknown model {model!r}; models are {', '.join(MODELS)} (lstm:T)")
-        for label, path in ([("before", a.before)] if a.before else []) + [("", None)]:
-            cache = a.cache or tempfile.mkdtemp(prefix="needle-bench-models-")
-            try:
-                cold = run_child(model, "needle", a.small, 0, cache, a.timeout, a.threads, path)
-                warm = run_child(model, "needle", a.small, a.repeats, cache, a.timeout,
+    has_torch = importlib.util.find_spec("torch") is not None
+    groups = {}                       # (name, T) -> [(spec, variant)], in the order given
+    for spec in a.models.split(","):
+        try:
+            name, T, variant = parse_model(spec)
+        except ValueError as e:
+            ap.error(str(e))
+        groups.setdefault((name, T), []).append((spec, variant))
+    rows, sbs_rows = [], []
+    for (name, T), items in groups.items():
+        key = f"{name}:{T}" if T else name
+        caches = {}
+        for spec, variant in items:
+            if variant == "torch":
+                continue
+            peer = "needle" if variant == "functional" else "module"
+            for label, path in ([("before", a.before)] if a.before else []) + [("", None)]:
+                cache = a.cache or tempfile.mkdtemp(prefix="needle-bench-models-")
+                cold = run_child(key, peer, a.small, 0, cache, a.timeout, a.threads, path)
+                warm = run_child(key, peer, a.small, a.repeats, cache, a.timeout,
                                  a.threads, path)
-            finally:
-                if a.cache is None:
-                    shutil.rmtree(cache, ignore_errors=True)
-            jx = run_child(model, "jax", a.small, a.repeats, timeout=a.timeout,
-                           threads=a.threads) if has_jax and not label else {}
-            name = f"{model} ({label})" if label else model
-            rows.append((name, cold, warm, jx))
-            _print_row(name, cold, warm, jx, header=len(rows) == 1, has_jax=has_jax)
-    bad = [m for m, c, w, _ in rows if "error" in c or "error" in w]
+                if label or a.cache:
+                    if a.cache is None:
+                        shutil.rmtree(cache, ignore_errors=True)
+                else:
+                    caches[variant] = cache
+                jx = run_child(key, "jax", a.small, a.repeats, timeout=a.timeout,
+                               threads=a.threads) \
+                    if has_jax and not label and peer == "needle" else {}
+                row = f"{spec} ({label})" if label else spec
+                rows.append((row, cold, warm, jx))
+                _print_row(row, cold, warm, jx, header=len(rows) == 1, has_jax=has_jax)
+        others = [v for _, v in items if v == "module" or (v == "torch" and has_torch)]
+        if any(v == "torch" for _, v in items) and not has_torch:
+            print(f"{key}:torch: skipped (torch is not installed)", file=sys.stderr)
+        if others:
+            cache = a.cache or caches.get("functional") or caches.get("module") or \
+                tempfile.mkdtemp(prefix="needle-bench-models-")
+            caches.setdefault("sbs", cache)
+            sbs_rows.append((key, run_child(key, "sbs:" + ",".join(others), a.small,
+                                            a.repeats, cache, a.timeout, a.threads),
+                             os.getloadavg()[0]))
+        if a.cache is None:
+            for c in set(caches.values()):
+                shutil.rmtree(c, ignore_errors=True)
+    if sbs_rows:
+        _print_side_by_side(sbs_rows, a.repeats)
+    bad = [m for m, c, w, _ in rows if "error" in c or "error" in w] + \
+        [m for m, r, _ in sbs_rows if "error" in r]
     if bad:
         for m, c, w, _ in rows:
             for r in (c, w):
                 if "error" in r:
                     print(f"{m}: {r['error']}", file=sys.stderr)
+        for m, r, _ in sbs_rows:
+            if "error" in r:
+                print(f"{m} (side by side): {r['error']}", file=sys.stderr)
         sys.exit(1)
+
+
+def _print_side_by_side(sbs_rows, repeats):
+    """The second table: steps timed interleaved in one process per model."""
+    print(f"\nside by side, one process per model, interleaved (median of {repeats} rounds):")
+    cols = ["model", "functional", "module", "module/func", "torch 1st", "torch",
+            "func/torch", "module/torch", "first loss: func / module / torch", "load"]
+    widths = [14, 12, 12, 12, 11, 11, 11, 13, 36, 6]
+    print("".join(f"{c:>{w}s}" for c, w in zip(cols, widths)))
+    print("-" * sum(widths))
+    for key, r, load in sbs_rows:
+        if "error" in r:
+            print(f"{key:>14s}  error: {r['error']}")
+            continue
+        st, f0, l0 = r["step_s"], r["first_s"], r["loss0"]
+
+        def ratio(a, b):
+            return f"{st[a] / st[b]:.2f}" if st.get(a) and st.get(b) else "-"
+        losses = " / ".join(f"{l0[k]:.5f}" if k in l0 else "-"
+                            for k in ("functional", "module", "torch"))
+        vals = [key, _fmt(st.get("functional"), "ms"), _fmt(st.get("module"), "ms"),
+                ratio("module", "functional"), _fmt(f0.get("torch")),
+                _fmt(st.get("torch"), "ms"), ratio("functional", "torch"),
+                ratio("module", "torch"), losses, f"{load:.1f}"]
+        print("".join(f"{v:>{w}s}" for v, w in zip(vals, widths)), flush=True)
 
 
 def _print_row(model, cold, warm, jx, header, has_jax):
