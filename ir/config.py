@@ -65,6 +65,13 @@ def _positive_int(v):
     return n
 
 
+def _nonnegative_int(v):
+    n = _int(v)
+    if n < 0:
+        raise ValueError(f"expected 0 or a positive integer, got {n}")
+    return n
+
+
 def _path(v):
     p = os.fspath(v)
     if not p:
@@ -133,6 +140,11 @@ OPTIONS = [
     Option("num_threads", "NEEDLE_NUM_THREADS", _positive_int, None,
            "threads a large CPU kernel runs on (None: the cores this process may "
            "use); the pool starts at the first split kernel", optional=True),
+    Option("compile_workers", "NEEDLE_COMPILE_WORKERS", _nonnegative_int, None,
+           "CPU kernels a new program compiles at once when two or more are missing "
+           "from the disk cache: this process and N-1 worker processes (None: "
+           "num_threads, else the cores this process may use; 0 or 1: in-process, "
+           "one after another)", optional=True),
     Option("cuda_cc", "NEEDLE_CUDA_CC", _cuda_cc, None,
            "compute capability (major, minor) of PTX and ptxas reports "
            "(None: the GPU's, else (9, 0))", optional=True),

@@ -24,8 +24,8 @@ inside it (they count in kernel_count, the loop's driver does not).
 """
 import numpy as np
 
-from ..ir.core import Lit
-from . import memory, parallel
+from ..ir.core import ClosedGraph, Lit
+from . import compile_workers, memory, parallel
 from .executable import Executable, call_step, kernel_step, view_step
 from .kernel_cache import load_kernel
 from .loops import CPU_OPS
@@ -66,6 +66,7 @@ class CpuDevice:
     # scan / while bodies of kernels and views only run as one generated
     # Numba loop (codegen/cpu/loop_emit.py); False: the Python loop always
     generate_loops = True
+    _emitted = {}       # id(group graph) -> (graph, its KernelSource), from precompile
 
     @classmethod
     def generated_loop(cls, e, backend, context):
@@ -79,13 +80,55 @@ class CpuDevice:
             return None
         return ls, load_kernel(ls, "cpu", context=context)
 
+    @classmethod
+    def precompile(cls, fused, backend, name):
+        """Before the compile loop: the program's kernels that the disk cache
+        lacks, compiled in worker processes (runtime/compile_workers.py),
+        found by emitting each group (and each generated loop, and the groups
+        of loop bodies) as the compile loop will, with the same context."""
+        if compile_workers.worker_count() <= 1:
+            return
+        jobs = []
+        cls._jobs(fused.graph, backend, name, jobs)
+        compile_workers.precompile(jobs)
+
+    @classmethod
+    def done_compiling(cls):
+        """After the compile loop: forget the sources `precompile` emitted."""
+        cls._emitted.clear()
+
+    @classmethod
+    def _jobs(cls, g, backend, name, jobs):
+        for e in g.eqns:
+            if e.prim.name == "kernel":
+                ctx = f" (group {e.params['name']} of {name}, from {e.source})"
+                sub = e.params["graph"]
+                ks = backend.emit(sub, "kernel")
+                cls._emitted[id(sub)] = (sub, ks)   # load takes it: no second emit
+                jobs.append((ks, ctx))
+            elif backend.is_control(e):
+                prim = e.prim.name
+                emit = getattr(backend, "emit_loop", None)
+                if cls.generate_loops and emit is not None and prim in ("scan", "while"):
+                    ls = emit(e)
+                    if ls is not None:
+                        jobs.append((ls, f" ({prim} of {name}, from {e.source})"))
+                        continue
+                for part, sub in e.params.items():
+                    subs = sub if isinstance(sub, (list, tuple)) else [sub]
+                    for k, s in enumerate(subs):
+                        if isinstance(s, ClosedGraph):
+                            p = part if len(subs) == 1 and sub is s else f"branch{k}"
+                            cls._jobs(s.graph, backend, f"{name}/{prim}.{p}", jobs)
+
     @staticmethod
     def load(sub, backend, context):
         """(KernelSource, launcher) of group `sub`: the launcher takes the
         kernel's arguments less `lo, hi` when its rows run in chunks on
         threads (`ks.chunks` > 1: parallel.splitter), else it is the kernel
         itself (kernel_step passes 0, extent)."""
-        ks = backend.emit(sub, "kernel")
+        pre = CpuDevice._emitted.pop(id(sub), None)
+        ks = pre[1] if pre is not None and pre[0] is sub else backend.emit(sub, "kernel")
         fn = load_kernel(ks, "cpu", context=context)
         # set on this program's own KernelSource (emit makes a new one per call)
         ks.chunks = backend.split_count(ks, _domain_size(sub))

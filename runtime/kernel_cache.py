@@ -69,6 +69,7 @@ _chosen = {}          # (cache root, backend) -> the folder its kernels load fro
 _in_use = set()       # those folders: Numba's files of their modules stay beside them
 _warned = set()
 _private = None       # this process's private temporary cache, once one is needed
+_by_workers = set()   # keys compiled into the disk cache by compile workers, not yet loaded
 
 
 def cache_dir():
@@ -316,6 +317,13 @@ def _install_locator():
     caching.CacheImpl._locator_classes.insert(0, NeedleLocator)
 
 
+def compile_error_text(ks, path, context, error):
+    """The message of a KernelCompileError (in-process or from a compile worker)."""
+    return (f"Numba failed to compile the kernel for {ks.name}{context}.\n"
+            f"Generated source: {path}\nReproduce with: python {path}\n"
+            f"--- source ---\n{ks.source}\n--- error ---\n{error}")
+
+
 def _load(ks, d, backend, context):
     """Module nk_<hash> from folder `d`. OSError: `d` cannot be written."""
     modname = f"nk_{ks.key}"
@@ -338,10 +346,7 @@ def _load(ks, d, backend, context):
             if attempt == 1 and _numba_files(pycache, modname):
                 _purge(pycache, modname, f"loading failed ({type(e).__name__}: {e})")
                 continue
-            raise KernelCompileError(
-                f"Numba failed to compile the kernel for {ks.name}{context}.\n"
-                f"Generated source: {path}\nReproduce with: python {path}\n"
-                f"--- source ---\n{ks.source}\n--- error ---\n{e}") from e
+            raise KernelCompileError(compile_error_text(ks, path, context, e)) from e
     if cpu and not sum(mod.kernel.stats.cache_hits.values()):
         _seal(pycache, modname)
     return mod
@@ -365,6 +370,38 @@ def import_kernel_module(ks, backend="cpu", context=""):
         return _load(ks, _private_dir(backend), backend, context)
 
 
+def cpu_kernel_folder():
+    """The folder CPU kernels load from (cpu_target configured first: a
+    compile worker inherits the parent's NUMBA_CPU_FEATURES)."""
+    cpu_target.configure()
+    return _kernel_dir("cpu")
+
+
+def is_missing(ks, d):
+    """True if kernel `ks` is neither loaded in this process nor in folder
+    `d`'s disk cache (no recorded Numba files: it would be compiled)."""
+    modname = f"nk_{ks.key}"
+    if ks.key in _loaded or modname in sys.modules:
+        return False
+    pycache = os.path.join(d, "__pycache__")
+    return not (os.path.exists(_record(pycache, modname)) and _numba_files(pycache, modname))
+
+
+def compile_into(ks, d, context=""):
+    """In a compile worker: compile `ks` into folder `d` (the parent's
+    checked kernel folder) as a first load would, writing and sealing its
+    Numba files; raises KernelCompileError as an in-process compile does."""
+    cpu_target.configure()
+    _in_use.add(d)
+    _load(ks, d, "cpu", context)
+
+
+def compiled_by_worker(key):
+    """Count kernel `key`, when this process loads it, as compiled (a compile
+    worker compiled it for this process), not as loaded from the cache."""
+    _by_workers.add(key)
+
+
 def load_kernel(ks, backend="cpu", context=""):
     """The dispatcher for KernelSource `ks`; counts compiled / loaded / reused."""
     key = ks.key
@@ -378,10 +415,11 @@ def load_kernel(ks, backend="cpu", context=""):
             stats.kernels_reused += 1
             return fn
         fn = import_kernel_module(ks, backend, context).kernel
-        if sum(fn.stats.cache_hits.values()):
+        if sum(fn.stats.cache_hits.values()) and key not in _by_workers:
             stats.kernels_loaded += 1
         else:
             stats.kernels_compiled += 1
+        _by_workers.discard(key)
         _loaded[key] = fn
         return fn
 

@@ -30,6 +30,10 @@ positions goes to the last, a scan's ys rather than its carry), and every
 other value computed a `scratch` slot, filled once per run of the loop, so
 a body allocates nothing per step. A control equation may instead run as
 one generated loop when the device offers one (`generated_loop`: CPU).
+
+Before the loop, a device with `precompile` (CPU) compiles the program's
+kernels that the disk cache lacks, several at once in worker processes
+(runtime/compile_workers.py); the loop then loads them from the cache.
 """
 import numpy as np
 
@@ -40,7 +44,15 @@ from .loops import control_step
 
 
 def compile_program(fused, backend, device, name="f", donated=()):
-    p = plan_program(fused, backend, device, name, donated)
+    precompile = getattr(device, "precompile", None)
+    if precompile is None:
+        p = plan_program(fused, backend, device, name, donated)
+    else:                               # CPU: missing kernels compile in worker processes
+        try:
+            precompile(fused, backend, name)
+            p = plan_program(fused, backend, device, name, donated)
+        finally:
+            device.done_compiling()
     del p["dest_slots"], p["direct"], p["scratch"]
     return device.executable(**p)
 

@@ -18,6 +18,8 @@ os.environ.setdefault("NEEDLE_CACHE_DIR",
 # ir.check_graph after every pass of every jit compile (needle reads this at
 # import, below); it costs the whole suite well under a second.
 os.environ.setdefault("NEEDLE_CHECKS", "1")
+# pytest -n 2 already fills the cores: no compile worker processes (runtime/compile_workers.py)
+os.environ.setdefault("NEEDLE_COMPILE_WORKERS", "1")
 
 settings.register_profile("ci", derandomize=True, deadline=None, max_examples=8,
                           suppress_health_check=[HealthCheck.too_slow,

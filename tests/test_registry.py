@@ -145,7 +145,8 @@ def _examples():
         "pure_callback": [((sym(3, 4), np.array(2.0, F32)),
                            {"callback": _sin_and_sum, "result_avals": (
                                ShapedArray((3, 4), np.dtype(F32)),
-                               ShapedArray((3,), np.dtype(np.float64)))})],
+                               ShapedArray((3,), np.dtype(np.float64))),
+                           "vmap_method": "sequential"})],   # (tests/test_batching_rules.py)
         "dot_general": [((sym(3, 4), sym(4, 2)), {"dimension_numbers": (((1,), (0,)),
                                                                        ((), ()))}),
                         ((sym(2, 3, 4), sym(2, 4, 5)),

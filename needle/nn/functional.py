@@ -176,8 +176,18 @@ def conv(x, w, stride=1, padding=0, dilation=1):
     Written as im2col from needle's primitives: the padded input's strided
     slices, one per kernel offset, are stacked into a (batch, *out, K * C_in)
     array (one fused kernel) and multiplied with w as a (K * C_in, C_out)
-    matrix (one BLAS call on CPU); its gradient, jit, vmap and the CUDA
-    backend come from those primitives' rules."""
+    matrix (one BLAS call on CPU); jit, vmap and the CUDA backend come from
+    those primitives' rules. Under reverse-mode differentiation (grad, vjp,
+    jacrev) its backward is made of convolutions too (`_conv_vjp`): the
+    input's gradient is a convolution of the stride-dilated, padded output
+    gradient with the flipped, in/out-transposed kernel, and the kernel's
+    gradient one matmul of the forward's patches with the output gradient,
+    so forward and backward share the im2col kernels and BLAS calls instead
+    of differentiating im2col into col2im scatters. Elsewhere (forward mode,
+    a vmap or loop body being differentiated from outside) the gradient
+    comes from the primitives' rules, as for strided convolutions and those
+    with C_out > 2 C_in, where they are faster (CONV_VJP_MAX_STRIDE,
+    CONV_VJP_MAX_GROWTH)."""
     x, w = asarray(x), asarray(w)
     xs, ws = tuple(nnp.shape(x)), tuple(nnp.shape(w))
     n = len(xs) - 2
@@ -192,11 +202,118 @@ def conv(x, w, stride=1, padding=0, dilation=1):
     k = ws[:n]
     pads = _resolve_padding(padding, xs, k, stride, dilation, "conv")
     x, w = promote(x, w)
-    cols, out = _windows(x, k, stride, dilation, pads, 0, "conv")
+    if typeof(x)[0].kind == "f" and max(stride) <= CONV_VJP_MAX_STRIDE and \
+            ws[-1] <= CONV_VJP_MAX_GROWTH * ws[-2] and _reverse_mode_only():
+        return _conv_vjp(xs[1:-1], stride, tuple(pads), dilation)(x, w)
+    return _im2col_conv(x, w, stride, pads, dilation)[0]
+
+
+def _im2col_conv(x, w, stride, pads, dilation):
+    """(the convolution, its (batch, *out, K * C_in) patches)."""
+    ws = tuple(nnp.shape(w))
+    n = len(ws) - 2
+    cols, out = _windows(x, ws[:n], stride, dilation, pads, 0, "conv")
     patches = cols[0] if len(cols) == 1 else nnp.stack(cols, axis=-2)   # (B, *out, K, C)
-    kc = int(np.prod(k)) * ws[-2]
-    patches = nnp.reshape(patches, (xs[0],) + tuple(out) + (kc,))
-    return nnp.matmul(patches, nnp.reshape(w, (kc, ws[-1])))
+    kc = int(np.prod(ws[:n])) * ws[-2]
+    patches = nnp.reshape(patches, (nnp.shape(x)[0],) + tuple(out) + (kc,))
+    return nnp.matmul(patches, nnp.reshape(w, (kc, ws[-1]))), patches
+
+
+_REVERSE_KINDS = {"grad", "value_and_grad", "vjp", "jacrev"}
+CONV_VJP = True     # False: conv's gradient by autodiff of im2col (benchmarks/bench_conv.py)
+# The rule's input gradient convolves the stride-dilated output gradient: s**n
+# times the work of the strided forward, mostly on zeros (measured 2.3x slower
+# than autodiff of im2col for a stride-2 3x3 conv, benchmarks/bench_conv.py),
+# so strided convolutions keep the primitives' rules unless this is raised.
+CONV_VJP_MAX_STRIDE = 1
+# Its im2col of the output gradient is C_out / C_in times the size of
+# autodiff's patch gradient: equal step times at C_out = 2 C_in, 1.3x slower
+# at 4 C_in (both gradients needed; a first layer's input gradient, unused,
+# is dropped on both paths), so wider expansions keep the primitives' rules.
+CONV_VJP_MAX_GROWTH = 2
+
+
+def _reverse_mode_only():
+    """True where conv's custom_vjp rule is safe: an autodiff trace is on and
+    the innermost transform being traced (jit frames aside) is reverse mode,
+    with no forward-mode transform (jvp, jacfwd, hessian) anywhere on the
+    stack: needle.custom_vjp has no forward rule, and inside vmap / a loop
+    body traced under grad its marker could not be batched / carried."""
+    from ..autodiff import ad_active
+    from ..tensor import FRAMES
+    if not (CONV_VJP and ad_active()):
+        return False
+    kinds = [f.kind for f in FRAMES.stack]
+    if any(kd in ("jvp", "jacfwd") for kd in kinds):
+        return False
+    for kd in reversed(kinds):
+        if kd == "jit":
+            continue
+        return kd in _REVERSE_KINDS
+    return False
+
+
+def _pad_or_crop(x, pads):
+    """x (batch, *spatial, C) padded with zeros by (lo, hi) per spatial dim;
+    a negative entry crops instead."""
+    xs = tuple(nnp.shape(x))
+    if any(lo < 0 or hi < 0 for lo, hi in pads):
+        x = x[(slice(None),) + tuple(slice(max(-lo, 0), size - max(-hi, 0))
+                                     for size, (lo, hi) in zip(xs[1:-1], pads))
+              + (slice(None),)]
+    if any(lo > 0 or hi > 0 for lo, hi in pads):
+        x = nnp.pad(x, [(0, 0)] + [(max(lo, 0), max(hi, 0)) for lo, hi in pads] + [(0, 0)])
+    return x
+
+
+def _dilate(g, stride):
+    """g (batch, *out, C) with s - 1 zeros after each element along each
+    spatial dim of stride s: (batch, *(out * s), C)."""
+    for a, s in enumerate(stride, start=1):
+        if s > 1:
+            gs = tuple(nnp.shape(g))
+            g = nnp.expand_dims(g, a + 1)
+            g = nnp.pad(g, [(0, 0)] * (a + 1) + [(0, s - 1)] + [(0, 0)] * (len(gs) - a - 1))
+            g = nnp.reshape(g, gs[:a] + (gs[a] * s,) + gs[a + 1:])
+    return g
+
+
+def _conv_vjp(x_sp, stride, pads, dilation):
+    """conv(x, w) with these static parameters as a needle.custom_vjp whose
+    backward is convolutions (see `conv`); residuals: the forward's patches
+    (for the kernel's gradient) and w (for the input's)."""
+    from ..autodiff import custom_vjp
+
+    @custom_vjp
+    def f(x, w):
+        return _im2col_conv(x, w, stride, pads, dilation)[0]
+
+    def f_fwd(x, w):
+        y, patches = _im2col_conv(x, w, stride, pads, dilation)
+        return y, (patches, w)
+
+    def f_bwd(res, g):
+        patches, w = res
+        ws = tuple(nnp.shape(w))
+        n = len(ws) - 2
+        k = ws[:n]
+        out = tuple(nnp.shape(g))[1:-1]
+        # the input's gradient: the output gradient, dilated by the stride
+        # and padded by (K-1)*d - lo (cropped where negative), correlated
+        # (stride 1, the forward's dilation) with w flipped and in/out swapped
+        gp = _pad_or_crop(_dilate(g, stride), [
+            ((kk - 1) * d - lo, size - o * s + lo)
+            for kk, d, (lo, _), size, o, s in zip(k, dilation, pads, x_sp, out, stride)])
+        wt = nnp.flip(w, axis=tuple(range(n)))
+        wt = nnp.transpose(wt, tuple(range(n)) + (n + 1, n))
+        dx = _im2col_conv(gp, wt, (1,) * n, [(0, 0)] * n, dilation)[0]
+        # the kernel's gradient: patches^T @ g, contracting batch and space
+        axes = tuple(range(n + 1))
+        dw = nnp.reshape(nnp.tensordot(patches, g, axes=(axes, axes)), ws)
+        return dx, dw
+
+    f.defvjp(f_fwd, f_bwd)
+    return f
 
 
 def _pool(x, window, strides, padding, name):

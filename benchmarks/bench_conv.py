@@ -1,0 +1,128 @@
+"""Convolution forward + backward: conv's gradient as convolutions (its
+custom reverse rule, needle.nn.functional.CONV_VJP = True) against autodiff
+of im2col (col2im scatters; CONV_VJP = False), issue 13.
+
+Workload: jit(grad(sum(conv(x, w)**2), argnums=(0, 1))) on float32 NHWC /
+HWIO shapes of the ConvNet (3x3, stride 1 and 2, padding 1). Per path and
+shape:
+- cold: the first call in a fresh process with an empty kernel cache
+  (trace, passes, codegen, every Numba compile);
+- kernels / BLAS: kernel launches and library calls of the lowered program;
+- step: the median of --repeats calls, both paths in one process,
+  interleaved (timeit_side_by_side).
+"new" is the rule on every row; by default a strided conv and one with
+C_out > 2 C_in keep the old path (CONV_VJP_MAX_STRIDE, CONV_VJP_MAX_GROWTH),
+which those rows show is faster there.
+Both paths' gradients are checked against each other before timing.
+
+Run: python benchmarks/bench_conv.py [--small] [--repeats N]
+(OPENBLAS_NUM_THREADS / NUMBA_NUM_THREADS as you want them: set them to 1
+for the one-thread rows of issue 13.)
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+SHAPES = [  # (batch, H, W, C_in, C_out, kernel, stride)
+    (32, 32, 32, 3, 16, 3, 1),
+    (32, 32, 32, 16, 16, 3, 1),
+    (32, 16, 16, 32, 32, 3, 1),
+    (32, 32, 32, 64, 64, 3, 1),
+    (32, 32, 32, 16, 32, 3, 1),
+    (32, 32, 32, 8, 32, 3, 1),
+    (32, 16, 16, 32, 64, 3, 2),
+]
+SMALL = [(2, 8, 8, 3, 4, 3, 1), (2, 8, 8, 4, 4, 3, 2)]
+
+
+def _program(shape):
+    import needle
+    import needle.numpy as nnp
+    from needle.nn import conv
+    b, h, w_, ci, co, k, s = shape
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((b, h, w_, ci)).astype(np.float32)
+    w = (rng.standard_normal((k, k, ci, co)) / np.sqrt(k * k * ci)).astype(np.float32)
+
+    def loss(x, w):
+        return nnp.sum(conv(x, w, stride=s, padding=1) ** 2)
+    return needle.jit(needle.grad(loss, argnums=(0, 1))), x, w
+
+
+def _set_path(fast):
+    import needle.nn.functional as F
+    F.CONV_VJP = fast
+    F.CONV_VJP_MAX_STRIDE = 3     # the rule on every row (not the default for
+    F.CONV_VJP_MAX_GROWTH = 8     # strided convs and C_out > 2 C_in)
+
+
+def child_cold(shape, fast):
+    _set_path(fast)
+    f, x, w = _program(shape)
+    t0 = time.perf_counter()
+    r = f(x, w)
+    np.asarray(r[0])
+    cold = time.perf_counter() - t0
+    lo = f.lower(x, w)
+    print(json.dumps({"cold": cold, "kernels": lo.kernel_count,
+                      "blas": lo.library_call_count}))
+
+
+def child_steps(shape, repeats):
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from common import timeit_side_by_side
+    fns, outs = {}, {}
+    for fast in (True, False):
+        _set_path(fast)
+        f, x, w = _program(shape)
+        outs[fast] = [np.asarray(v) for v in f(x, w)]
+        fns[fast] = (lambda f=f, x=x, w=w: f(x, w))
+    for a, b in zip(outs[True], outs[False]):
+        np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-3 * np.abs(b).max())
+    t = timeit_side_by_side(fns, repeats=repeats)
+    print(json.dumps({"new": t[True], "old": t[False]}))
+
+
+def _run(args):
+    env = dict(os.environ)
+    with tempfile.TemporaryDirectory() as d:
+        env["NEEDLE_CACHE_DIR"] = d
+        out = subprocess.run([sys.executable, __file__] + args, env=env, check=True,
+                             capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main():
+    import argparse
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--small", action="store_true")
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child:
+        kind, shape, extra = json.loads(a.child)
+        if kind == "cold":
+            child_cold(tuple(shape), extra)
+        else:
+            child_steps(tuple(shape), extra)
+        return
+    print("| shape (B,H,W,Cin,Cout,k,s) | cold new | cold old | kernels new/old | "
+          "BLAS new/old | step new | step old | old/new step |")
+    print("|---|---|---|---|---|---|---|---|")
+    for shape in (SMALL if a.small else SHAPES):
+        new = _run(["--child", json.dumps(["cold", shape, True])])
+        old = _run(["--child", json.dumps(["cold", shape, False])])
+        st = _run(["--child", json.dumps(["steps", shape, a.repeats])])
+        print(f"| {tuple(shape)} | {new['cold']:.2f} s | {old['cold']:.2f} s | "
+              f"{new['kernels']}/{old['kernels']} | {new['blas']}/{old['blas']} | "
+              f"{st['new'] * 1e3:.2f} ms | {st['old'] * 1e3:.2f} ms | "
+              f"{st['old'] / st['new']:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
