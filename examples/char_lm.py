@@ -31,6 +31,9 @@ import needle.numpy as nnp
 from needle import lax, optim
 from needle.models import LanguageModel
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # examples/_common.py
+from _common import plot_curves  # noqa: E402
+
 try:
     from needle.data import load_stdlib_text, batchify
 except ImportError:                                   # an older needle.data
@@ -231,31 +234,13 @@ def main(model="lstm", epochs=1, batch_size=32, bptt=64, embedding_size=64, hidd
         lm.save(save)
         say(f"checkpoint written to {save}")
     if plot:
-        _plot(history, entropy, plot, say)
+        e = range(1, len(history["loss"]) + 1)
+        plot_curves(plot, say, [(e, history["loss"], "train loss", "o-"),
+                                (e, history["valid"], "valid loss", "o-")],
+                    "epoch", ylabel="nats / char", hline=(entropy, "unigram entropy"))
     return {"valid": history["valid"][-1], "entropy": entropy,
             "ratio": history["valid"][-1] / entropy, "sample": text, "history": history,
             "model": lm, "total_time": total_time}
-
-
-def _plot(history, entropy, path, say):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        say("--plot needs matplotlib (pip install matplotlib); no plot written")
-        return
-    fig, ax = plt.subplots(figsize=(5, 3))
-    e = range(1, len(history["loss"]) + 1)
-    ax.plot(e, history["loss"], "o-", label="train loss")
-    ax.plot(e, history["valid"], "o-", label="valid loss")
-    ax.axhline(entropy, ls="--", c="gray", label="unigram entropy")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("nats / char")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    say(f"loss curve written to {path}")
 
 
 def _cli():

@@ -27,6 +27,8 @@ the step and compiling (or loading from the kernel cache on disk) its
 kernels; its time is reported separately.
 """
 import argparse
+import os
+import sys
 import time
 
 import numpy as np
@@ -36,6 +38,9 @@ import needle.distributed as dist
 import needle.nn as nn
 import needle.numpy as nnp
 from needle.data import DataLoader, load_digits
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # examples/_common.py
+from _common import pyplot  # noqa: E402
 
 try:
     from tqdm import tqdm
@@ -84,11 +89,8 @@ def predict(model, x):
 def save_loss_plot(history, path):
     """The per-step training loss and the per-epoch test accuracy, as a PNG
     (needs matplotlib); returns the path, or None without matplotlib."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     steps = np.arange(1, len(history["step_loss"]) + 1) / history["steps_per_epoch"]

@@ -16,6 +16,7 @@ Run:  pip install -e ".[examples]" && python examples/mlp_resnet.py
       python examples/mlp_resnet.py --load mlp_resnet.npz      # evaluate a checkpoint
 """
 import argparse
+import os
 import sys
 import time
 
@@ -26,6 +27,9 @@ import needle.nn as nn
 import needle.numpy as nnp
 from needle import data, optim
 from needle.models import MLPResNet
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # examples/_common.py
+from _common import plot_curves, progress_bar  # noqa: E402
 
 
 def make_step(loss_fn):
@@ -47,14 +51,6 @@ def accuracy(model, dataset):
     acc = float(np.mean(np.asarray(predict(model, x)) == y))
     model.train()
     return acc
-
-
-def _bar(verbose, epoch, epochs, done, total, loss, t0):
-    if verbose:
-        filled = 30 * done // total
-        sys.stderr.write(f"\repoch {epoch:2d}/{epochs} [{'#' * filled}{'.' * (30 - filled)}] "
-                         f"{done}/{total} {time.perf_counter() - t0:5.1f}s loss {loss:.4f}")
-        sys.stderr.flush()
 
 
 def main(epochs=20, batch_size=32, hidden_dim=100, num_blocks=3, drop_prob=0.1, lr=1e-3,
@@ -86,7 +82,7 @@ def main(epochs=20, batch_size=32, hidden_dim=100, num_blocks=3, drop_prob=0.1, 
         for i, (x, y) in enumerate(loader):
             total += float(step(model, opt, x, y))
             if i % 8 == 0 or i == len(loader) - 1:
-                _bar(verbose, epoch, epochs, i + 1, len(loader), total / (i + 1), t0)
+                progress_bar(verbose, epoch, epochs, i + 1, len(loader), total / (i + 1), t0)
         if verbose:
             sys.stderr.write("\r\033[K")
         acc = accuracy(model, test)
@@ -105,7 +101,8 @@ def main(epochs=20, batch_size=32, hidden_dim=100, num_blocks=3, drop_prob=0.1, 
         model.save(save)
         say(f"checkpoint written to {save}")
     if plot:
-        _plot(history, plot, say)
+        plot_curves(plot, say, [(range(1, len(history["loss"]) + 1), history["loss"],
+                                 "train loss", "-")], "epoch")
     return {"accuracy": history["accuracy"][-1], "history": history, "model": model,
             "total_time": total_time, "first_epoch_time": history["epoch_time"][0]}
 
@@ -116,23 +113,6 @@ def evaluate(path, hidden_dim=100, num_blocks=3, seed=0):
     model = MLPResNet(64, hidden_dim, num_blocks, 10)
     model.load(path)
     return accuracy(model, test)
-
-
-def _plot(history, path, say):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        say("--plot needs matplotlib (pip install matplotlib); no plot written")
-        return
-    fig, ax = plt.subplots(figsize=(5, 3))
-    ax.plot(range(1, len(history["loss"]) + 1), history["loss"], label="train loss")
-    ax.set_xlabel("epoch")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    say(f"loss curve written to {path}")
 
 
 def _cli():

@@ -19,6 +19,7 @@ The first epoch includes tracing the step and compiling (or loading from the
 kernel cache on disk) its kernels, reported separately.
 """
 import argparse
+import os
 import sys
 import time
 
@@ -29,6 +30,9 @@ import needle.nn as nn
 import needle.numpy as nnp
 from needle import data, optim
 from needle.models import ResNet9
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # examples/_common.py
+from _common import plot_curves, progress_bar  # noqa: E402
 
 TO_NCHW = (0, 3, 1, 2)
 
@@ -75,14 +79,6 @@ def accuracy(model, dataset, batch_size=512):
     return hits / len(dataset)
 
 
-def _bar(verbose, epoch, epochs, done, total, loss, t0):
-    if verbose:
-        filled = 30 * done // total
-        sys.stderr.write(f"\repoch {epoch:2d}/{epochs} [{'#' * filled}{'.' * (30 - filled)}] "
-                         f"{done}/{total} {time.perf_counter() - t0:5.1f}s loss {loss:.4f}")
-        sys.stderr.flush()
-
-
 def main(epochs=10, batch_size=32, lr=1e-3, weight_decay=1e-3, seed=0, limit=None,
          verbose=True, save=None, plot=None):
     """Train and evaluate; returns a dict with the final test accuracy, the
@@ -112,7 +108,7 @@ def main(epochs=10, batch_size=32, lr=1e-3, weight_decay=1e-3, seed=0, limit=Non
         for i, (x, y) in enumerate(loader):
             total += float(step(model, opt, x, y))
             if i % 4 == 0 or i == len(loader) - 1:
-                _bar(verbose, epoch, epochs, i + 1, len(loader), total / (i + 1), t0)
+                progress_bar(verbose, epoch, epochs, i + 1, len(loader), total / (i + 1), t0)
         if verbose:
             sys.stderr.write("\r\033[K")
         acc = accuracy(model, test)
@@ -131,7 +127,8 @@ def main(epochs=10, batch_size=32, lr=1e-3, weight_decay=1e-3, seed=0, limit=Non
         model.save(save)
         say(f"checkpoint written to {save}")
     if plot:
-        _plot(history, plot, say)
+        plot_curves(plot, say, [(range(1, len(history["loss"]) + 1), history["loss"],
+                                 "train loss", "-")], "epoch")
     return {"accuracy": history["accuracy"][-1], "history": history, "model": model,
             "total_time": total_time, "first_epoch_time": history["epoch_time"][0]}
 
@@ -142,23 +139,6 @@ def evaluate(path, seed=0):
     model = ResNet9()
     model.load(path)
     return accuracy(model, test)
-
-
-def _plot(history, path, say):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        say("--plot needs matplotlib (pip install matplotlib); no plot written")
-        return
-    fig, ax = plt.subplots(figsize=(5, 3))
-    ax.plot(range(1, len(history["loss"]) + 1), history["loss"], label="train loss")
-    ax.set_xlabel("epoch")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    say(f"loss curve written to {path}")
 
 
 def _cli():

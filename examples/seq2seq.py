@@ -16,6 +16,7 @@ Run:  python examples/seq2seq.py                       # LSTM encoder
       python examples/seq2seq.py --load s2s.npz         # evaluate a checkpoint
 """
 import argparse
+import os
 import sys
 import time
 
@@ -26,6 +27,9 @@ import needle.nn as nn
 import needle.numpy as nnp
 from needle import optim
 from needle.models import Seq2Seq
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # examples/_common.py
+from _common import plot_curves  # noqa: E402
 
 PAD, BOS, EOS, DIGIT0 = 0, 1, 2, 3
 VOCAB = 13
@@ -170,7 +174,8 @@ def main(steps=3000, batch_size=64, max_len=8, cell="lstm", embedding_size=32,
         model.save(save)
         say(f"checkpoint written to {save}")
     if plot:
-        _plot(history, plot, say)
+        plot_curves(plot, say, [(history["step"], history["loss"], "train loss", "-")],
+                    "step", yscale="log")
     return {"greedy": greedy_acc, "beam": beam_acc, "history": history, "model": model,
             "total_time": total_time}
 
@@ -182,24 +187,6 @@ def evaluate(path, cell="lstm", embedding_size=32, hidden_size=128, num_layers=1
     model.load(path)
     test = make_strings(np.random.default_rng(seed + 1), n_test, max_len)
     return exact_match(model, test, max_len), exact_match(model, test, max_len, beam_size)
-
-
-def _plot(history, path, say):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        say("--plot needs matplotlib (pip install matplotlib); no plot written")
-        return
-    fig, ax = plt.subplots(figsize=(5, 3))
-    ax.plot(history["step"], history["loss"], label="train loss")
-    ax.set_xlabel("step")
-    ax.set_yscale("log")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    say(f"loss curve written to {path}")
 
 
 def _cli():
