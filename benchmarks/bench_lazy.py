@@ -43,20 +43,9 @@ import needle as ndl                # noqa: E402
 from needle import lazy             # noqa: E402
 
 try:
-    from common import bench_args, try_torch
+    from common import bench_args, per_call, try_torch
 except ImportError:                 # imported as benchmarks.bench_lazy
-    from benchmarks.common import bench_args, try_torch
-
-
-def per_call(fns, calls, repeats):
-    best = {k: float("inf") for k in fns}
-    for _ in range(repeats):
-        for k, f in fns.items():
-            t0 = time.perf_counter()
-            for _ in range(calls):
-                f()
-            best[k] = min(best[k], (time.perf_counter() - t0) / calls)
-    return best
+    from benchmarks.common import bench_args, per_call, try_torch
 
 
 def make(sizes):

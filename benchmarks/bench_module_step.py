@@ -34,21 +34,9 @@ from needle import optim           # noqa: E402
 from needle.state import gather    # noqa: E402
 
 try:
-    from common import bench_args
+    from common import bench_args, per_call
 except ImportError:                # imported as benchmarks.bench_module_step
-    from benchmarks.common import bench_args
-
-
-def per_call(fns, calls, repeats):
-    """{name: best seconds per call}, the contestants interleaved."""
-    best = {k: float("inf") for k in fns}
-    for _ in range(repeats):
-        for k, f in fns.items():
-            t0 = time.perf_counter()
-            for _ in range(calls):
-                f()
-            best[k] = min(best[k], (time.perf_counter() - t0) / calls)
-    return best
+    from benchmarks.common import bench_args, per_call
 
 
 def _loss_step(model, opt, x, y):

@@ -36,6 +36,20 @@ def timeit_side_by_side(fns, repeats=15, warmup=2, min_time=0.0):
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
+def per_call(fns, calls, repeats):
+    """{name: best seconds per call over `repeats` rounds of `calls` calls},
+    the contestants interleaved (for calls of microseconds: no per-call
+    timer)."""
+    best = {k: float("inf") for k in fns}
+    for _ in range(repeats):
+        for k, f in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                f()
+            best[k] = min(best[k], (time.perf_counter() - t0) / calls)
+    return best
+
+
 def _block(r):
     if hasattr(r, "block_until_ready"):
         r.block_until_ready()
