@@ -86,6 +86,20 @@ class _Module:
                 q = f"q{k}"
         return [pad + ln for ln in lines]
 
+    def per_matrix(self, shape):
+        """For a kernel whose blocks each take one matrix of the batch
+        (`shape`: batch axes, then the matrix's two): (batch rank, the index
+        formatter B(row, col) -> "i0, .., row, col", the body's opening
+        lines: the block's threads and the loop over its matrices)."""
+        r = len(shape) - 2
+        bnames, nb = self.batch(shape[:-2])
+        head = [nb,
+                "tid_ = cuda.threadIdx.x",
+                "nt_ = cuda.blockDim.x",
+                "for b_ in range(cuda.blockIdx.x, nb_, cuda.gridDim.x):",
+                *self.unravel("b_", bnames, "    ")]
+        return r, (lambda *rest: _ix(r, *rest)), head
+
     def module(self, body, work, threads):
         arrays = [f"a{k}" for k in range(len(self.g.invars))] + \
                  [f"o{k}" for k in range(len(self.g.outvars))]
@@ -123,18 +137,11 @@ def _cholesky(graph, name):
     m = _Module(graph, name)
     (x,), (out,) = m.e.inputs, m.e.outs
     a, o = m.arg(x), m.arg(out)
-    shape = x.aval.shape
-    r = len(shape) - 2
-    bnames, nb = m.batch(shape[:-2])
-    n = m.dim(shape[-1])
+    r, B, head = m.per_matrix(x.aval.shape)
+    n = m.dim(x.aval.shape[-1])
     f = m.f
-    B = lambda *rest: _ix(r, *rest)         # noqa: E731
     body = [
-        nb,
-        "tid_ = cuda.threadIdx.x",
-        "nt_ = cuda.blockDim.x",
-        "for b_ in range(cuda.blockIdx.x, nb_, cuda.gridDim.x):",
-        *m.unravel("b_", bnames, "    "),
+        *head,
         # the lower triangle, zeros above
         f"    for t_ in range(tid_, {n} * {n}, nt_):",
         f"        r_ = t_ // {n}",
@@ -174,18 +181,11 @@ def _lu(graph, name):
     (x,) = m.e.inputs
     o, piv, perm = (m.arg(v) for v in m.e.outs)
     a = m.arg(x)
-    shape = x.aval.shape
-    r = len(shape) - 2
-    bnames, nb = m.batch(shape[:-2])
-    n = m.dim(shape[-1])
+    r, B, head = m.per_matrix(x.aval.shape)
+    n = m.dim(x.aval.shape[-1])
     f = m.f
-    B = lambda *rest: _ix(r, *rest)         # noqa: E731
     body = [
-        nb,
-        "tid_ = cuda.threadIdx.x",
-        "nt_ = cuda.blockDim.x",
-        "for b_ in range(cuda.blockIdx.x, nb_, cuda.gridDim.x):",
-        *m.unravel("b_", bnames, "    "),
+        *head,
         f"    for t_ in range(tid_, {n} * {n}, nt_):",
         f"        r_ = t_ // {n}",
         f"        c_ = t_ - r_ * {n}",
