@@ -175,7 +175,7 @@ class Tensor:
 
     def __init__(self, array, *, device=None, dtype=None, requires_grad=True, **kwargs):
         self._value = _as_value(array, device, dtype)
-        self.requires_grad = bool(requires_grad)
+        self._requires_grad = bool(requires_grad)      # (made: no epoch bump)
         self.grad = None
         self._name = None           # "Linear.weight": where a Module holds it (messages)
         self._origin = None         # for a gradient cell: the cell it is the gradient of
@@ -198,7 +198,7 @@ class Tensor:
     def _make(cls, value, requires_grad=False):
         """A Tensor holding `value` as it is (no conversion, no copy)."""
         t = object.__new__(cls)
-        t._value, t.requires_grad, t.grad, t._name, t._origin = value, requires_grad, \
+        t._value, t._requires_grad, t.grad, t._name, t._origin = value, bool(requires_grad), \
             None, None, None
         t._leaf, t.op, t.inputs = None, None, []
         TENSOR_COUNT[0] += 1
