@@ -101,7 +101,7 @@ def device_put(x, device=None):
 
 # --- eager operations ----------------------------------------------------------
 
-_programs = {}                  # (prim, params, operand avals) -> CudaProgram
+_programs = {}                  # (prim, params, operand avals) -> Executable
 _compile_lock = threading.Lock()
 _scalars = collections.OrderedDict()     # (dtype, value bytes) -> Array, oldest first
 _scalars_lock = threading.Lock()

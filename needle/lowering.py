@@ -89,15 +89,17 @@ def compile_optimised(cg, device="cpu", name="f", donated=()):
 
 
 def cuda_program(cg, name="f"):
-    """The CudaProgram (device arrays in and out, `program(*host_arrays)` ->
-    numpy results) of an optimised ClosedGraph: fusion, then compile."""
-    return compile_optimised(cg, "cuda", name).program
+    """The CUDA Executable (host values or device Arrays in, device Arrays
+    out; `to_device` + `run` split a call in two for benchmarks) of an
+    optimised ClosedGraph: fusion, then compile."""
+    return compile_optimised(cg, "cuda", name)
 
 
 def eager_cuda_program(cg, name):
-    """A CudaProgram for an eager operation on device arrays (needle/array.py)."""
+    """The CUDA Executable of an eager operation on device arrays
+    (needle/array.py calls its `run_arrays`)."""
     backend = backend_for("cuda")
-    return compile_graph(_run_stages(cg, backend, name, None)[0], backend, name).program
+    return compile_graph(_run_stages(cg, backend, name, None)[0], backend, name)
 
 
 # (primitive, sub-graph ids, other params, operand types) -> (Executable, the

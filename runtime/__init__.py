@@ -3,12 +3,11 @@ executables, launches, devices, stage dumps and the cache counters.
 
 Input: ir.ClosedGraph after the fusion pass and its codegen Backend.
 Output: through the one compile loop (program.compile_program) and a device
-(cpu_device: runtime.Executable; cuda_runtime: CudaExecutable, with device
-arrays in cuda_array, the
+(cpu_device; cuda_runtime, with device arrays in cuda_array, the
 device pool in cuda_memory, PTX and ptxas reports in cuda_inspect; all of
 them import numba.cuda only when used); loops and branches (scan, while,
 cond) run as control steps over their bodies' compiled plans (loops, with
-cuda_loops on CUDA).
+cuda_loops on CUDA), the one Executable (executable) running them all.
 """
 from . import parallel  # noqa: F401
 from . import prewarm  # noqa: F401

@@ -1,10 +1,12 @@
-"""Stage runtime (CPU): the CPU device of the compile loop (runtime/program.py):
-how a kernel is loaded and launched, a library call, a view and a host step
-run, and the Executable that runs them.
+"""Stage runtime (CPU): the CPU device of the compile loop (runtime/program.py)
+and of the Executable (runtime/executable.py): how a kernel is loaded and
+launched, a library call, a view and a host step run; how inputs come in
+(numpy arrays as the kernels take them), results go out, donated buffers
+are taken.
 
 Input: KernelSources from the CPU Backend (codegen/cpu), host functions of
 library calls, slots. Output: steps `step(env)`, the loop operations of the
-control steps (loops.CPU_OPS) and an Executable.
+control steps (loops.CPU_OPS) and the device's part of the Executable.
 
 Each group compiles to one kernel, serial and `nogil`, whatever its size.
 A kernel whose rows are independent (its KernelSource's `split`) and whose
@@ -22,11 +24,13 @@ backend.emit_loop, loaded through the kernel cache like a kernel); the
 `kernels` stage prints it as a "generated loop" and its groups as kernels
 inside it (they count in kernel_count, the loop's driver does not).
 """
+import operator
+
 import numpy as np
 
 from ..ir.core import ClosedGraph, Lit
 from . import compile_workers, memory, parallel
-from .executable import Executable, call_step, kernel_step, view_step
+from .executable import _warn_donation_once, no_resource_report, prepare_input
 from .kernel_cache import load_kernel
 from .loops import CPU_OPS
 
@@ -54,13 +58,12 @@ def kernels_text(kernels):
     return "\n".join(parts) if parts else "# no kernels"
 
 
-def kernel_count(kernels):
-    """Kernel groups (a generated loop's driver is not one; its groups are)."""
-    return sum(not getattr(ks, "loop_driver", False) for _, ks in kernels)
-
-
 class CpuDevice:
     name = "cpu"
+    host_arrays = True                  # numpy arrays in and out
+    copies_results = True               # results never alias the caller's arrays
+    stages = ()                         # beyond 'fused' and 'kernels'
+    kernels_text = staticmethod(kernels_text)
     allocator = staticmethod(memory.allocator)
     loop_ops = CPU_OPS                  # the control steps' operations (runtime/loops.py)
     # scan / while bodies of kernels and views only run as one generated
@@ -172,14 +175,148 @@ class CpuDevice:
             return step
         return view_step(src, out, aval.shape)
 
+    # -- the Executable's part (runtime/executable.py) ---------------------------
     @staticmethod
-    def executable(name, fused, n_slots, const_slots, in_slots, plan, outs, kernels, launchers,
-                   library_call_count, donated, donated_in_place):
-        g = fused.graph
-        stage_texts = {"fused": str(g), "kernels": lambda: kernels_text(kernels)}
-        return Executable(name, [v.aval for v in g.invars], n_slots, const_slots, fused.consts,
-                          in_slots, plan, outs, stage_texts, kernel_count(kernels),
-                          library_call_count, donated=donated_in_place)
+    def const(c):
+        return c
+
+    @staticmethod
+    def literal(v):
+        return v.copy()
+
+    @staticmethod
+    def runnable(launchers):
+        return True
+
+    @classmethod
+    def inputs(cls, exe, donation=True):
+        """prepare(args): each a C-contiguous, writeable numpy array of its
+        input's dtype (the argument itself when it is one); the donated
+        arguments taken first (`donation`: an argument's buffer shared with
+        another argument, a view of it, is seen before it is copied)."""
+        dts = [a.dtype for a in exe.in_avals]
+        n, name = len(dts), exe.name
+        take = cls.donation(exe) if donation else None
+
+        def prepare(args):
+            if len(args) != n:
+                raise TypeError(f"{name} takes {n} arrays, got {len(args)}")
+            if take is not None:
+                args = take(args)
+            return list(map(prepare_input, args, dts))
+        return prepare
+
+    @staticmethod
+    def donation(exe):
+        """take(inputs): the donated inputs a kernel overwrites, each used in
+        place unless another input or a constant also reads its memory (the
+        same array twice, or a view of it): then this call works on a copy
+        of it (JAX refuses to donate a buffer used twice). np.may_share_memory
+        compares bounds: cheap, and never misses an overlap."""
+        donated = exe.donated_in_place
+        if not donated:
+            return None
+        consts = [c for c in exe.fused.consts if isinstance(c, np.ndarray)]
+
+        def take(args):
+            args = list(args)
+            for k in donated:
+                x = args[k]
+                if not isinstance(x, np.ndarray):
+                    continue
+                others = [a for j, a in enumerate(args) if j != k] + consts
+                if any(isinstance(a, np.ndarray) and np.may_share_memory(x, a) for a in others):
+                    args[k] = x.copy()
+                else:
+                    _warn_donation_once()
+            return args
+        return take
+
+    @staticmethod
+    def refuse(exe):                    # pragma: no cover (a CPU executable always runs)
+        raise AssertionError("a CPU executable always runs")
+
+    @staticmethod
+    def stage_text(exe, stage, cc):     # pragma: no cover (no stages beyond the common ones)
+        raise KeyError(stage)
+
+    @staticmethod
+    def ptx(exe, cc):
+        no_resource_report(exe, "PTX")
+
+    @staticmethod
+    def resource_report(exe, cc):
+        no_resource_report(exe)
+
+
+def kernel_step(fn, ins, outs, out_specs, dims, inplace=None, lits=None, rows=()):
+    """Launch: allocate outputs, call the kernel with inputs, outputs, dims
+    (and the float literals, when the kernel has any, and `rows`: the
+    (lo, hi) range of a splittable CPU kernel called in one piece). `inplace`
+    maps an output position to the input slot whose buffer it reuses (a
+    donated argument read only element-for-element)."""
+    inplace = inplace or {}
+    allocs = [memory.allocator(shape, dt) for shape, dt in out_specs]
+    tail = ((dims,) if lits is None else (dims, lits)) + tuple(rows)
+    if len(outs) == 1 and not inplace:
+        (o,), (alloc,) = outs, allocs
+        if len(ins) == 1:
+            (i0,) = ins
+
+            def step(env):
+                r = alloc()
+                fn(env[i0], r, *tail)
+                env[o] = r
+            return step
+
+        def step(env):
+            r = alloc()
+            fn(*[env[i] for i in ins], r, *tail)
+            env[o] = r
+        return step
+    if len(outs) == 1 and len(ins) > 1 and list(inplace) == [0]:
+        # one result written into a given buffer (a loop body's carry or row
+        # of ys: runtime/loops.py), the hot case of a loop
+        (o,), src, get = outs, inplace[0], operator.itemgetter(*ins)
+
+        def step(env):
+            r = env[src]
+            fn(*get(env), r, *tail)
+            env[o] = r
+        return step
+
+    def step(env):
+        rs = [env[inplace[k]] if k in inplace else alloc()
+              for k, alloc in enumerate(allocs)]
+        fn(*[env[i] for i in ins], *rs, *tail)
+        for o, r in zip(outs, rs):
+            env[o] = r
+    return step
+
+
+def call_step(fn, ins, out, params):
+    if isinstance(out, list):               # several results (lu): one slot each
+        def step(env):
+            res = fn(*[env[i] if isinstance(i, int) else i for i in ins], **params)
+            for o, r in zip(out, res):
+                env[o] = r
+        return step
+    if not params and len(ins) == 2 and all(isinstance(i, int) for i in ins):
+        i0, i1 = ins                         # a BLAS call: the common, hot case
+
+        def step(env):
+            env[out] = fn(env[i0], env[i1])
+        return step
+
+    def step(env):
+        env[out] = fn(*[env[i] if isinstance(i, int) else i for i in ins], **params)
+    return step
+
+
+def view_step(i, out, shape):
+    def step(env):
+        env[out] = env[i].reshape(shape)
+    return step
 
 
 DEVICE = CpuDevice()

@@ -2,7 +2,7 @@
 ptxas's resource report (registers, shared memory, spills, stack) per
 kernel entry, for a chosen compute capability. No GPU is needed.
 
-Input: the (group name, CudaKernelSource) list of a CudaProgram.
+Input: the (group name, CudaKernelSource) list of a CUDA Executable (`kernels`).
 Output: PTX text per entry (`compile_ptx`, `ptx_text`) and a
 ResourceReport (`resource_report`).
 

@@ -16,8 +16,6 @@ from .cuda_array import DeviceArray, dev_shape, make_array, to_device
 
 
 class CudaLoopOps:
-    steps_take_owned = True             # CUDA plan steps run as step(env, owned)
-
     @staticmethod
     def const(c):
         return c if isinstance(c, DeviceArray) else to_device(np.asarray(c))

@@ -3,10 +3,10 @@ Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1) on machines without a GPU,
 on the device where one is attached.
 
 Input: a ClosedGraph after the fusion pass for the CUDA Backend (as `compile_executable` takes).
-Output: through the compile loop (runtime/program.py) and `CudaDevice`, a
-CudaExecutable (its `.program`: a CudaProgram of device arrays), which has the CPU
-Executable's interface (flat leaves in, flat results out, printable stages)
-and returns needle Arrays that stay on the device.
+Output: `CudaDevice`, the CUDA device of the compile loop (runtime/program.py)
+and of the Executable (runtime/executable.py, the same class as on CPU): its
+steps launch kernels on device Arrays; inputs come in as needle Arrays
+(host values copied over), results stay on the device.
 
 The graph is partitioned for "cuda" (dot_general is a kernel there, not a
 library call), each group is emitted by codegen/cuda, written to the kernel
@@ -39,8 +39,6 @@ from ..ir.core import Lit
 from . import cuda_memory
 from .cuda_array import DeviceArray, dev_shape, make_array, to_device
 from .cuda_loops import CUDA_OPS
-from .executable import ExecutableBase
-from .program import compile_program
 from .kernel_cache import import_kernel_module
 from .stats import stats
 
@@ -105,7 +103,7 @@ def load_cuda_kernels(ks, context=""):
     elif not cuda.is_available():
         # No device (jit(f, device="cuda").lower(...) on a machine without a
         # GPU): the module file is what the kernels, PTX and ptxas stages
-        # read; a program holding None refuses to run (CudaProgram.runnable).
+        # read; a program holding None refuses to run (Executable.runnable).
         return None
     else:                                   # pragma: no cover (needs a GPU)
         # block kernels (codegen/cuda/kernels.py) declare their launch bounds
@@ -139,86 +137,22 @@ def _as_array(x, aval):
     return to_device(x)
 
 
-class CudaProgram:
-    """A compiled program for the CUDA backend. `program(*arrays)` -> list
-    of numpy results (copied back; what the differential tests compare);
-    `run_arrays(arrays)` -> list of Arrays (inputs and results on the
-    device; what jit and eager operations use); `to_device` + `run` split
-    the first in two for benchmarks. `fused` is the partitioned graph,
-    `kernels` the (group name, CudaKernelSource) of every kernel, in launch
-    order."""
-
-    def __init__(self, name, fused, kernels, plan, n_slots, const_slots, in_slots, outs):
-        self.name, self.fused, self.kernels = name, fused, kernels
-        self._plan, self._n_slots = plan, n_slots
-        self._const_slots, self._in_slots, self._outs = const_slots, in_slots, outs
-        self.in_avals = [v.aval for v in fused.graph.invars]
-        self._consts = None
-        self.runnable = True        # False: compiled where no device can run it
-
-    def _check_runnable(self):
-        if not self.runnable:
-            from .devices import require_cuda
-            require_cuda()
-            raise RuntimeError(f"{self.name} was compiled where no CUDA device was "
-                               f"available; compile it again to run it")
-
-    def __call__(self, *args):
-        return [np.asarray(r) for r in self.run_arrays(self.to_device(*args))]
-
-    def to_device(self, *args):
-        """The arguments as device Arrays (host values copied over)."""
-        self._check_runnable()
-        if len(args) != len(self._in_slots):
-            raise TypeError(f"{self.name} takes {len(self._in_slots)} arrays, got {len(args)}")
-        try:
-            return [_as_array(x, a) for a, x in zip(self.in_avals, args)]
-        except TypeError as e:
-            raise TypeError(f"{self.name}: {e}") from None
-
-    def run(self, *dev_args):
-        return self.run_arrays(dev_args)
-
-    def run_arrays(self, args, owned=()):
-        """Launch every step on Arrays; the results are Arrays. `owned`: the
-        positions of arguments this call owns (donated: nothing else reads
-        their buffers), which a kernel may overwrite."""
-        self._check_runnable()
-        owned = {self._in_slots[k] for k in owned}
-        env = [None] * self._n_slots
-        if self._consts is None:
-            self._consts = [c if isinstance(c, DeviceArray) else to_device(np.asarray(c))
-                            for c in self.fused.consts]
-        for slot, c in zip(self._const_slots, self._consts):
-            env[slot] = c
-        for slot, x in zip(self._in_slots, args):
-            env[slot] = x
-        for step, release in self._plan:
-            step(env, owned)
-            for s in release:
-                env[s] = None
-        return [to_device(val) if kind == "value" else env[val] for kind, val in self._outs]
-
-    def kernels_text(self):
-        return "\n".join(f"# ---- kernel {gname} (nk_{ks.key}.py) ----\n{ks.source}"
-                         for gname, ks in self.kernels) or "# no kernels"
-
-
 def _kernel_step(ks, fns, ins, outs, avals, inplace=None):
     # Hook for codegen: a kernel source with a `launch(entry, limits)` method
     # (e.g. one block per row of a block reduction) chooses its own
     # (blocks, threads); the others are grid-stride loops (launch_config).
-    # `inplace` {output position: input slot}: the output takes the input's
-    # buffer when this call owns it (a donated argument, `owned`).
+    # `inplace` {output position: input slot}: the output takes the buffer
+    # in that slot (a donated argument the call owns: CudaDevice.donation;
+    # a loop body's destination or scratch buffer).
     custom = getattr(ks, "launch", None)
     inplace = inplace or {}
     lits = [np.dtype(dt).type(v) for v, dt in ks.lits]
 
-    def run(env, owned=()):
+    def run(env):
         results = []
         for j, aval in enumerate(avals):
             src = inplace.get(j)
-            if src is not None and src in owned:
+            if src is not None:
                 x = env[src]
                 results.append(make_array(x._buf, aval, x._block))
                 continue
@@ -243,7 +177,7 @@ def _kernel_step(ks, fns, ins, outs, avals, inplace=None):
 def _view_step(src, out, aval):
     shape = dev_shape(aval.shape)
 
-    def run(env, owned=()):
+    def run(env):
         if isinstance(src, Lit):
             env[out] = to_device(np.reshape(np.asarray(src.val, aval.dtype), aval.shape))
         else:
@@ -252,11 +186,25 @@ def _view_step(src, out, aval):
     return run
 
 
+def kernels_text(kernels):
+    return "\n".join(f"# ---- kernel {gname} (nk_{ks.key}.py) ----\n{ks.source}"
+                     for gname, ks in kernels) or "# no kernels"
+
+
 class CudaDevice:
-    """The CUDA device of the compile loop (runtime/program.py): kernels
-    loaded with `cuda.jit` (lazily in the simulator), launched on pooled
-    device buffers; views share their source's block; no library calls."""
+    """The CUDA device of the compile loop (runtime/program.py) and the
+    Executable: kernels loaded with `cuda.jit` (lazily in the simulator),
+    launched on pooled device buffers; views share their source's block;
+    no library calls. Arguments may be Arrays (used in place) or host
+    values (copied over); results are Arrays. Stages: 'ptx' (compiled for
+    compute capability `cc`, default the GPU's, else (9, 0));
+    `resource_report(cc)` gives ptxas's registers, shared memory and spills
+    per kernel (runtime/cuda_inspect.py)."""
     name = "cuda"
+    host_arrays = False                 # needle Arrays in and out
+    copies_results = False              # Arrays are immutable: a result may be an argument
+    stages = ("ptx",)
+    kernels_text = staticmethod(kernels_text)
     allocator = None
     loop_ops = CUDA_OPS                 # the control steps' operations (runtime/loops.py)
     from_host = staticmethod(to_device)     # a host step's results (pure_callback), staged over
@@ -278,93 +226,97 @@ class CudaDevice:
     def view_step(src, out, aval):
         return _view_step(src, out, aval)
 
+    # -- the Executable's part (runtime/executable.py) ---------------------------
+    const = staticmethod(CUDA_OPS.const)    # copied to the device at the first call
+
     @staticmethod
-    def executable(name, fused, n_slots, const_slots, in_slots, plan, outs, kernels, launchers,
-                   library_call_count, donated, donated_in_place):
-        program = CudaProgram(name, fused, kernels, plan, n_slots, const_slots, in_slots,
-                              [(kind, v) for kind, v, _ in outs])
+    def literal(v):
+        return to_device(v)
+
+    @staticmethod
+    def runnable(launchers):
         # None: compiled where no device can run it (lower() without a GPU)
-        program.runnable = all(fns is not None for fns in launchers)
-        return CudaExecutable(program, donated)
+        return all(fns is not None for fns in launchers)
+
+    @staticmethod
+    def refuse(exe):
+        from .devices import require_cuda
+        require_cuda()
+        raise RuntimeError(f"{exe.name} was compiled where no CUDA device was "
+                           f"available; compile it again to run it")
+
+    @classmethod
+    def inputs(cls, exe, donation=True):
+        """prepare(args): each an Array of its input's shape and dtype (a
+        host value copied over), then the donated ones taken (`donation`)."""
+        name, avals = exe.name, exe.in_avals
+        if not exe.runnable:
+            return lambda args: cls.refuse(exe)
+        take = cls.donation(exe) if donation else None
+
+        def prepare(args):
+            if len(args) != len(avals):
+                raise TypeError(f"{name} takes {len(avals)} arrays, got {len(args)}")
+            try:
+                arrays = [_as_array(x, a) for x, a in zip(args, avals)]
+            except TypeError as e:
+                raise TypeError(f"{name}: {e}") from None
+            return arrays if take is None else take(arrays)
+        return prepare
+
+    @staticmethod
+    def donation(exe):
+        """take(arrays): the call takes the donated arguments' buffers. A
+        donated Array is deleted (using it afterwards is an error, as in
+        JAX) and its buffer belongs to the call: it returns to the pool after
+        its last reader, mid-call, or a kernel writes a result into it (the
+        positions `donated_in_place`). A buffer that other Arrays still share
+        (a reshape view; the same Array passed twice) is never overwritten:
+        such a kernel writes into a device copy of it. A donated host value's
+        device copy is the call's own."""
+        donated, in_place, avals = exe.donated, exe.donated_in_place, exe.in_avals
+        if not donated:
+            return None
+
+        def take(arrays):
+            arrays, private = list(arrays), {}
+            for k in donated:
+                x = arrays[k]
+                if id(x) not in private:
+                    alone = x._exclusive() and sum(a is x for a in arrays) == 1
+                    private[id(x)] = (make_array(x._buf, x.aval, x._block), alone, x)
+            given = list(arrays)
+            for j, a in enumerate(given):
+                if id(a) in private:
+                    arrays[j] = private[id(a)][0]
+            for k in in_place:
+                own, alone, _ = private[id(given[k])]
+                if not alone:
+                    arrays[k] = CUDA_OPS.copy_of(own, avals[k])
+            for _, _, x in private.values():
+                x._delete()
+            return arrays
+        return take
+
+    @staticmethod
+    def stage_text(exe, stage, cc=None):
+        # 'ptx': a text; says why when PTX cannot be made here
+        from .cuda_inspect import ptx_text
+        try:
+            return ptx_text(exe.kernels, cc)
+        except Exception as e:
+            return f"// no PTX: {type(e).__name__}: {e}"
+
+    @staticmethod
+    def ptx(exe, cc=None):
+        """{(group, entry): PTX text} for compute capability `cc`."""
+        from .cuda_inspect import compile_ptx
+        return compile_ptx(exe.kernels, cc)
+
+    @staticmethod
+    def resource_report(exe, cc=None):
+        from .cuda_inspect import resource_report
+        return resource_report(exe.kernels, cc)
 
 
 DEVICE = CudaDevice()
-
-
-class CudaExecutable(ExecutableBase):
-    """What `needle.jit(f, device="cuda")` calls: the CPU Executable's
-    interface over a CudaProgram. Arguments may be Arrays (used in place)
-    or host values (copied to the device); results are Arrays. Stages:
-    'fused', 'kernels' (the CUDA kernel modules), 'ptx' (compiled for
-    compute capability `cc`, default the GPU's, else (9, 0));
-    `resource_report(cc)` gives ptxas's registers, shared memory and spills
-    per kernel (runtime/cuda_inspect.py)."""
-
-    def __init__(self, program, donated=()):
-        self.program = program
-        self.donated = tuple(donated)
-        self.name = program.name
-        self.in_avals = program.in_avals
-        self.device = "cuda"
-        self.kernel_count = len(program.kernels)
-        self.library_call_count = 0
-
-    def __call__(self, *args):
-        self.program._check_runnable()
-        arrays = [_as_array(x, a) for x, a in zip(args, self.in_avals)]
-        owned = ()
-        if self.donated:
-            arrays, owned = _take_donated(args, arrays, self.donated)
-        return self.program.run_arrays(arrays, owned)
-
-    def stage_names(self):
-        return ["fused", "kernels", "ptx"]
-
-    def stage_text(self, stage, cc=None):
-        if stage == "fused":
-            return str(self.program.fused.graph)
-        if stage == "kernels":
-            return self.program.kernels_text()
-        if stage == "ptx":                  # a text: says why when PTX cannot be made here
-            from .cuda_inspect import ptx_text
-            try:
-                return ptx_text(self.program.kernels, cc)
-            except Exception as e:
-                return f"// no PTX: {type(e).__name__}: {e}"
-        raise KeyError(f"no stage {stage!r}; stages are {self.stage_names()}")
-
-    def ptx(self, cc=None):
-        """{(group, entry): PTX text} for compute capability `cc`."""
-        from .cuda_inspect import compile_ptx
-        return compile_ptx(self.program.kernels, cc)
-
-    def resource_report(self, cc=None):
-        from .cuda_inspect import resource_report
-        return resource_report(self.program.kernels, cc)
-
-
-def _take_donated(args, arrays, donated):
-    """Donation: the call takes the donated arguments' buffers. A donated
-    Array is deleted (using it afterwards is an error, as in JAX) and its
-    buffer belongs to the call: a kernel may write a result into it, or it
-    returns to the pool after its last reader, mid-call. A buffer that other
-    Arrays still share (a reshape view; the same Array passed twice) is read
-    but never overwritten. A donated host value is copied over, so its device
-    copy is the call's own. Returns (arrays, owned positions)."""
-    arrays, owned, private = list(arrays), [], {}
-    for k in donated:
-        x = args[k]
-        if not isinstance(x, DeviceArray):
-            owned.append(k)             # a fresh device copy
-            continue
-        if id(x) not in private:
-            alone = x._exclusive() and sum(a is x for a in args) == 1
-            private[id(x)] = (make_array(x._buf, x.aval, x._block), alone, x)
-        if private[id(x)][1]:
-            owned.append(k)
-    for j, a in enumerate(args):
-        if id(a) in private:
-            arrays[j] = private[id(a)][0]
-    for _, _, x in private.values():
-        x._delete()
-    return arrays, tuple(owned)

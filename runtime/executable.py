@@ -1,106 +1,165 @@
-"""Stage runtime: executables: the ordered launches of one compiled function.
+"""Stage runtime: the Executable: the ordered steps of one compiled function,
+on any device.
 
-Input: the fused ClosedGraph (kernel groups, library calls, views) and the
-loaded kernels. Output: an `Executable`, called with the flat argument leaves
-and returning the flat outputs (numpy arrays on CPU).
+Input: the plan of the compile loop (runtime/program.py: slots, steps,
+release lists, results, kernels) and the runtime Device it was planned for
+(runtime/cpu_device.py, runtime/cuda_runtime.py). Output: an `Executable`,
+called with the flat argument leaves and returning the flat outputs (numpy
+arrays on CPU, needle device Arrays on CUDA).
 
-Every Var gets a slot in a list; a step reads its input slots and fills its
-output slots. Buffers come from the pool (runtime/memory.py); the memory plan
-releases each intermediate right after its last reader, so its block serves
-the next allocation of that size in the same call or the next one. Arrays are
+Every Var gets a slot in a list (the env); a step `step(env)` reads its
+input slots and fills its output slots. Buffers come from the device's pool
+(runtime/memory.py, runtime/cuda_memory.py); the memory plan releases each
+intermediate right after its last reader, so its block serves the next
+allocation of that size in the same call or the next one. Arrays are
 C-contiguous throughout, so a reshape is a free view.
+
+What differs between devices comes from the Device object (the small device
+interface the Executable calls; the compile loop calls load, kernel_step,
+library_step, view_step, loop_ops):
+  name, host_arrays       'cpu'/'cuda'; whether inputs and results are host
+                          numpy arrays (needle/api.py's fast state path; a
+                          call checks them inline: prepare_input's check)
+  inputs(exe)             args -> the inputs as the kernels take them (copy in),
+                          the donated buffers taken as donation(exe) does
+  donation(exe)           None, or inputs -> inputs of a call that owns the
+                          donated buffers its kernels overwrite (on a
+                          host_arrays device: the arguments as given)
+  const(c)                a constant on the device (once per executable)
+  literal(v)              a literal result as a fresh array (copy out)
+  copies_results          whether a result that is an argument (or a view of
+                          one) is copied (CPU: results never alias the
+                          caller's numpy arrays; CUDA Arrays are immutable)
+  runnable(launchers)     False: compiled where no device can run it
+  refuse(exe)             raise the error of running that
+  stages, kernels_text(kernels), stage_text(exe, stage, cc), ptx(exe, cc),
+  resource_report(exe, cc)
 """
 import operator
 
 import numpy as np
 
-from ..ir.core import Lit, Var
-from . import memory
 
+class Executable:
+    """One compiled function on one device. `exe(*args)` -> flat results;
+    `call_prepared(inputs)` (alias `run_arrays`) for inputs already as the
+    device takes them (`to_device(*args)` makes them; `run(*inputs)`);
+    stages print (`stage_names`, `stage_text`; 'ptx' on CUDA), `ptx(cc)`,
+    `resource_report(cc)` (ptxas, CUDA only); `device` (its name),
+    `kernels` ((group name, KernelSource) in launch order), `fused`,
+    `kernel_count`, `library_call_count`, `donated` (the flat input
+    positions the caller donated), `donated_in_place` (those a kernel
+    overwrites)."""
 
-class ExecutableBase:
-    """What every device's executable offers (the lowering's one interface):
-    called with the flat argument leaves, returns the flat results; its own
-    stages print (`stage_names`, `stage_text`); `device`, `kernel_count`,
-    `library_call_count`; `resource_report(cc)` (ptxas, CUDA only)."""
-    device = "cpu"
-    name = "f"
-    kernel_count = library_call_count = 0
-
-    def stage_names(self):
-        raise NotImplementedError
-
-    def stage_text(self, stage):
-        raise NotImplementedError
-
-    def resource_report(self, cc=None):
-        raise ValueError(f"{self.name} was compiled for {self.device}: a resource report "
-                         f"needs CUDA kernels (jit(f, device='cuda'))")
-
-
-class Executable(ExecutableBase):
-    """The CPU executable: numpy arrays in and out."""
-
-    def __init__(self, name, in_avals, n_slots, const_slots, consts, in_slots, plan,
-                 outs, stage_texts, kernel_count, library_call_count, donated=()):
+    def __init__(self, device, name, fused, n_slots, const_slots, in_slots, plan, outs,
+                 kernels, launchers, library_call_count, donated=(), donated_in_place=()):
+        self._device = device
+        self.device = device.name
+        self.host_arrays = device.host_arrays
         self.name = name
-        self.in_avals = in_avals
-        self._template = [None] * n_slots
-        for s, c in zip(const_slots, consts):
-            self._template[s] = c
-        self._in = list(zip(in_slots, [a.dtype for a in in_avals]))
-        self._plan = plan                  # [(step, slots to release after it)]
-        self._outs = outs                  # ('slot', k, copy?) or ('value', array, _)
-        self._stage_texts = stage_texts
-        self.kernel_count = kernel_count
+        self.fused = fused
+        self.kernels = kernels
+        self.in_avals = [v.aval for v in fused.graph.invars]
+        self.kernel_count = kernel_count(kernels)
         self.library_call_count = library_call_count
-        # Argument positions whose buffer a kernel overwrites in place.
-        self._donated = tuple(donated)
-        self._consts = [c for c in consts if isinstance(c, np.ndarray)]
+        self.donated = tuple(donated)
+        self.donated_in_place = tuple(donated_in_place)
+        self.runnable = device.runnable(launchers)
+        self._n_slots = n_slots
+        self._const_slots = const_slots
+        self._template = None               # the env with the constants: on first call
+        self._in_slots = list(in_slots)
+        self._plan = plan                   # [(step, slots to release after it)]
+        if not device.copies_results:
+            outs = [(kind, v, False) for kind, v, _ in outs]
+        self._outs = outs                   # ('slot', k, copy?) or ('value', array, _)
+        self._donate = device.donation(self)    # None, or for call_prepared's inputs
+        self._prepare = device.inputs(self)     # for __call__'s arguments (donation too)
+        # numpy arrays in: __call__ checks them inline
+        self._host_in = list(zip(self._in_slots, [a.dtype for a in self.in_avals])) \
+            if device.host_arrays else None
+        if self._host_in is not None:
+            self._make_template()           # host constants: no copy to make
         # call_prepared: inputs stored with one slice when their slots are
         # consecutive, results read with one itemgetter when all are slots
-        ins = list(in_slots)
+        ins = self._in_slots
         self._in_span = (ins[0], ins[0] + len(ins)) if ins and \
             ins == list(range(ins[0], ins[0] + len(ins))) else None
+        plain = all(kind == "slot" and not copy for kind, _, copy in outs)
         self._out_get = operator.itemgetter(*[v for _, v, _ in outs]) if len(outs) > 1 and \
-            all(kind == "slot" and not copy for kind, _, copy in outs) else None
+            plain else None
+        self._out_one = outs[0][1] if len(outs) == 1 and plain else None
+        self._literal = device.literal
 
-    def stage_names(self):
-        return list(self._stage_texts)
-
-    def stage_text(self, stage):
-        if stage not in self._stage_texts:
-            raise KeyError(f"no stage {stage!r}; stages are {self.stage_names()}")
-        t = self._stage_texts[stage]
-        return t() if callable(t) else t
-
+    # -- calls ------------------------------------------------------------------
     def __call__(self, *args):
-        if self._donated:
-            args = self._unalias_donated(args)
+        host = self._host_in
+        if host is None or len(args) != len(host):
+            return self._start(self._prepare(args))
+        # numpy arrays in (host_arrays): each argument already as the kernels
+        # take it is used as is, checked here inline (the hot path of every
+        # jitted call: no call into the device but its donation, which
+        # takes the arguments as given)
+        if self._donate is not None:
+            args = self._donate(args)
         env = self._template.copy()
-        for (slot, dt), x in zip(self._in, args):
+        for (slot, dt), x in zip(host, args):
             if type(x) is not np.ndarray or x.dtype != dt or \
                     not (fl := x.flags).c_contiguous or not fl.writeable:
                 x = prepare_input(x, dt)
             env[slot] = x
         return self._run(env)
 
-    def call_prepared(self, args):
-        """__call__ for inputs the caller has made what the kernels take
-        (each a C-contiguous, writeable numpy array of its input's dtype:
-        prepare_input's result, or a result of an executable): no per-input
-        check. needle/api.py's cached state call passes cell values it
-        wrote back itself this way."""
-        if self._donated:
-            args = self._unalias_donated(args)
-        env = self._template.copy()
+    def _start(self, args):
+        """Run on inputs the device has taken in (copied, donated)."""
+        env = self._template
+        env = (self._make_template() if env is None else env).copy()
         span = self._in_span
         if span is not None:
             env[span[0]:span[1]] = args
         else:
-            for (slot, _), x in zip(self._in, args):
+            for slot, x in zip(self._in_slots, args):
                 env[slot] = x
         return self._run(env)
+
+    def to_device(self, *args):
+        """The arguments as the kernels take them (on CUDA: device Arrays,
+        host values copied over; on CPU: C-contiguous writeable numpy
+        arrays of each input's dtype), for `run`."""
+        return self._device.inputs(self, donation=False)(args)
+
+    def run(self, *inputs):
+        return self.call_prepared(inputs)
+
+    def call_prepared(self, args):
+        """__call__ for inputs the caller has made what the kernels take
+        (`to_device`'s result, results of an executable; on CPU
+        prepare_input's result): no per-input check. needle/api.py's cached
+        state call passes cell values it wrote back itself this way; eager
+        CUDA operations (needle/array.py) pass device Arrays."""
+        if self._donate is not None:
+            args = self._donate(args)
+        env = self._template
+        env = (self._make_template() if env is None else env).copy()
+        span = self._in_span
+        if span is not None:
+            env[span[0]:span[1]] = args
+        else:
+            for slot, x in zip(self._in_slots, args):
+                env[slot] = x
+        return self._run(env)
+
+    run_arrays = call_prepared
+
+    def _make_template(self):
+        if not self.runnable:
+            self._device.refuse(self)
+        env = [None] * self._n_slots
+        const = self._device.const
+        for s, c in zip(self._const_slots, self.fused.consts):
+            env[s] = const(c)
+        self._template = env
+        return env
 
     def _run(self, env):
         for step, release in self._plan:
@@ -109,33 +168,54 @@ class Executable(ExecutableBase):
                 env[s] = None
         if self._out_get is not None:
             return list(self._out_get(env))
+        if self._out_one is not None:
+            return [env[self._out_one]]
         out = []
+        literal = self._literal
         for kind, v, copy in self._outs:
             if kind == "slot":
                 out.append(env[v].copy() if copy else env[v])
             else:
-                out.append(v.copy())
+                out.append(literal(v))
         return out
 
+    # -- stages -------------------------------------------------------------------
+    def stage_names(self):
+        return ["fused", "kernels", *self._device.stages]
 
-    def _unalias_donated(self, args):
-        """A donated buffer that another argument or a constant also reads
-        (the same array twice, or a view of it) is not written in place:
-        this call works on a copy of it (JAX refuses to donate a buffer
-        used twice). np.may_share_memory compares bounds: cheap, and never
-        misses an overlap."""
-        args = list(args)
-        for k in self._donated:
-            x = args[k]
-            if not isinstance(x, np.ndarray):
-                continue
-            others = [a for j, a in enumerate(args) if j != k] + self._consts
-            if any(isinstance(a, np.ndarray) and np.may_share_memory(x, a) for a in others):
-                args[k] = x.copy()
-            else:
-                _warn_donation_once()
-        return args
+    def stage_text(self, stage, cc=None):
+        if stage == "fused":
+            return str(self.fused.graph)
+        if stage == "kernels":
+            return self._device.kernels_text(self.kernels)
+        if stage in self._device.stages:
+            return self._device.stage_text(self, stage, cc)
+        raise KeyError(f"no stage {stage!r}; stages are {self.stage_names()}")
 
+    def kernels_text(self):
+        return self.stage_text("kernels")
+
+    def ptx(self, cc=None):
+        """{(group, entry): PTX text} for compute capability `cc` (CUDA)."""
+        return self._device.ptx(self, cc)
+
+    def resource_report(self, cc=None):
+        """Per CUDA kernel entry: ptxas's registers, shared memory, spills."""
+        return self._device.resource_report(self, cc)
+
+
+def kernel_count(kernels):
+    """Kernel groups (a generated loop's driver is not one; its groups are)."""
+    return sum(not getattr(ks, "loop_driver", False) for _, ks in kernels)
+
+
+def no_resource_report(exe, what="a resource report"):
+    """The error of asking a CPU executable for what only CUDA kernels have."""
+    raise ValueError(f"{exe.name} was compiled for {exe.device}: {what} "
+                     f"needs CUDA kernels (jit(f, device='cuda'))")
+
+
+# -- host arrays (the CPU device: runtime/cpu_device.py) ---------------------------
 
 def prepare_input(x, dt):
     """An input as the kernels take it: a C-contiguous, writeable numpy
@@ -169,126 +249,3 @@ def _warn_donation_once():
             "needle.jit(..., donate_argnums=...): on CPU a donated numpy array's buffer "
             "is reused for a result, so the array you passed now holds that result; do "
             "not read it after the call (this warning is shown once)", stacklevel=level)
-
-
-def kernel_step(fn, ins, outs, out_specs, dims, inplace=None, lits=None, rows=()):
-    """Launch: allocate outputs, call the kernel with inputs, outputs, dims
-    (and the float literals, when the kernel has any, and `rows`: the
-    (lo, hi) range of a splittable CPU kernel called in one piece). `inplace`
-    maps an output position to the input slot whose buffer it reuses (a
-    donated argument read only element-for-element)."""
-    inplace = inplace or {}
-    allocs = [memory.allocator(shape, dt) for shape, dt in out_specs]
-    tail = ((dims,) if lits is None else (dims, lits)) + tuple(rows)
-    if len(outs) == 1 and not inplace:
-        (o,), (alloc,) = outs, allocs
-        if len(ins) == 1:
-            (i0,) = ins
-
-            def step(env):
-                r = alloc()
-                fn(env[i0], r, *tail)
-                env[o] = r
-            return step
-
-        def step(env):
-            r = alloc()
-            fn(*[env[i] for i in ins], r, *tail)
-            env[o] = r
-        return step
-    if len(outs) == 1 and len(ins) > 1 and list(inplace) == [0]:
-        # one result written into a given buffer (a loop body's carry or row
-        # of ys: runtime/loops.py), the hot case of a loop
-        (o,), src, get = outs, inplace[0], operator.itemgetter(*ins)
-
-        def step(env):
-            r = env[src]
-            fn(*get(env), r, *tail)
-            env[o] = r
-        return step
-
-    def step(env):
-        rs = [env[inplace[k]] if k in inplace else alloc()
-              for k, alloc in enumerate(allocs)]
-        fn(*[env[i] for i in ins], *rs, *tail)
-        for o, r in zip(outs, rs):
-            env[o] = r
-    return step
-
-
-def call_step(fn, ins, out, params):
-    if isinstance(out, list):               # several results (lu): one slot each
-        def step(env):
-            res = fn(*[env[i] if isinstance(i, int) else i for i in ins], **params)
-            for o, r in zip(out, res):
-                env[o] = r
-        return step
-    if not params and len(ins) == 2 and all(isinstance(i, int) for i in ins):
-        i0, i1 = ins                         # a BLAS call: the common, hot case
-
-        def step(env):
-            env[out] = fn(env[i0], env[i1])
-        return step
-
-    def step(env):
-        env[out] = fn(*[env[i] if isinstance(i, int) else i for i in ins], **params)
-    return step
-
-
-def view_step(i, out, shape):
-    def step(env):
-        env[out] = env[i].reshape(shape)
-    return step
-
-
-def last_uses(graph):
-    """{Var: index of the last equation reading it}."""
-    last = {}
-    for k, e in enumerate(graph.eqns):
-        for x in e.inputs:
-            if not isinstance(x, Lit):
-                last[x] = k
-    return last
-
-
-def release_plan(graph, slots):
-    """Per equation, the slots to drop after it runs: each intermediate (and
-    input) after its last reader, unread results at once; outputs and
-    constants stay. A dropped buffer returns to its pool mid-call."""
-    out_vars = {v for v in graph.outvars if not isinstance(v, Lit)}
-    consts = set(graph.constvars)
-    release = [[] for _ in graph.eqns]
-    last = last_uses(graph)
-    for v, k in last.items():
-        if v not in out_vars and v not in consts:
-            release[k].append(slots[v])
-    for k, e in enumerate(graph.eqns):
-        for v in e.outs:
-            if v not in last and v not in out_vars:
-                release[k].append(slots[v])
-    return release
-
-
-def slot_or_value(slots, x):
-    """An input reference: the Var's slot, or a Lit's value as a 0-d array."""
-    if isinstance(x, Lit):
-        return np.asarray(x.val, dtype=x.aval.dtype)
-    assert isinstance(x, Var)
-    return slots[x]
-
-
-def inplace_plan(e, k, aligned, slots, donated_vars, last_use, out_vars, taken):
-    """{output position: input slot} of kernel equation `e` (number `k` of
-    its graph): an output takes the buffer of a donated input that codegen
-    paired with it (`aligned`: (input, output) positions where the input is
-    read only at the element that output stores, and by no other output),
-    when this kernel is the input's last reader and it is not a result.
-    `taken` collects the inputs given away. CPU and CUDA runtimes."""
-    plan = {}
-    for pos, j in aligned:
-        x = e.inputs[pos]
-        if x in donated_vars and last_use.get(x) == k and x not in out_vars and \
-                x not in taken and j not in plan:
-            plan[j] = slots[x]
-            taken.add(x)
-    return plan

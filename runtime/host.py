@@ -3,8 +3,8 @@ kernels (kind 'host': the effect debug_callback, and pure_callback, which
 has results), on CPU and on CUDA.
 
 Input: a host equation of the fused graph (fusion.is_host) and its input
-references (slots, or a literal's value). Output: a plan step, called as
-`step(env)` by the CPU Executable and `step(env, owned)` by the CUDA program.
+references (slots, or a literal's value). Output: a plan step `step(env)` (the
+Executable's, on every device).
 
 The step hands the callback host copies of its operands: a copy from the
 device on CUDA, a copy of the pooled buffer on CPU, so a callback that keeps
@@ -23,11 +23,11 @@ HOST_STEPS = {"debug_callback": lambda e: e.params["callback"],
 
 def host_step(fn, ins, outs=(), from_host=None):
     if not outs:
-        def step(env, owned=()):
+        def step(env):
             fn(*[np.array(env[i]) if isinstance(i, int) else i for i in ins])
         return step
 
-    def step_with_results(env, owned=()):
+    def step_with_results(env):
         res = fn(*[np.array(env[i]) if isinstance(i, int) else i for i in ins])
         for o, r in zip(outs, res):
             env[o] = r if from_host is None else from_host(r)

@@ -6,9 +6,8 @@ or a literal's value), its output slots, `compile_body(ClosedGraph, part,
 dests)` (program.plan_program for the same backend and device), the
 device's loop operations (`CPU_OPS` here; cuda_loops.CUDA_OPS on CUDA) and
 `generate()` (the device's generated loop, or None).
-Output: a plan step `step(env, owned=())` (the interface of every step:
-the CPU Executable calls step(env), the CUDA program step(env, owned)), and
-the plans of the bodies (their kernels belong to the program).
+Output: a plan step `step(env)` (the interface of every step, on every
+device), and the plans of the bodies (their kernels belong to the program).
 
 - generated (CPU): a scan or while whose bodies are kernels and views only
   is one generated Numba function running every step
@@ -44,7 +43,6 @@ from . import memory
 
 class CpuLoopOps:
     """The loop operations on numpy arrays."""
-    steps_take_owned = False
 
     @staticmethod
     def const(c):
@@ -85,7 +83,6 @@ class Body:
         self.in_slots, self.outs, self.direct = p["in_slots"], p["outs"], p["direct"]
         self.dests = p["dest_slots"]
         self.scratch = p.get("scratch", ())
-        self.owned = frozenset(self.dests) | {s for s, _ in self.scratch}
         self._consts = None
 
     def env(self):
@@ -107,14 +104,6 @@ class Body:
         keep = set(self.in_slots)
         plan = [(step, [s for s in release if s not in keep] or ())
                 for step, release in self.p["plan"]]
-        owned = self.owned
-        if self.ops.steps_take_owned:
-            def run(env):
-                for step, release in plan:
-                    step(env, owned)
-                    for s in release:
-                        env[s] = None
-            return run
 
         def run(env):
             for step, release in plan:
@@ -173,8 +162,7 @@ def _scan_loop(body, nc, nk, ny, aliased, ops):
     body with every slot a constant and the plan's steps inlined (no list
     built per step). A result no kernel wrote is copied into place; an
     aliased carry j reads ys row aliased[j] back."""
-    ns = {"copy": ops.copy, "O": body.owned}
-    call = "(B, O)" if ops.steps_take_owned else "(B)"
+    ns = {"copy": ops.copy}
     keep = set(body.in_slots)
     ins, dests = body.in_slots, body.dests
     free = [j for j in range(nk) if j not in aliased]
@@ -191,7 +179,7 @@ def _scan_loop(body, nc, nk, ny, aliased, ops):
         lines.append(f"B[{dests[nk + k]}] = y{k}")
     for m, (step, release) in enumerate(body.p["plan"]):
         ns[f"S{m}"] = step
-        lines.append(f"S{m}{call}")
+        lines.append(f"S{m}(B)")
         lines += [f"B[{r}] = None" for r in release if r not in keep]
     for j, slot, lit in body.copies(range(nk + ny)):
         if j in aliased:
@@ -233,7 +221,7 @@ def _scan(e, ins, outs, compile_body, ops):
     rows = ops.rows
     order = range(length - 1, -1, -1) if reverse else range(length)
 
-    def step(env, owned=()):
+    def step(env):
         args = read(env)
         cur = [ops.copy_of(x, a) for x, a in zip(args[nc:nc + nk], c_avals)]
         other = [ops.alloc(a) for j, a in enumerate(c_avals) if j not in aliased]
@@ -266,7 +254,7 @@ def _while(e, ins, outs, compile_body, ops):
     b_copy = body.copies(range(nk))
     copy, truth = ops.copy, ops.read
 
-    def step(env, owned=()):
+    def step(env):
         args = read(env)
         cconsts, bconsts = args[:ncc], args[ncc:ncc + nbc]
         cur = [ops.copy_of(x, a) for x, a in zip(args[ncc + nbc:], avals)]
@@ -298,7 +286,7 @@ def _cond(e, ins, outs, compile_body, ops):
     runs, read = [b.runner() for b in branches], _reader(ops, ins)
     avals = [v.aval for v in e.outs]
 
-    def step(env, owned=()):
+    def step(env):
         args = read(env)
         k = min(max(int(ops.read(args[0])), 0), len(branches) - 1)
         b = branches[k]
@@ -339,7 +327,7 @@ def _generated(e, ins, outs, ls, fn, ops):
             x = np.array(x, dtype=dtypes[k], order="C")
         return x if shape is None else x.reshape(shape)
 
-    def step(env, owned=()):
+    def step(env):
         args = read(env)
         cur = [copy_of(x, a) for x, a in zip(args[first:first + nk], c_avals)]
         ys = [alloc(a) for a in y_avals]

@@ -4,9 +4,10 @@ for any device.
 Input: a ClosedGraph after the fusion pass, the codegen Backend it was fused
 for (it emits kernel groups, gives library calls, views and tuning), a
 runtime Device (runtime/cpu_device.py: CPU; runtime/cuda_runtime.py: CUDA:
-`load`, `kernel_step`, `library_step`, `view_step`, `loop_ops`, `executable`),
-the function's name and the flat input positions the caller donated.
-Output: the device's Executable (runtime/executable.py: one interface).
+`load`, `kernel_step`, `library_step`, `view_step`, `loop_ops`, and what the
+Executable asks of it), the function's name and the flat input positions the
+caller donated.
+Output: the Executable (runtime/executable.py: one class on every device).
 
 Every Var gets a slot in a list; each equation becomes a step: a kernel
 group is emitted by the backend, loaded through the kernel cache by the
@@ -19,7 +20,9 @@ bodies, each compiled by this same loop for the same backend and device
 the program's. The memory plan (each
 intermediate released after its last reader) and the in-place plan for
 donated inputs are the same on every device; the device supplies only its
-steps and its Executable (the small device interface).
+steps (each `step(env)`) and its part of the Executable (copying inputs in
+and results out, donation, constants, its stages: the small device
+interface).
 
 `plan_program` is the loop itself (the plan as a dict); with `dests` it
 gives every result position a destination slot that the kernel (or the
@@ -37,8 +40,8 @@ kernels that the disk cache lacks, several at once in worker processes
 """
 import numpy as np
 
-from ..ir.core import Lit
-from .executable import inplace_plan, last_uses, release_plan, slot_or_value
+from ..ir.core import Lit, Var
+from .executable import Executable
 from .host import HOST_STEPS, host_step
 from .loops import control_step
 
@@ -54,7 +57,7 @@ def compile_program(fused, backend, device, name="f", donated=()):
         finally:
             device.done_compiling()
     del p["dest_slots"], p["direct"], p["scratch"]
-    return device.executable(**p)
+    return Executable(device, **p)
 
 
 def plan_program(fused, backend, device, name="f", donated=(), dests=False, prefer_last=False):
@@ -171,3 +174,56 @@ def plan_program(fused, backend, device, name="f", donated=(), dests=False, pref
         donated=tuple(donated), donated_in_place=tuple(
             sorted(k for k in donated if g.invars[k] in taken)),
         dest_slots=list(range(n_dest)), direct=direct)
+
+
+def last_uses(graph):
+    """{Var: index of the last equation reading it}."""
+    last = {}
+    for k, e in enumerate(graph.eqns):
+        for x in e.inputs:
+            if not isinstance(x, Lit):
+                last[x] = k
+    return last
+
+
+def release_plan(graph, slots):
+    """Per equation, the slots to drop after it runs: each intermediate (and
+    input) after its last reader, unread results at once; outputs and
+    constants stay. A dropped buffer returns to its pool mid-call."""
+    out_vars = {v for v in graph.outvars if not isinstance(v, Lit)}
+    consts = set(graph.constvars)
+    release = [[] for _ in graph.eqns]
+    last = last_uses(graph)
+    for v, k in last.items():
+        if v not in out_vars and v not in consts:
+            release[k].append(slots[v])
+    for k, e in enumerate(graph.eqns):
+        for v in e.outs:
+            if v not in last and v not in out_vars:
+                release[k].append(slots[v])
+    return release
+
+
+def slot_or_value(slots, x):
+    """An input reference: the Var's slot, or a Lit's value as a 0-d array."""
+    if isinstance(x, Lit):
+        return np.asarray(x.val, dtype=x.aval.dtype)
+    assert isinstance(x, Var)
+    return slots[x]
+
+
+def inplace_plan(e, k, aligned, slots, donated_vars, last_use, out_vars, taken):
+    """{output position: input slot} of kernel equation `e` (number `k` of
+    its graph): an output takes the buffer of a donated input that codegen
+    paired with it (`aligned`: (input, output) positions where the input is
+    read only at the element that output stores, and by no other output),
+    when this kernel is the input's last reader and it is not a result.
+    `taken` collects the inputs given away. Every device."""
+    plan = {}
+    for pos, j in aligned:
+        x = e.inputs[pos]
+        if x in donated_vars and last_use.get(x) == k and x not in out_vars and \
+                x not in taken and j not in plan:
+            plan[j] = slots[x]
+            taken.add(x)
+    return plan
