@@ -1,6 +1,7 @@
 """Stage codegen: kernel group -> the source of one self-contained Numba
 module, per backend: codegen/cpu (`numba.njit`) and codegen/cuda
-(`numba.cuda.jit`, extending the CPU emitter). Each backend package exports
+(`numba.cuda.jit`), both extending the backend-neutral elemental emitter
+(codegen/emitter.py, with reductions.py and roots.py). Each backend package exports
 a Backend value (codegen/backend.py): its cost model, emitter, library
 calls, views and tuning.
 

@@ -7,7 +7,8 @@ the runtime: which equations are library calls, views, host steps or
 control steps (loops and branches, each its own step: fusion stops at
 their boundaries and fuses their bodies apart); whether
 a candidate kernel group is acceptable (the cost model, `judge`); the kernel
-source of a group (`emit`); the host function of a library call
+source of a group (`emit`, which may render what `judge` emitted:
+`same_group`); the host function of a library call
 (`library_call`); its tuning (`parallel_min_size`).
 
 The fusion pass (passes/fusion.py) receives a Backend as a value and the
@@ -57,6 +58,12 @@ class Backend:
     def emit(self, sub, name="kernel", parallel=False):
         """The KernelSource of a group's sub-Graph."""
         raise NotImplementedError
+
+    def same_group(self, judged, sub):
+        """Fusion built group `sub` equal to the accepted candidate `judged`
+        up to the names of its Vars (and source lines): whatever judging
+        `judged` left for emitting it serves `sub` (CPU: codegen/emissions.py).
+        Nothing here."""
 
     def library_call(self, eqn, allocator):
         """The host function computing library equation `eqn`; `allocator`

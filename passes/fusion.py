@@ -48,6 +48,7 @@ checkpoint equations are inlined first (subgraphs.inline_checkpoints): they
 matter only to autodiff, which has run; then a scan with `unroll=k` becomes
 a scan of k chained copies of its body (passes/unroll.py), which fuse.
 """
+import functools
 import hashlib
 import heapq
 
@@ -147,6 +148,7 @@ class _Judge:
     def __init__(self, backend):
         self.backend = backend
         self.memo = {}
+        self.accepted = {}      # structure -> the sub-Graph judged acceptable
         self.sigs = {}          # eqn -> small int naming its signature
         self.sig_ids = {}       # signature -> that int
 
@@ -186,11 +188,31 @@ class _Judge:
         try:
             key = self.structure(eqns, outs)
         except TypeError:                   # a param we cannot hash: judge afresh
-            return self.backend.judge(_subgraph(eqns, outs)[0])
+            return self.backend.judge(_candidate(eqns, outs))
         why = self.memo.get(key, self)
         if why is self:
-            why = self.memo[key] = self.backend.judge(_subgraph(eqns, outs)[0])
+            sub = _candidate(eqns, outs)
+            why = self.memo[key] = self.backend.judge(sub)
+            if why is None:
+                self.accepted[key] = sub
         return why
+
+    def judged(self, eqns, outs):
+        """The sub-Graph a group of this structure was judged acceptable as,
+        or None: the group `_build` makes is the same up to the names of its
+        Vars (and source lines), so the backend's emission of that one
+        serves it (Backend.same_group)."""
+        try:
+            return self.accepted.get(self.structure(eqns, outs))
+        except TypeError:
+            return None
+
+
+def _candidate(eqns, outs):
+    """The sub-Graph a candidate group is judged as: the one `_build` makes
+    of it (canonical order), so that the group is compiled from the emission
+    that judged it, not emitted a second time."""
+    return _subgraph(_canonical(eqns, outs), outs)[0]
 
 
 def fuse(cg, backend):
@@ -258,7 +280,7 @@ def fuse(cg, backend):
     groups.reverse()
     others = [e for e in g.eqns if apart(e) or e in views]
     groups = _Merger(groups, others, order, graph_outs, judge).run()
-    return _build(cg, groups, others, order, backend)
+    return _build(cg, groups, others, order, backend, judge)
 
 
 def _step_io(step):
@@ -521,9 +543,12 @@ def _loop_boundaries(groups, others, backend):
                 gr.why.append(f"{name} not fused in: fusion stops at loop boundaries")
 
 
+@functools.lru_cache(maxsize=1 << 14)
 def _digest(*parts):
     """A digest of an expression for ordering operands: primitive names,
-    ranks and dtypes (sizes are kernel arguments, and must not decide)."""
+    ranks and dtypes (sizes are kernel arguments, and must not decide).
+    Remembered: every judged candidate is put in canonical order
+    (`_candidate`), and a program's candidates repeat their expressions."""
     parts = [(p.ndim, p.dtype.str) if hasattr(p, "dtype") and hasattr(p, "ndim") else p
              for p in parts]
     return hashlib.sha1(repr(parts).encode()).digest()
@@ -577,7 +602,7 @@ def _canonical(eqns, outs):
     return out
 
 
-def _build(cg, groups, others, order, backend):
+def _build(cg, groups, others, order, backend, judge):
     g = cg.graph
     steps, _, _ = _toposort(list(groups) + list(others), order)
     _loop_boundaries(groups, others, backend)
@@ -589,6 +614,9 @@ def _build(cg, groups, others, order, backend):
             continue
         outs = s.outs()
         sub, inputs = _subgraph(_canonical(s.eqns, outs), outs)
+        judged = judge.judged(s.eqns, outs)
+        if judged is not None:          # what the backend kept from judging it serves sub
+            backend.same_group(judged, sub)
         name = "_".join(dict.fromkeys(e.prim.name for e in reversed(s.eqns)))[:48] + f"_{k}"
         params = {"graph": sub, "name": name}
         if s.why:

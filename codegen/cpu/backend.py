@@ -9,8 +9,10 @@ Cost model: a group must have one loop domain (its results' shapes prefixes
 of the largest), a root with a loop of its own (cumsum, a scatter) must be
 its only result, and emitting it must not compute a reduction more than
 once per output element, or a transcendental / gather more than twice
-(`emit.recompute_factors`: the emitter's own count of how often each
-value's code runs).
+(`recompute_factors` of the CPU emitter, strategies included: the
+emitter's own count of how often each value's code runs). The emitter that
+judged an accepted group is kept (codegen/emissions.py), and `emit`
+renders it instead of emitting the group a second time.
 """
 import os
 
@@ -19,7 +21,8 @@ import numpy as np
 from ...ir.config import config
 from ...ir.primitives.linalg import dot_general_numpy
 from ..backend import Backend
-from .emit import emit_kernel, recompute_factors
+from ..emissions import Emissions
+from .emit import cost_emitter, emit_kernel
 from .linalg import LINALG_CALLS
 
 def _cores():
@@ -85,28 +88,60 @@ class CpuBackend(Backend):
         threads = config.num_threads or _cores()
         return max(1, min(threads, ks.dims[ks.split], work // max(1, self.parallel_min_size)))
 
+    @property
+    def emissions(self):
+        """The emitters of the groups this backend judged acceptable
+        (codegen/emissions.py), one store per backend object."""
+        kept = self.__dict__.get("_emissions")
+        if kept is None:
+            kept = self.__dict__["_emissions"] = Emissions()
+        return kept
+
+    @emissions.setter
+    def emissions(self, kept):
+        self.__dict__["_emissions"] = kept
+
     def judge(self, sub):
+        why, em = self.verdict(sub)
+        if why is None:
+            self.emissions.keep(sub, em.for_render())
+        return why
+
+    def verdict(self, sub):
+        """(why the group is not acceptable or None, the KernelEmitter that
+        measured it or None)."""
         eqns, outs = sub.eqns, sub.outvars
         if not _prefix_shapes([v.aval.shape for v in outs]):
-            return "their results' shapes are not prefixes of one loop domain"
+            return "their results' shapes are not prefixes of one loop domain", None
         roots = [e for e in eqns if e.prim.traits.own_loop]
         if roots and (len(roots) > 1 or any(v not in roots[0].outs for v in outs)):
-            return f"{roots[0].prim.name} must be its kernel's only result"
+            return f"{roots[0].prim.name} must be its kernel's only result", None
         try:
-            factors = recompute_factors(sub)
+            em = cost_emitter(sub)
         except NotImplementedError as e:
-            return str(e)
+            return str(e), None
         prims = {v: e.prim for e in eqns for v in e.outs}
-        for v, f in factors.items():
+        for v, f in em.recompute_factors().items():
             p = prims[v]
             if p.kind == "reduction" and f > self.max_reduction_recompute + 1e-9:
-                return f"{p.name} would be recomputed {f:g}x"
+                return f"{p.name} would be recomputed {f:g}x", em
             if p.traits.expensive and f > self.max_expensive_recompute + 1e-9:
-                return f"{p.name} would be recomputed {f:g}x"
-        return None
+                return f"{p.name} would be recomputed {f:g}x", em
+        return None, em
+
+    def same_group(self, judged, sub):
+        self.emissions.alias(judged, sub)
 
     def emit(self, sub, name="kernel"):
-        return emit_kernel(sub, name)
+        kept = self.emissions.get(sub)         # the judge's emitter, or its rendering
+        if hasattr(kept, "source"):
+            if kept.name == name:
+                return kept
+            kept = None                         # another name: emitted afresh
+        ks = emit_kernel(sub, name, kept)
+        if kept is not None:
+            self.emissions.rendered(sub, ks)
+        return ks
 
     def emit_loop(self, eqn):
         """The LoopSource of a scan / while whose bodies are kernels and views

@@ -16,43 +16,12 @@ import numpy as np
 
 from ...ir.core import PRIMITIVES
 from ...ir.primitives import BINARY, COMPARE, UNARY
+from ..exprs import CTOR, const, fmax, fmin  # noqa: F401  (re-exported)
 from .fastmath import FAST32
 from . import special_rules
 
-# Names the generated module defines for typed constructors (see emit.py).
-CTOR = {np.dtype(np.bool_): "np.bool_", np.dtype(np.int8): "i8", np.dtype(np.int16): "i16",
-        np.dtype(np.int32): "i32", np.dtype(np.int64): "i64", np.dtype(np.uint8): "u8",
-        np.dtype(np.uint16): "u16", np.dtype(np.uint32): "u32", np.dtype(np.uint64): "u64",
-        np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
-
-
-def const(value, dtype):
-    """A typed constant: f32(1.5), never a bare Python float (which would turn
-    float32 arithmetic into float64)."""
-    dtype = np.dtype(dtype)
-    if dtype == np.bool_:
-        return "True" if bool(value) else "False"
-    if dtype.kind == "f":
-        v = float(value)
-        if np.isnan(v):
-            return f"{CTOR[dtype]}(NAN)"
-        if np.isinf(v):
-            return f"{CTOR[dtype]}({'-' if v < 0 else ''}INF)"
-        return f"{CTOR[dtype]}({v!r})"
-    return f"{CTOR[dtype]}({int(value)})"
-
-
-def _fmax(x, y, dt):
-    # numpy's maximum: NaN in either operand gives NaN.
-    if dt.kind == "f":
-        return f"({x} if ({x} > {y} or {x} != {x}) else {y})"
-    return f"max({x}, {y})"
-
-
-def _fmin(x, y, dt):
-    if dt.kind == "f":
-        return f"({x} if ({x} < {y} or {x} != {x}) else {y})"
-    return f"min({x}, {y})"
+# Typed constants and numpy's maximum / minimum are backend-neutral (codegen/exprs.py).
+_fmax, _fmin = fmax, fmin
 
 
 def _sign(x, dt):

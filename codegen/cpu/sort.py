@@ -1,6 +1,6 @@
-"""Stage codegen (CPU): the roots with a loop of their own that sorting adds
-to the elemental emitter: `sort` (a stable sort per row) and the scans
-`cumsum`, `cumprod`, `cummax`, `cummin` (one loop, each with its combine).
+"""Stage codegen (CPU): the root with a loop of its own that sorting adds
+to the elemental emitter: `sort` (a stable sort per row). The scans
+(`cumsum`, `cumprod`, `cummax`, `cummin`) are backend-neutral: codegen/roots.py.
 
 Input: the root equation of a kernel group, inside a KernelEmitter (which
 mixes `SortRoots` in: `emit_body` calls `_root_<name>`). Output: the
@@ -16,44 +16,12 @@ permutation itself). One kernel writes all of a sort's results.
 """
 import numpy as np
 
-from ...ir.primitives import CUMULATIVE, reduce_identity
 from ..loops import Idx
-from .rules import CTOR, const
-
-
-_COMBINE = {"cumsum": "reduce_sum", **CUMULATIVE}     # scan -> its reduction's combine
 
 
 class SortRoots:
-    """Mixed into the CPU KernelEmitter (the CUDA emitter inherits these,
-    and overrides `_root_sort` with a block kernel: codegen/cuda/sort.py)."""
-
-    def _root_cumulative(self, e):
-        x, out = e.inputs[0], e.outs[0]
-        axis, reverse = e.params["axis"], e.params.get("reverse", False)
-        red = _COMBINE[e.prim.name]
-        idx, scope = self._domain(out, skip_axis=axis)
-        dt = out.aval.dtype
-        acc = self.fresh("acc")
-        scope.emit(f"{acc} = {const(reduce_identity(red, dt), dt)}")
-        n = self.dim(out, axis)
-        k = self.fresh("k")
-        loop = self.open_loop(scope, k + "_", n)
-        loop.emit(f"{k} = {n} - 1 - {k}_" if reverse else f"{k} = {k}_")
-        idx[axis] = Idx(k, loop)
-        self.cur = loop
-        v, _ = self.value_at(x, tuple(idx))
-        loop.emit(self._combine(red, acc, v, dt))
-        # a narrow integer product is computed in int64 (numba widens it):
-        # its low bits, what the cast keeps, are the wrapped product's
-        self._store("o0", idx, acc if dt.kind == "f" or dt.itemsize == 8 else
-                    f"{CTOR[dt]}({acc})", loop)
-
-    _root_cumsum = _root_cumprod = _root_cummax = _root_cummin = _root_cumulative
-
-    def _sort_stores(self, e):
-        """(output name, position among the sort's results) of each kernel result."""
-        return [(f"o{k}", e.outs.index(v)) for k, v in enumerate(self.g.outvars)]
+    """Mixed into the CPU KernelEmitter: the per-row merge sort (the CUDA
+    emitter has its own block kernel: codegen/cuda/sort.py)."""
 
     def _root_sort(self, e):
         dim = e.params["dimension"]

@@ -8,9 +8,12 @@ Output: a CudaKernelSource: module text, the explicit Numba signature, the
 reuses the kernel), the entry points in launch order, and for each the dims
 slots whose product is its number of work items (threads to launch).
 
-How it works: `CudaKernelEmitter` extends the CPU `KernelEmitter` (the
-elemental emitter: `value_at(var, idx)` with statements placed in the
-outermost loop they depend on) and overrides what differs:
+How it works: `CudaKernelEmitter` extends the backend-neutral `Emitter`
+(codegen/emitter.py, the elemental emitter: `value_at(var, idx)` with
+statements placed in the outermost loop they depend on; none of the CPU's
+strategies: no temporaries, threads read columns coalesced; float max / min
+compare in registers; no output cache, recomputing beats a global-memory
+round trip) and overrides what differs:
 - the domain: a set of its axes becomes one grid-stride loop over their
   flattened extent (`for t_ in range(cuda.grid(1), n_, cuda.gridsize(1))`,
   the multi-index recovered with `//` and `%`); the other axes, if any, stay
@@ -19,7 +22,7 @@ outermost loop they depend on) and overrides what differs:
   softmax over rows flattens the row axis, so each thread computes its
   row's maximum and sum once and writes the row; `x - x.mean(axis=0)`
   flattens the column axis (one thread per column, coalesced).
-- reductions: one thread per output element running the CPU emitter's
+- reductions: one thread per output element running the neutral emitter's
   serial reduction loop (a column sum reads coalesced: neighbouring threads
   read neighbouring columns), unless the group is a row kernel: then
   codegen/cuda/kernels.py makes it one block per row (shared memory and warp
@@ -58,9 +61,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..cpu.emit import KernelEmitter
+from ..emitter import Emitter
+from ..exprs import CTOR, const
 from ..loops import Idx, KernelSource, Scope
-from ..cpu.rules import CTOR, const
 from . import rules
 from .sort import CudaSortRoot
 
@@ -212,16 +215,13 @@ def tuning():
     return SIM_TUNING if config.ENABLE_CUDASIM else GPU_TUNING
 
 
-class CudaKernelEmitter(CudaSortRoot, KernelEmitter):
-    """The CPU elemental emitter with a grid-stride domain (see the module
+class CudaKernelEmitter(CudaSortRoot, Emitter):
+    """The neutral elemental emitter with a grid-stride domain (see the module
     docstring). `flat_axes`: which axes of the (first) domain the grid-stride
     loop covers, the others being serial loops inside it (None: all). Later
     domains (a scatter's updates) are flattened whole."""
     backend = "CUDA"
-    binary_rules = rules.BINARY_RULES
-    stage_strided_reductions = False    # no temporaries: threads read columns coalesced
-    ordered_int_minmax = False          # float max / min compare in registers on a GPU
-    reuse_output_cache = False          # recomputing beats a global-memory round trip
+    rules = rules
     # A 0-d array is passed as a 1-element vector (the simulator has no 0-d
     # device arrays; a plain vector is the simpler type on a GPU too).
     index_0d = "0"
@@ -230,7 +230,7 @@ class CudaKernelEmitter(CudaSortRoot, KernelEmitter):
     ordered_axes = ()                   # a scatter's index axes updated serially
 
     def __init__(self, graph, name="kernel", flat_axes=None):
-        super().__init__(graph, name, parallel=False)
+        super().__init__(graph, name)
         self.flat_axes = None if flat_axes is None else tuple(flat_axes)
         self.entries = []               # (top Scope, dims slots of the work)
         self.red_sites = []             # (reduction eqn, parent scope, reduced axes)
@@ -244,12 +244,6 @@ class CudaKernelEmitter(CudaSortRoot, KernelEmitter):
         return super()._emit_argmax(e, idx)
 
     _emit_argmin = _emit_argmax
-
-    def unary_expr(self, name, x, dt):
-        return rules.unary(name, x, dt)
-
-    def bitcast_expr(self, x, src, dst):
-        return rules.bitcast(x, src, dst)
 
     # -- the domain: a grid-stride loop -------------------------------------------
     def _open_grid(self, extents):
@@ -375,8 +369,7 @@ class CudaKernelEmitter(CudaSortRoot, KernelEmitter):
         return names, [t.replace("Array(", "").replace(", 0, 'C')", "[::1]")
                        if t.startswith("Array(") else t for t in types]
 
-    def module(self):
-        self.emit_body()
+    def render(self):
         arrays, types = self.array_params()
         dims = [f"d{k}" for k in range(len(self.dim_values))]
         lits = [f"c{k}" for k in range(len(self.lit_values))]     # typed scalars

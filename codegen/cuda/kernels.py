@@ -56,7 +56,7 @@ import numpy as np
 from ...ir.core import Var
 from ...ir.primitives import reduce_identity
 from ..loops import Idx, Scope
-from ..cpu.rules import const
+from ..exprs import const
 from .emit import CudaKernelEmitter
 
 SHUFFLE_DTYPES = {np.dtype(t) for t in (np.float32, np.float64, np.int32, np.int64)}

@@ -33,8 +33,8 @@ has no float64 instruction.
 """
 import numpy as np
 
-from ..cpu.emit import numba_type
-from ..cpu.rules import CTOR
+from ..emitter import numba_type
+from ..exprs import CTOR
 from .emit import SIM_MATH, CudaKernelSource
 
 # Threads per matrix of the block kernels: 128 on a GPU; 4 in the simulator

@@ -43,6 +43,9 @@ UNARY_RULES = {**cpu.UNARY_RULES, "floor": _libdevice("floor"), "ceil": _libdevi
 
 # bitcast_convert_type through libdevice (float_as_int, ...): see special_rules
 bitcast = special_rules.cuda_bitcast
+# the same text on a GPU as on the CPU
+integer_pow, convert, select, threefry2x32 = cpu.integer_pow, cpu.convert, cpu.select, \
+    cpu.threefry2x32
 
 
 def unary(name, x, dt):

@@ -2,8 +2,8 @@
 in shared memory, each element's place found by counting (a rank sort).
 
 Input: a group whose root is a `sort` equation, inside the CudaKernelEmitter
-(which mixes `CudaSortRoot` in, overriding the CPU emitter's per-row
-`np.argsort`; cumprod / cummax / cummin keep the CPU emitter's scan, one
+(which mixes `CudaSortRoot` in, where the CPU emitter has its per-row
+merge sort; cumprod / cummax / cummin keep the neutral emitter's scan, one
 thread per scan line). Output: the kernel's one entry, written for
 `Tuning.row_threads` threads per block.
 
@@ -37,7 +37,7 @@ def _prod(xs):
 
 
 class CudaSortRoot:
-    """Mixed into CudaKernelEmitter, before the CPU KernelEmitter."""
+    """Mixed into CudaKernelEmitter, before the neutral Emitter."""
 
     def _root_sort(self, e):
         from .emit import tuning           # emit.py imports this module
