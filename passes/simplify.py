@@ -9,19 +9,23 @@ rewrite; a rule gets the equation (inputs already renamed) and a context
 known to be all zeros / all ones: a literal, a captured constant whose
 elements all equal it, or a broadcast / reshape / transpose / convert of such
 a value) and returns None (no match), an atom that replaces the equation's
-result, or a new equation computing it. Operands of commutative primitives are
-put in a canonical order so CSE sees x*y and y*x as one. Every rewrite keeps
-the result's shape and dtype exactly, and is NaN-safe (x*0 is not 0: it is
-NaN for x = inf). DCE afterwards drops what the rewrites made dead. The
+result, a new equation computing it, or a list of new equations whose last
+computes it (passes/layout.py: a region of elementwise work computes in
+another layout where that removes transposes; `ctx.layout` is its plan).
+Operands of commutative primitives are put in a canonical order so CSE sees
+x*y and y*x as one. Every rewrite keeps the result's shape and dtype exactly,
+and is NaN-safe (x*0 is not 0: it is NaN for x = inf). DCE afterwards drops what the rewrites made dead. The
 autodiff pass runs this after differentiating (passes/autodiff). The bodies
 of control flow (scan, while, cond) are simplified recursively, each on its
 own (passes/subgraphs.py).
 """
 import numpy as np
 
-from ..ir.core import ClosedGraph, Eqn, Graph, Lit, Var
+from ..ir.core import PRIMITIVES, ClosedGraph, Eqn, Graph, Lit, Var
 from ..ir.primitives import (DotDimensionNumbers, broadcast_in_dim_p, convert_element_type_p,
                              reshape_p, transpose_p)
+from .layout import (REDUCTIONS, plan_layouts, relayout_elementwise, relayout_reduce,
+                     transpose_as_reshape)
 from .subgraphs import is_control, map_subgraphs
 
 
@@ -172,6 +176,14 @@ RULES = {
     "slice": [_same_shape], "pad": [_same_shape], "reduce_sum": [_same_shape],
     "rev": [_rev_trivial], "dot_general": [_dot_of_transpose],
 }
+# regions of elementwise work change layout where that removes transposes
+# (passes/layout.py: the plan is made at the start of each round)
+for _p in PRIMITIVES.values():
+    if _p.kind == "elementwise":
+        RULES.setdefault(_p.name, []).append(relayout_elementwise)
+for _name in REDUCTIONS:
+    RULES.setdefault(_name, []).append(relayout_reduce)
+RULES["transpose"].append(transpose_as_reshape)      # last: it may return a reshape
 
 def _uniform(val):
     """0 or 1 when every element of a constant equals it, else None."""
@@ -202,6 +214,8 @@ class _Context:
         self.uniform = {v: u for v, c in zip(cg.graph.constvars, cg.consts)
                         if isinstance(c, (np.ndarray, np.generic))
                         for u in [_uniform(c)] if u is not None}
+        self.layout = plan_layouts(cg.graph)    # Var -> the permutation to compute it in
+        self.moved = set()                      # Vars the layout rules redefined
 
     def producer(self, v):
         return self.producers.get(v)
@@ -243,9 +257,18 @@ def _one_round(cg):
             if r is None:
                 continue
             changed = True
+            if isinstance(r, list):             # new equations, the last computes e's result
+                for q in r[:-1]:
+                    eqns.append(q)
+                    for v in q.outs:
+                        ctx.producers[v] = q
+                e = r[-1]
+                break
             if isinstance(r, Eqn):
-                e = r
-                continue
+                prim, e = e.prim, r
+                if r.prim is prim:
+                    continue
+                break                           # another primitive: its rules, next round
             env[e.outs[0]] = r
             e = None
             break

@@ -99,7 +99,7 @@ def programs(draw):
     ops = []
     for _ in range(draw(st.integers(1, 8))):
         kind = draw(st.sampled_from(["unary", "binary", "reduce", "reshape", "rev", "matmul",
-                                     "pad_slice", "concat_slice"]))
+                                     "pad_slice", "concat_slice", "transpose", "layout"]))
         ops.append((kind, draw(st.integers(0, 1000)), draw(st.integers(0, 1000))))
     n_out = draw(st.integers(1, 2))
     return a, b, in_shapes, ops, n_out
@@ -126,6 +126,18 @@ def build(a, b, ops, n_out):
                 pool.append(nnp.pad(x, ((1, 0), (0, 2)))[1:, :-2] * 1.5)
             elif kind == "concat_slice" and nnp.ndim(x) == 2:
                 pool.append(nnp.concatenate([x, x * 2], axis=1)[:, nnp.shape(x)[1]:])
+            elif kind == "transpose" and nnp.ndim(x) == 2:
+                pool.append(x.T)
+            elif kind == "layout" and nnp.ndim(x) == 2:    # work transposed, then back
+                t = UNARY[j % len(UNARY)](x.T)
+                if broadcastable(t, y) and np.broadcast_shapes(nnp.shape(t), nnp.shape(y)) \
+                        == nnp.shape(t):
+                    t = BINARY[(i + j) % len(BINARY)](t, y)
+                r = _reduce(x.T, "sum" if i % 2 else "max", i + 1)
+                if broadcastable(t, r) and np.broadcast_shapes(nnp.shape(t), nnp.shape(r)) \
+                        == nnp.shape(t):
+                    t = t * r
+                pool.append(t.T)
         return tuple(pool[-1 - k] for k in range(min(n_out, len(pool))))
     return f
 

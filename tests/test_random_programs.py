@@ -8,7 +8,13 @@ size-1 axes, keepdims, a reduction broadcast back over the axis it reduced
 (softmax's exp: the CPU kernel keeps it in the output buffer, the "output
 cache"). Float32 and float64. tests/test_fusion.py draws 2-d programs with
 more structural ops; this file goes deeper into reductions and gradients.
+Transposes are mixed in (simplify sinks them below elementwise operations
+and reductions, passes/layout.py): alone, and as a layer working in another
+layout (transpose, elementwise work with broadcasts and a reduction, the
+inverse transpose), as the course's NCHW layers around channels-last
+convolutions.
 """
+import itertools
 import os
 
 import numpy as np
@@ -49,6 +55,12 @@ def _axis(x, k):
     return k % nd
 
 
+def _perm(nd, k):
+    """A permutation of nd axes other than the identity, drawn from k."""
+    perms = list(itertools.permutations(range(nd)))[1:]
+    return perms[k % len(perms)]
+
+
 def build(ops, n_out):
     """A function of the inputs applying `ops` to a growing pool of values;
     it returns the last `n_out` values."""
@@ -73,6 +85,17 @@ def build(ops, n_out):
                 pool.append(nnn.softmax(x, axis=j % nd))
             elif kind == "expand":
                 pool.append(nnp.expand_dims(x, j % (nd + 1)) * 0.5)
+            elif kind == "transpose" and nd >= 2:
+                pool.append(nnp.transpose(x, _perm(nd, j)))
+            elif kind == "layout" and nd >= 2:     # a layer in another layout, then back
+                p = _perm(nd, j)
+                t = nnp.transpose(x, p)
+                u = nnp.maximum(t, 0.0) * UNARY[i % len(UNARY)](t) + 0.5
+                if broadcastable(u, y) and np.broadcast_shapes(nnp.shape(u), nnp.shape(y)) \
+                        == nnp.shape(u):
+                    u = BINARY[i % len(BINARY)](u, y)
+                u = u - REDUCE[(i + j) % 4](t, axis=_axis(t, i), keepdims=True)
+                pool.append(nnp.transpose(u, tuple(np.argsort(p))))
             elif kind == "sumsq" and nd:           # reduce, then square, then reduce again
                 v = nnp.sum(nnp.sqrt(nnp.abs(x) + 0.25), axis=-1)
                 pool.append(nnp.sum(v * v) * 0.96 + nnp.mean(v))
@@ -87,7 +110,8 @@ def programs(draw):
     # the second input broadcasts against the first: some axes squeezed to 1
     second = tuple(1 if draw(st.booleans()) else n for n in shape)
     in_shapes = [shape] + ([second] if draw(st.booleans()) else [])
-    kinds = ["unary", "binary", "reduce", "center", "normalize", "softmax", "expand", "sumsq"]
+    kinds = ["unary", "binary", "reduce", "center", "normalize", "softmax", "expand", "sumsq",
+             "transpose", "layout"]
     ops = [(draw(st.sampled_from(kinds)), draw(st.integers(0, 1000)), draw(st.integers(0, 1000)))
            for _ in range(draw(st.integers(1, 6)))]
     dtype = draw(st.sampled_from([np.float32, np.float64]))

@@ -12,8 +12,12 @@ the course's Conv does. Those transposes cost no kernel of their own: they
 are index maps inside the fused kernels around them, and where two meet
 (a Conv's output transpose and the next layer's input transpose: BatchNorm2d
 computes channels-last too, norm_layers.py) simplify composes them into the
-identity, so a Conv -> BatchNorm2d -> ReLU -> Conv chain keeps the
-convolutions' NHWC layout in memory (tests/test_conv_layers.py pins it).
+identity. The NCHW work between layers (ReLU, residual adds, and all their
+gradients) is moved into the channels-last layout by simplify's layout
+rules (passes/layout.py), so the transposes of neighbouring layers meet:
+a network of these layers stores its activations and their gradients NHWC
+and runs as fast as one written channels-last (tests/test_layout.py and
+tests/test_conv_layers.py pin it; benchmarks/bench_layout.py times it).
 """
 import math
 
