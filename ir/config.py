@@ -72,6 +72,15 @@ def _nonnegative_int(v):
     return n
 
 
+def _positive_float(v):
+    f = float(v) if isinstance(v, str) else v
+    if isinstance(f, bool) or not isinstance(f, (int, float)):
+        raise TypeError(f"expected a number, got {type(v).__name__}")
+    if not f > 0:
+        raise ValueError(f"expected a positive number, got {f}")
+    return float(f)
+
+
 def _path(v):
     p = os.fspath(v)
     if not p:
@@ -145,6 +154,10 @@ OPTIONS = [
            "from the disk cache: this process and N-1 worker processes (None: "
            "num_threads, else the cores this process may use; 0 or 1: in-process, "
            "one after another)", optional=True),
+    Option("compile_timeout", "NEEDLE_COMPILE_TIMEOUT", _positive_float, 600.0,
+           "seconds a compile worker may take to start or to compile one kernel; "
+           "after that it is killed and the kernel compiled in this process, "
+           "with a warning naming it"),
     Option("cuda_cc", "NEEDLE_CUDA_CC", _cuda_cc, None,
            "compute capability (major, minor) of PTX and ptxas reports "
            "(None: the GPU's, else (9, 0))", optional=True),

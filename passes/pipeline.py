@@ -11,12 +11,14 @@ from .cse import cse
 from .dce import dce
 from .fold import fold_constants
 from .loop_hoist import hoist_loop_invariants
+from .scan_accumulate import hoist_accumulations
 from .simplify import simplify
 
 PIPELINE = [
     ("folded", fold_constants),     # evaluate what depends only on constants
     ("simplified", simplify),       # algebraic identities, collapse layout chains
     ("hoisted", hoist_loop_invariants),   # a scan's work without the carry: once, batched
+    ("accumulated", hoist_accumulations),  # carry += dot(x_t, y_t): one dot after the loop
     ("cse", cse),                   # compute each distinct expression once
     ("dce", dce),                   # drop what no output needs
 ]

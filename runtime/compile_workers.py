@@ -28,10 +28,14 @@ worker's start-up); 0 or 1 compiles in-process as before. Off for a single missi
 its parent started workers (the child starts its own if it needs them).
 
 A worker that dies (killed, out of memory) is noticed at once (end of its
-pipe): needle warns, naming the exit code, and the parent compiles the
-kernels it did not finish in-process; the next cold compile starts a new one.
+pipe); one that hangs (its start-up or one kernel taking longer than
+config.compile_timeout, NEEDLE_COMPILE_TIMEOUT seconds) is killed. Either
+way needle warns once, naming the kernel the worker had (and the exit code
+or the timeout), and the parent compiles the kernels it did not finish
+in-process; the next cold compile starts a new one.
 """
 import atexit
+import math
 import os
 import pickle
 import subprocess
@@ -81,18 +85,42 @@ class Worker:
         self.proc = subprocess.Popen([sys.executable, "-c", WORKER_CODE.format(path=path)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self.ready = False
+        self.timed_out = None           # the timeout (s) after which a watchdog killed it
 
-    def wait_ready(self):
-        """Block until the worker has imported Numba (EOFError if it died)."""
+    def _expire(self, seconds):
+        self.timed_out = seconds
+        try:
+            self.proc.kill()            # its pipe ends: the blocked read raises EOFError
+        except OSError:
+            pass
+
+    def _watched(self, fn, timeout):
+        """fn() with the worker killed if it takes more than `timeout` s."""
+        if timeout is None or math.isinf(timeout):
+            return fn()
+        timer = threading.Timer(timeout, self._expire, (timeout,))
+        timer.daemon = True
+        timer.start()
+        try:
+            return fn()
+        finally:
+            timer.cancel()
+
+    def wait_ready(self, timeout=None):
+        """Block until the worker has imported Numba (EOFError if it died or
+        took more than `timeout` seconds)."""
         if not self.ready:
-            pickle.load(self.proc.stdout)
+            self._watched(lambda: pickle.load(self.proc.stdout), timeout)
             self.ready = True
 
-    def compile(self, job):
-        """('ok' | 'compile_error' | 'error', text); EOFError / OSError if it died."""
-        pickle.dump(job, self.proc.stdin)
-        self.proc.stdin.flush()
-        return pickle.load(self.proc.stdout)
+    def compile(self, job, timeout=None):
+        """('ok' | 'compile_error' | 'error', text); EOFError / OSError if it died
+        or took more than `timeout` seconds (then it is killed)."""
+        def call():
+            pickle.dump(job, self.proc.stdin)
+            self.proc.stdin.flush()
+            return pickle.load(self.proc.stdout)
+        return self._watched(call, timeout)
 
     def close(self):
         """End the worker: it exits at the end of its input (a compile under
@@ -156,13 +184,14 @@ def _precompile(jobs, n):
     results = [None] * len(todo)
     nxt = iter(order)
     take = threading.Lock()
-    died = []
+    died = []                       # (worker, index of the kernel it had, or None)
+    timeout = config.compile_timeout
 
     def feed(w):
         try:
-            w.wait_ready()          # meanwhile this process compiles the first kernels
+            w.wait_ready(timeout)   # meanwhile this process compiles the first kernels
         except (EOFError, OSError, pickle.UnpicklingError):
-            died.append(w)
+            died.append((w, None))
             return
         while True:
             with take:
@@ -171,10 +200,13 @@ def _precompile(jobs, n):
                 return
             ks, ctx = todo[i]
             try:
-                results[i] = w.compile((ks.key, ks.name, ks.source, d, ctx))
+                results[i] = w.compile((ks.key, ks.name, ks.source, d, ctx), timeout)
             except (EOFError, OSError, pickle.UnpicklingError):
-                died.append(w)
+                died.append((w, i))
                 return              # this kernel (and any left) compile in-process
+            if w.timed_out is not None:     # killed just as it answered: use no more
+                died.append((w, i))
+                return
 
     threads = [threading.Thread(target=feed, args=(w,), daemon=True,
                                 name=f"needle-compile-feed-{k}") for k, w in enumerate(workers)]
@@ -194,10 +226,7 @@ def _precompile(jobs, n):
     for t in threads:
         t.join()
     if died:
-        codes = sorted({str(w.proc.wait()) for w in died})
-        warnings.warn(f"needle: {len(died)} kernel compile worker(s) died (exit code "
-                      f"{', '.join(codes)}); compiling their kernels in this process",
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn(_died_message(died, todo), RuntimeWarning, stacklevel=2)
     for (ks, _), r in zip(todo, results):
         if r is None:
             continue
@@ -213,6 +242,21 @@ def _precompile(jobs, n):
         else:
             kernel_cache._log(f"nk_{ks.key}: the compile worker failed ({text}); "
                               f"compiling in this process")
+
+
+def _died_message(died, todo):
+    """One warning's text for the workers of one precompile that died or hung."""
+    parts = []
+    for w, i in died:
+        what = "while starting" if i is None else \
+            f"while compiling kernel nk_{todo[i][0].key}{todo[i][1]}"
+        if w.timed_out is not None:
+            parts.append(f"timed out after {w.timed_out:g} s {what} and was killed "
+                         f"(NEEDLE_COMPILE_TIMEOUT)")
+        else:
+            parts.append(f"died (exit code {w.proc.wait()}) {what}")
+    return (f"needle: {len(died)} kernel compile worker(s) failed: " + "; ".join(parts) +
+            ". Compiling their kernels in this process")
 
 
 def _warm_up(x):

@@ -42,7 +42,7 @@ def test_defaults_from_an_empty_environment():
         "cache_dir": "/xdg/needle", "log_compiles": False, "dump": None, "checks": False,
         "debug_nans": False, "trace_cache_size": 64, "pool_bytes": None,
         "parallel_min_size": 65536, "num_threads": None, "compile_workers": None,
-        "cuda_cc": None, "prewarm": True}
+        "compile_timeout": 600.0, "cuda_cc": None, "prewarm": True}
 
 
 def test_values_parsed_from_the_environment():
@@ -50,12 +50,13 @@ def test_values_parsed_from_the_environment():
                 "NEEDLE_CHECKS": "1", "NEEDLE_DEBUG_NANS": "True",
                 "NEEDLE_TRACE_CACHE_SIZE": "5", "NEEDLE_POOL_BYTES": "5e6",
                 "NEEDLE_PARALLEL_MIN_SIZE": "1024", "NEEDLE_CUDA_CC": "sm_80",
-                "NEEDLE_COMPILE_WORKERS": "0", "NEEDLE_PREWARM": "0"})
+                "NEEDLE_COMPILE_WORKERS": "0", "NEEDLE_PREWARM": "0",
+                "NEEDLE_COMPILE_TIMEOUT": "2.5"})
     assert c.values() == {
         "cache_dir": "/c", "log_compiles": True, "dump": "/d", "checks": True,
         "debug_nans": True, "trace_cache_size": 5, "pool_bytes": 5_000_000,
         "parallel_min_size": 1024, "num_threads": None, "compile_workers": 0,
-        "cuda_cc": (8, 0), "prewarm": False}
+        "compile_timeout": 2.5, "cuda_cc": (8, 0), "prewarm": False}
     for text, cc in (("8.6", (8, 6)), ("90", (9, 0)), ("sm_120", (12, 0))):
         assert Config({"NEEDLE_CUDA_CC": text}).cuda_cc == cc
     # an empty variable counts as unset; "0" and "off" are off

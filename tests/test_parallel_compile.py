@@ -2,8 +2,9 @@
 (runtime/compile_workers.py, NEEDLE_COMPILE_WORKERS): numpy's values, the
 kernels left in the disk cache for a second process to load without
 compiling, the same KernelCompileError as an in-process compile, a dead
-worker falling back to in-process with a warning, and workers off giving
-the same result.
+worker falling back to in-process with a warning naming its kernel, a hung
+one (at start-up or on a kernel) killed after NEEDLE_COMPILE_TIMEOUT with
+the same fallback, and workers off giving the same result.
 
 Each program runs in a fresh process with a fresh cache folder (a kernel
 already loaded in the test process would not count as missing). The child
@@ -31,14 +32,26 @@ CHILD = textwrap.dedent("""
     answers = []
     compile_one = compile_workers.Worker.compile
 
-    def recording(self, job):
+    sent = []
+
+    def recording(self, job, *args):
+        sent.append(job[0])
         if MODE == "kill":              # the worker dies before it answers
             self.proc.kill()
             self.proc.wait()
-        r = compile_one(self, job)
+        r = compile_one(self, job, *args)
         answers.append([job, r])
         return r
     compile_workers.Worker.compile = recording
+
+    if MODE == "hang":                  # a worker that hangs on its first kernel
+        compile_workers.WORKER_CODE = compile_workers.WORKER_CODE.replace(
+            "from needle.runtime.compile_workers import worker_main; worker_main()",
+            "import time; from needle.runtime import kernel_cache; "
+            "kernel_cache.compile_into = lambda *a: time.sleep(600); "
+            "from needle.runtime.compile_workers import worker_main; worker_main()")
+    if MODE == "hang_start":            # a worker that never gets ready
+        compile_workers.WORKER_CODE = "import time; time.sleep(600)"
 
     if MODE == "broken":                # every kernel fails Numba's typing
         emit = BACKEND.emit
@@ -57,7 +70,7 @@ CHILD = textwrap.dedent("""
             return in_process(*args, **kw)
         kernel_cache.import_kernel_module = slow
 
-    if compile_workers.worker_count() > 1:
+    if compile_workers.worker_count() > 1 and MODE != "hang_start":
         compile_workers._take_workers(1)[0].wait_ready()
 
     @needle.jit
@@ -92,6 +105,7 @@ CHILD = textwrap.dedent("""
     out["info"] = needle.cache_info()._asdict()
     out["workers"] = len(compile_workers._workers)
     out["answers"] = [[j[0], r[0], r[1]] for j, r in answers]
+    out["sent"] = sent
     # the kernels a worker compiled: this process loaded their machine code from the cache
     out["hits"] = {j[0]: sum(kernel_cache._loaded[j[0]].stats.cache_hits.values())
                    for j, r in answers if r[0] == "ok"}
@@ -99,11 +113,11 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def _run(tmp_path, mode, workers, cache="cache"):
+def _run(tmp_path, mode, workers, cache="cache", **env_vars):
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     env = dict(os.environ, NEEDLE_CACHE_DIR=str(tmp_path / cache),
-               NEEDLE_COMPILE_WORKERS=str(workers))
+               NEEDLE_COMPILE_WORKERS=str(workers), **env_vars)
     env.pop("NEEDLE_LOG_COMPILES", None)
     r = subprocess.run([sys.executable, str(script), mode], env=env, capture_output=True,
                        text=True, timeout=120)
@@ -180,5 +194,24 @@ def test_compile_error_in_a_worker_raises_kernel_compile_error(tmp_path):
 def test_a_dead_worker_falls_back_in_process_with_a_warning(tmp_path):
     out = _run(tmp_path, "kill", 2)
     _check_values(out)
-    assert any("compile worker" in w and "died" in w for w in out["warnings"]), out
+    (w,) = [w for w in out["warnings"] if "compile worker" in w]     # one warning
+    (job,) = out["sent"]                # ... naming the kernel the worker had
+    assert f"died (exit code -9) while compiling kernel nk_{job} (group " in w, w
     assert out["info"]["kernels_compiled"] == len(set(out["kernels"])), out
+
+
+@pytest.mark.parametrize("mode", ["hang", "hang_start"])
+def test_a_hung_worker_is_killed_after_the_timeout_and_its_kernel_compiled_here(tmp_path,
+                                                                               mode):
+    out = _run(tmp_path, mode, 2, NEEDLE_COMPILE_TIMEOUT="2")
+    _check_values(out)
+    (w,) = [w for w in out["warnings"] if "compile worker" in w]     # one warning
+    assert "timed out after 2 s" in w and "NEEDLE_COMPILE_TIMEOUT" in w, w
+    if mode == "hang":                  # it names the kernel the worker had
+        (job,) = out["sent"]
+        assert f"while compiling kernel nk_{job} (group " in w and "child.py" in w, w
+        assert job in out["kernels"]
+    else:
+        assert "while starting" in w and out["sent"] == [], out
+    assert out["info"]["kernels_compiled"] == len(set(out["kernels"])), out
+
