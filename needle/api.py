@@ -21,8 +21,10 @@ entry holding such cells is traced again after any structural change
 (the epoch moved), as its Python may have read any attribute. A call
 `step(model, opt, x, y)` of positional state objects and numpy arrays,
 on the signature of its last call, takes a shorter path (`_StateFast`):
-the epoch, the arguments' identities, shapes and dtypes, and the kernels'
-check of each cell value unless it is the array this path left there.
+the epoch, the arguments' identities, shapes and dtypes, and no cell read
+while no cell was assigned since its own write-back (tensor._WRITES); a
+fresh bare Tensor argument the program only reads (a DataLoader's batch)
+is passed like an array.
 
 Placement: `jit(f, device="cpu" | "cuda")` fixes the device; without it, a
 call with any needle device array (needle.Array) among its
@@ -48,7 +50,7 @@ from .ir.core import ClosedGraph, Graph, ShapedArray
 from .array import Array
 from .runtime.executable import prepare_input
 from .runtime.stats import trace_entries_source
-from .tensor import _EPOCH, Tensor, epoch as _epoch
+from .tensor import _EPOCH, _WRITES, Tensor, epoch as _epoch
 from .tracer import pytree
 from .tracer.core import Tracer, TracingError, abstractify, current_trace, trace_to_graph
 from .tracer.source import user_line
@@ -119,6 +121,7 @@ class _StateIO:
                 c._value = v
             else:
                 c._write_back(v)
+        _WRITES[0] += 1
         return outs[:n]
 
 
@@ -130,19 +133,24 @@ class _StateFast:
     optimizers / Tensors and numpy arrays, positionally (`step(model, opt,
     x, y)`), on its last signature: what `_key` + `_StateIO` do, without a
     pytree walk or a key. Valid while the structure epoch is the one it was
-    made at and each argument is the same object (a state argument) or an
-    array of the same shape and dtype; otherwise it misses and the full
-    path runs (which retraces on a structural change, and on a changed cell
-    kind, shape or dtype, as the epoch moved).
+    made at and each argument is the same object (a state argument), an
+    array of the same shape and dtype, or, for a bare Tensor argument the
+    program reads but does not write and reaches only as that argument (a
+    DataLoader's batch), any Tensor of the same class, requires_grad, shape
+    and dtype holding a numpy array: its value is passed as an array
+    argument's would be. Otherwise it misses and the full path runs (which
+    retraces on a structural change, and on a changed cell kind, shape or
+    dtype, as the epoch moved).
 
-    The executable's per-input check (C-contiguous writeable array of the
-    input's dtype) runs for the array arguments every call; for the cells
-    only when a value is not the one this call path left there last call
-    (its own write-back of a kernel result, or a value it checked as is):
-    an identity test, so a value set by the user in between is checked."""
-    __slots__ = ("n", "pos", "objs", "arr_pos", "arr_dtypes", "arr_shapes", "epoch", "use",
-                 "out_tree", "cells", "cell_dtypes", "tcells", "n_out", "trusted", "call",
-                 "leaf_out", "merge")
+    Per call it reads no cell: while `tensor._WRITES` (bumped by every
+    assignment of any cell's value) is the count its own write-back left,
+    the cells hold the values it passed or wrote last call (`trusted`), as
+    the kernels take them. After any other write it reads every cell and
+    runs the executable's per-input check (C-contiguous writeable array of
+    the input's dtype); the array arguments are checked every call."""
+    __slots__ = ("n", "objs", "arrs", "tens", "others", "epoch", "use", "out_tree", "cells",
+                 "cell_dtypes", "tcells", "n_out", "trusted", "seen", "call", "leaf_out",
+                 "keep", "merge", "out_tensor", "write")
 
     @classmethod
     def get(cls, f, args, entry, g):
@@ -152,7 +160,7 @@ class _StateFast:
         its entry would make a reference cycle keeping the models alive.)"""
         if f is not None and f.use is entry[3] and f.epoch == _epoch() and \
                 f.cells is g.cells and f.n == len(args):
-            f.trusted = None
+            f.seen = -1                     # check the cells' values next call
             return f
         return cls.make(args, entry, g)
 
@@ -161,7 +169,7 @@ class _StateFast:
         """A _StateFast for this call's entry, or None where it does not apply
         (then st.fast = False when that holds for every call of the entry)."""
         st, exe = entry[4], entry[0]
-        call = getattr(exe, "call_prepared", None)
+        call = exe.call_prepared if exe.host_arrays else None    # CPU: numpy arrays
         if g is None or st.epoch is not None or st.implicit or call is None or \
                 not all(type(t) is int and same for t, same in st.targets):
             st.fast = False
@@ -170,64 +178,135 @@ class _StateFast:
                 any(args[i] is not o for i, o in zip(g.pos, g.objs)):
             return None
         f = cls()
-        f.n, f.pos, f.objs, f.epoch, f.call = len(args), g.pos, g.objs, _epoch(), call
+        f.n, f.epoch, f.call = len(args), _epoch(), call
         f.use, f.out_tree = entry[3], entry[1]
-        f.arr_pos = [i for i in range(len(args)) if i not in g.posset]
+        arr_pos = [i for i in range(len(args)) if i not in g.posset]
         dts = [a.dtype for a in exe.in_avals]
-        na = len(f.arr_pos)
-        f.arr_shapes = [args[i].shape for i in f.arr_pos]
-        f.arr_dtypes, f.cell_dtypes = dts[:na], dts[na:]
-        if [args[i].dtype for i in f.arr_pos] != f.arr_dtypes or \
+        na = len(arr_pos)
+        f.arrs = [(i, args[i].shape, dt) for i, dt in zip(arr_pos, dts)]
+        f.cell_dtypes = dts[na:]
+        if [args[i].dtype for i in arr_pos] != dts[:na] or \
                 len(f.cell_dtypes) != len(g.cells):
             return None
+        # bare Tensor arguments read only: swapped freely (a fresh batch)
+        written = {t for t, _ in st.targets}
+        f.objs, f.tens = [], []
+        for i, o in zip(g.pos, g.objs):
+            k = g.index[id(o)] if isinstance(o, Tensor) else None
+            if k is not None and k in g.bare and g.refs[k] == 1 and k not in written and \
+                    type(v := o._value) is np.ndarray:
+                f.tens.append((i, na + k, type(o), o._requires_grad, v.shape, v.dtype))
+            else:
+                f.objs.append((i, o))
+        swapped = {id(o) for i, o in zip(g.pos, g.objs)} - {id(o) for _, o in f.objs}
+        f.others = frozenset(id(c) for c in g.cells if id(c) not in swapped)
         f.cells = g.cells
         f.tcells = [g.cells[t] for t, _ in st.targets]
-        if st.fast is True:               # the entry's part, worked out once
-            where = {t: len(g.cells) + k for k, (t, _) in enumerate(st.targets)}
-            pick = [where.get(i, i) for i in range(len(g.cells))]
-            st.fast = (lambda ix: lambda xs: [xs[i] for i in ix])(pick) if len(pick) < 2 \
-                else operator.itemgetter(*pick)         # a tuple: compared, never changed
-        f.merge = st.fast
         f.n_out = st.n_out
+        f.write = _writer(f.tcells, st.n_out)
+        if st.fast is True:               # the entry's part, worked out once
+            # the cells' values after a call, picked from the results with
+            # the values of the cells it does not write appended (`keep`)
+            n_res = st.n_out + len(st.targets)
+            where = {t: st.n_out + k for k, (t, _) in enumerate(st.targets)}
+            kept = [j for j in range(len(g.cells)) if j not in where]
+            where.update((j, n_res + u) for u, j in enumerate(kept))
+            st.fast = (na, _picker([na + j for j in kept]),
+                       _picker([where[j] for j in range(len(g.cells))]))
+        if st.fast[0] != na:
+            return None
+        f.keep, f.merge = st.fast[1:]
         f.leaf_out = f.out_tree is pytree.LEAF
-        f.trusted = None
+        t = f.out_tree       # one Tensor (a loss computed from Tensor inputs): made directly
+        f.out_tensor = t.aux if isinstance(t.node_type, type) and \
+            issubclass(t.node_type, Tensor) and t.children == (pytree.LEAF,) else None
+        f.trusted, f.seen = None, -1
         return f
 
     def __call__(self, args):
         if len(args) != self.n or _EPOCH[0] != self.epoch or not self.use.keys:
             return _MISS
-        for i, o in zip(self.pos, self.objs):
+        for i, o in self.objs:
             if args[i] is not o:
                 return _MISS
         ins = []
-        for i, shape, dt in zip(self.arr_pos, self.arr_shapes, self.arr_dtypes):
+        for i, shape, dt in self.arrs:
             a = args[i]
             if type(a) is not np.ndarray or a.shape != shape or a.dtype != dt:
                 return _MISS
             ins.append(prepare_input(a, dt))
-        vals = [c._value for c in self.cells]     # (faster than map(attrgetter))
-        trusted = self.trusted
-        same = trusted is not None and all(map(operator.is_, vals, trusted))
-        if not same:
-            vals = list(map(prepare_input, vals, self.cell_dtypes))
-            same = all(map(operator.is_, vals, [c._value for c in self.cells]))
+        same = _WRITES[0] == self.seen
+        if same:
+            ins += self.trusted           # the cells' values, as this call path left them
+        else:
+            vals = [c._value for c in self.cells]
+            prep = list(map(prepare_input, vals, self.cell_dtypes))
+            na = len(self.arrs)
+            for _, k, *_ in self.tens:      # replaced below: their old values do not count
+                prep[k - na] = vals[k - na]
+            same = all(map(operator.is_, prep, vals))
+            ins += prep
+        for i, k, cls, rg, shape, dt in self.tens:
+            t = args[i]
+            if type(t) is not cls or t._requires_grad is not rg or id(t) in self.others:
+                return _MISS
+            v = t._value
+            if type(v) is not np.ndarray or v.shape != shape or v.dtype != dt:
+                return _MISS
+            ins[k] = prepare_input(v, dt)
         runtime.stats.hits += 1
         self.use.last = next(_clock)
-        outs = self.call(ins + vals)
+        outs = self.call(ins)
         n = self.n_out
         if same:
             # every old value was a numpy array as the kernels take it, and
             # each result has its cell's shape and dtype: no epoch change
-            tail = outs[n:]
-            for c, v in zip(self.tcells, tail):
-                c._value = v
-            # the cells' values now: results where written, the rest as they were
-            self.trusted = self.merge(vals + tail)
+            self.write(outs)              # c._value = v for each written cell
+            _WRITES[0] += 1
+            self.seen = _WRITES[0]
+            # the cells' values now: results where written, the rest as passed
+            outs += self.keep(ins)
+            self.trusted = self.merge(outs)
         else:
             for c, v in zip(self.tcells, outs[n:]):
                 c._write_back(v)
-            self.trusted = None
-        return outs[0] if self.leaf_out else pytree.tree_unflatten(self.out_tree, outs[:n])
+            self.seen = -1
+        if self.leaf_out:
+            return outs[0]
+        if self.out_tensor is not None:
+            return self.out_tensor[0]._make(outs[0], self.out_tensor[1])
+        return pytree.tree_unflatten(self.out_tree, outs[:n])
+
+
+_WRITERS = {}         # (cell count, first result) -> the factory of a write-back
+
+
+def _writer(cells, start):
+    """o -> None storing o[start + i] into cells[i]._value for each i, as
+    straight-line code made once per count (one attribute store per cell:
+    half the time of a loop over zip); a loop beyond 2048 cells."""
+    n = len(cells)
+    if n > 2048:
+        def write(o):
+            for c, v in zip(cells, o[start:]):
+                c._value = v
+        return write
+    make = _WRITERS.get((n, start))
+    if make is None:
+        body = "".join(f"        c{i}._value = o[{start + i}]\n" for i in range(n))
+        src = (f"def make({', '.join(f'c{i}' for i in range(n))}):\n"
+               f"    def write(o):\n{body or '        pass' + chr(10)}    return write\n")
+        space = {}
+        exec(compile(src, f"<needle: write-back of {n} cells>", "exec"), space)
+        make = _WRITERS[(n, start)] = space["make"]
+    return make(*cells)
+
+
+def _picker(ix):
+    """xs -> tuple(xs[i] for i in ix), as one itemgetter where it can."""
+    if len(ix) >= 2:
+        return operator.itemgetter(*ix)
+    return (lambda i: lambda xs: (xs[i],))(ix[0]) if ix else (lambda xs: ())
 
 
 def _swap_bare_tensors(c, objs):
@@ -485,6 +564,11 @@ class Jitted:
             return self.fun(*args, **kwargs)          # inlined into the outer trace
         flat_key = None
         if self._simple and not kwargs:
+            if self._fast is not None:
+                # Fast path: step(model, opt, x, y) on its last signature
+                r = self._fast(args)
+                if r is not _MISS:
+                    return r
             # Fast path: positional numpy arrays need no pytree walk.
             flat_key = _flat_array_key(args)
             if flat_key is not None:
@@ -495,11 +579,6 @@ class Jitted:
                     outs = entry[0](*args)
                     return outs[0] if entry[1] is pytree.LEAF else \
                         pytree.tree_unflatten(entry[1], outs)
-            elif self._fast is not None:
-                # Fast path: step(model, opt, x, y) on its last signature
-                r = self._fast(args)
-                if r is not _MISS:
-                    return r
         key, leaves, treedef, g = self._key(args, kwargs)
         entry = self._cache.get(key)
         if entry is not None and (entry[4] is None or entry[4].fresh()):
@@ -710,6 +789,7 @@ class Jitted:
         avals = self._abstract(arrays, arr_paths) + \
             [abstractify(v, f"{self.name}: {p}") for v, p in zip(g.values(), g.paths)]
         fr = _state.Frame("jit", self.name)
+        fr.paths = {id(c): p for c, p in zip(g.cells, g.paths)}
         rec = {}
         n = len(arrays)
 

@@ -15,6 +15,15 @@ from its input is an error naming the carry's pytree path and both types; a
 weakly typed Python scalar in `init` takes the type the body gives it (as in
 JAX). A Python `if` / `while` on a traced value is an error that points
 here.
+
+State cells (needle/state.py: a BatchNorm's statistics, a Generator's
+counter, an optimizer's moments) a body writes are carried, as DESIGN
+"State" says: found by tracing the body once, then traced again with them
+as extra operands and results. scan and while_loop (fori_loop) carry them
+in the loop; every branch of cond / switch returns each cell some branch
+writes (a branch that does not write it passes its value through); a
+checkpointed function returns them. A while_loop's cond_fun cannot write
+a cell (a StateWriteError naming its path).
 """
 import functools
 
@@ -111,20 +120,75 @@ def _check_carry(where, kind, tree_in, tree_out, paths, ins, outs):
                         f"have equal types, but they differ:\n" + "\n".join(lines))
 
 
-def _trace_body(fn, avals, name, where):
-    """trace_to_graph for the bodies that do not carry state writes yet
-    (cond, switch, while_loop, checkpoint): a write to a state cell is an
-    error naming it, instead of a traced value left in the cell."""
-    with _state.Frame("body", name) as fr:
-        out = trace_to_graph(fn, avals, name)
-    if fr.writes:
-        cells = ", ".join(c._name or "a Tensor" for c, _ in fr.writes)
-        raise _state.StateWriteError(
-            f"{where}: the function writes the state cell(s) {cells}; writes inside "
-            f"cond / switch / while_loop / checkpoint bodies are not supported yet (scan, "
-            f"and fori_loop with concrete bounds, carry them). Compute the new value in "
-            f"the body, return it, and assign it outside")
-    return out
+class _Carried:
+    """The state cells a traced function writes, carried as extra operands
+    and results (the module docstring): `cells`, their `avals` (strong
+    types), and per trace the cells it wrote (`written`)."""
+
+    def __init__(self, where):
+        self.where, self.cells, self.avals, self.written = where, [], [], []
+
+    def enter(self, kind, name, values):
+        """A Frame for one trace with the carried cells holding `values`."""
+        fr = _state.Frame(kind, name)
+        fr.__enter__()
+        fr.swap_in(self.cells, values)
+        return fr
+
+    def leave(self, fr, exc=None):
+        """Close the frame; the carried cells' final values (read before the
+        originals are put back) and the cells written are recorded."""
+        vals = [c._value for c in self.cells] if exc is None else None
+        fr.__exit__(None, None, None)
+        self.written.extend(c for c, _ in fr.writes)
+        return vals
+
+    def grow(self):
+        """Add the cells the last traces wrote that are not carried yet;
+        True when there were any (then trace again)."""
+        have = {id(c) for c in self.cells}
+        new = []
+        for c in self.written:
+            if id(c) not in have:
+                have.add(id(c))
+                new.append(c)
+        self.written = []
+        for c in new:
+            self.cells.append(c)
+            self.avals.append(abstractify(c.value, f"{self.where}: state "
+                                                   f"{_state.path_of(c)}").strong())
+        return bool(new)
+
+    def check(self, out_avals, what):
+        """TypeError naming the cell when a traced function writes a value of
+        another shape or dtype than the cell holds (it is a carry)."""
+        lines = _type_mismatch("state ", [_state.path_of(c) for c in self.cells],
+                               self.avals, out_avals)
+        if lines:
+            raise TypeError(f"{self.where}: {what} writes state cells with values of another "
+                            f"type than they hold (a written cell is carried):\n"
+                            + "\n".join(lines))
+
+    def operands(self):
+        return _operands([c.value for c in self.cells], self.avals)
+
+    def write(self, values):
+        for c, v in zip(self.cells, values):
+            c._write(v)
+
+
+def _with_state(carried, kind, name, n_in, fn):
+    """fn(*args[:n_in]) -> list of leaves, traced with the carried cells
+    holding args[n_in:]; returns leaves + the cells' final values."""
+    def traced(*args):
+        fr = carried.enter(kind, name, args[n_in:])
+        try:
+            leaves = list(fn(*args[:n_in]))
+        except BaseException:
+            carried.leave(fr, exc=True)
+            raise
+        return leaves + carried.leave(fr)
+    return traced
 
 
 # --- scan ------------------------------------------------------------------------------
@@ -251,23 +315,43 @@ def map(f, xs):
 # --- cond / switch -------------------------------------------------------------------------
 
 def _trace_branches(funs, operands, where):
+    """The branches as closed graphs taking (the union of their captured
+    values, the operands, the carried cells) and returning (their results,
+    the carried cells' new values); with the captured values, the operand
+    leaves, the result structure and the _Carried cells."""
     o_leaves, o_tree = pytree.tree_flatten(operands)
     o_avals = _avals(o_leaves, f"{where}: operand")
-    out_trees, traced = [], []
-    for fun in funs:
-        def flat(*args, fun=fun):
+    no = len(o_leaves)
+    carried = _Carried(where)
+
+    def trace(fun, targets=None):
+        def flat(*args):
             out = fun(*pytree.tree_unflatten(o_tree, args))
             leaves, tree = pytree.tree_flatten(out)
             out_trees.append(tree)
+            if targets is not None:      # weak results take the others' type
+                leaves = [_convert(o, ShapedArray((), dt)) if abstractify(o).dtype != dt
+                          else o for o, dt in zip(leaves, targets)]
             return leaves
-        traced.append(_trace_body(flat, o_avals, _fname(fun), where)[0])
+        body = _with_state(carried, "cond", _fname(fun), no, flat)
+        return trace_to_graph(body, o_avals + carried.avals, _fname(fun))[0]
+
+    for _ in range(8):
+        out_trees = []
+        traced = [trace(fun) for fun in funs]
+        if not carried.grow():
+            break
     for k, t in enumerate(out_trees[1:], 1):
         if t != out_trees[0]:
             raise TypeError(f"{where}: branch {k} ({_fname(funs[k])}) returns structure {t} "
                             f"but branch 0 ({_fname(funs[0])}) returns {out_trees[0]}; every "
                             f"branch must return the same structure")
+    ns = len(carried.cells)
+    for fun, cg in zip(funs, traced):
+        carried.check(cg.graph.out_avals[len(cg.graph.outvars) - ns:],
+                      f"branch {_fname(fun)}")
     # A weakly typed result (a Python scalar) takes the type of the others.
-    n_out = len(traced[0].graph.outvars)
+    n_out = len(traced[0].graph.outvars) - ns
     targets = []
     for i in range(n_out):
         avs = [cg.graph.out_avals[i] for cg in traced]
@@ -283,14 +367,8 @@ def _trace_branches(funs, operands, where):
                                        f"({_fname(funs[j])})" for j, c in enumerate(traced)))
         targets.append(dt)
     if any(cg.graph.out_avals[i].dtype != targets[i] for cg in traced for i in range(n_out)):
-        retraced = []
-        for fun, cg in zip(funs, traced):
-            def cast(*args, fun=fun):
-                outs = pytree.tree_leaves(fun(*pytree.tree_unflatten(o_tree, args)))
-                return [_convert(o, ShapedArray((), dt)) if abstractify(o).dtype != dt else o
-                        for o, dt in zip(outs, targets)]
-            retraced.append(_trace_body(cast, o_avals, _fname(fun), where)[0])
-        traced = retraced
+        out_trees = []
+        traced = [trace(fun, targets) for fun in funs]
     # Every branch takes the union of the captured values, then the operands.
     closed = [_close(cg) for cg in traced]
     consts = [c for _, cs in closed for c in cs]
@@ -303,13 +381,23 @@ def _trace_branches(funs, operands, where):
         branches.append(ClosedGraph(Graph([], before + own + after + g.invars[len(cs):],
                                           g.eqns, g.outvars), []))
         offset += len(cs)
-    return branches, consts, _operands(o_leaves, o_avals), out_trees[0]
+    return branches, consts, _operands(o_leaves, o_avals), out_trees[0], carried
+
+
+def _bind_branches(idx, graphs, consts, o_leaves, out_tree, carried):
+    """Bind cond_p; write the carried cells; the results as a pytree."""
+    outs = _bind(cond_p, [idx, *consts, *o_leaves, *carried.operands()],
+                 branches=tuple(graphs))
+    n = len(outs) - len(carried.cells)
+    carried.write(outs[n:])
+    return pytree.tree_unflatten(out_tree, outs[:n])
 
 
 def switch(index, branches, *operands):
     """branches[index](*operands), index clamped into range (JAX's
     lax.switch): every branch is traced and must return the same types; a
-    traced index selects at run time."""
+    traced index selects at run time. State cells a branch writes are
+    written (the others leave them as they were)."""
     branches = list(branches)
     if not branches:
         raise ValueError("switch: needs at least one branch")
@@ -319,19 +407,20 @@ def switch(index, branches, *operands):
     if shape != () or not (dtypes.is_int(idx.dtype) or idx.dtype == np.bool_):
         raise TypeError(f"{where}: the index must be a scalar integer, got "
                         f"{abstractify(idx).str_short()}")
-    graphs, consts, o_leaves, out_tree = _trace_branches(branches, operands, where)
+    traced = _trace_branches(branches, operands, where)
     if not isinstance(idx, Tracer):
         idx = np.int32(min(max(int(idx), 0), len(branches) - 1))
     elif idx.dtype != np.int32:
         idx = convert_element_type_p.bind(idx, new_dtype=np.dtype(np.int32), weak_type=False)
-    outs = _bind(cond_p, [idx, *consts, *o_leaves], branches=tuple(graphs))
-    return pytree.tree_unflatten(out_tree, outs)
+    return _bind_branches(idx, *traced)
 
 
 def cond(pred, true_fun, false_fun, *operands):
     """true_fun(*operands) if pred else false_fun(*operands) (JAX's lax.cond):
     `pred` is a scalar (bool or number); both branches are traced and must
-    return the same types; under a trace the choice is made at run time."""
+    return the same types; under a trace the choice is made at run time.
+    State cells a branch writes are written (the other branch leaves them
+    as they were)."""
     where = f"cond({_fname(true_fun)}, {_fname(false_fun)})"
     p = pred if isinstance(pred, Tracer) else np.asarray(pred)
     if tuple(p.shape) != ():
@@ -343,10 +432,7 @@ def cond(pred, true_fun, false_fun, *operands):
         idx = convert_element_type_p.bind(p, new_dtype=np.dtype(np.int32), weak_type=False)
     else:
         idx = np.int32(bool(p))
-    graphs, consts, o_leaves, out_tree = _trace_branches([false_fun, true_fun], operands,
-                                                         where)
-    outs = _bind(cond_p, [idx, *consts, *o_leaves], branches=tuple(graphs))
-    return pytree.tree_unflatten(out_tree, outs)
+    return _bind_branches(idx, *_trace_branches([false_fun, true_fun], operands, where))
 
 
 # --- while_loop / fori_loop ---------------------------------------------------------------
@@ -355,13 +441,17 @@ def while_loop(cond_fun, body_fun, init_val):
     """Repeat `val = body_fun(val)` while `cond_fun(val)` (JAX's
     lax.while_loop). The trip count is known only at run time, so it is
     differentiable in forward mode only (jvp, jacfwd); for grad use scan or a
-    fori_loop with static bounds."""
+    fori_loop with static bounds. State cells the body writes join the
+    carry (cond_fun reads their current values); cond_fun must not write
+    any."""
     name = _fname(body_fun)
     where = f"while_loop({_fname(cond_fun)}, {name})"
     c_leaves, c_tree = pytree.tree_flatten(init_val)
     c_paths = pytree.leaf_paths(c_tree)
     c_avals = _avals(c_leaves, f"{where}: init_val")
+    nc = len(c_leaves)
     out_tree = []
+    carried = _Carried(where)
 
     def body(*args):
         out = body_fun(pytree.tree_unflatten(c_tree, args))
@@ -369,32 +459,45 @@ def while_loop(cond_fun, body_fun, init_val):
         out_tree[:] = [tree]
         return leaves
 
-    for _ in range(2):
-        bcg, _ = _trace_body(body, c_avals, name, where)
-        outs = bcg.graph.out_avals if out_tree[0] == c_tree else []
+    for _ in range(10):
+        bcg, _ = trace_to_graph(_with_state(carried, "while", name, nc, body),
+                                c_avals + carried.avals, name)
+        if carried.grow():
+            continue
+        outs = bcg.graph.out_avals[:nc] if out_tree[0] == c_tree else []
         if outs and (new := _promotable(c_avals, outs)) is not None:
             c_avals = new
             continue
         break
     _check_carry(where, "init_val", c_tree, out_tree[0], c_paths, c_avals,
-                 bcg.graph.out_avals)
+                 bcg.graph.out_avals[:nc])
+    carried.check(bcg.graph.out_avals[nc:], "the body")
 
     def pred(*args):
-        out = cond_fun(pytree.tree_unflatten(c_tree, args))
+        with _state.Frame("while", _fname(cond_fun)) as fr:
+            fr.swap_in(carried.cells, args[nc:])
+            out = cond_fun(pytree.tree_unflatten(c_tree, args[:nc]))
+        if fr.writes:
+            raise _state.StateWriteError(
+                f"{where}: cond_fun writes the state cell(s) "
+                f"{', '.join(_state.path_of(c) for c, _ in fr.writes)}; it must not have "
+                f"side effects (it runs once more than the body). Write the cell in the "
+                f"body instead")
         a = abstractify(out, f"{where}: cond_fun's result")
         if a.shape != () or a.dtype != np.bool_:
             raise TypeError(f"{where}: cond_fun must return a boolean scalar, got "
                             f"{a.str_short()}")
         return [out]
 
-    ccg, _ = _trace_body(pred, c_avals, _fname(cond_fun), where)
+    ccg, _ = trace_to_graph(pred, c_avals + carried.avals, _fname(cond_fun))
     c_leaves = _operands([_convert(x, a) if abstractify(x).dtype != a.dtype else x
                           for x, a in zip(c_leaves, c_avals)], c_avals)
     cond_g, cconsts = _close(ccg)
     body_g, bconsts = _close(bcg)
-    outs = _bind(while_p, [*cconsts, *bconsts, *c_leaves], cond=cond_g, body=body_g,
-                        cond_nconsts=len(cconsts), body_nconsts=len(bconsts), name=name)
-    return pytree.tree_unflatten(c_tree, outs)
+    outs = _bind(while_p, [*cconsts, *bconsts, *c_leaves, *carried.operands()], cond=cond_g,
+                 body=body_g, cond_nconsts=len(cconsts), body_nconsts=len(bconsts), name=name)
+    carried.write(outs[nc:])
+    return pytree.tree_unflatten(c_tree, outs[:nc])
 
 
 def fori_loop(lower, upper, body_fun, init_val, unroll=None):
@@ -460,13 +563,23 @@ def checkpoint(fun=None, *, prevent_cse=True, static_argnums=()):
             out_tree[:] = [t]
             return leaves_out
 
-        cg, _ = _trace_body(flat, _avals(leaves, f"checkpoint({name}): argument"), name,
-                            f"checkpoint({name})")
+        # state cells it writes: extra operands and results (module docstring)
+        carried = _Carried(f"checkpoint({name})")
+        avals = _avals(leaves, f"checkpoint({name}): argument")
+        for _ in range(8):
+            cg, _ = trace_to_graph(_with_state(carried, "checkpoint", name, len(leaves), flat),
+                                   avals + carried.avals, name)
+            if not carried.grow():
+                break
+        ns = len(carried.cells)
+        carried.check(cg.graph.out_avals[len(cg.graph.outvars) - ns:], "the function")
         g, consts = _close(cg)
-        ops = [*consts, *_operands(leaves, g.graph.in_avals[len(consts):])]
+        ops = [*consts, *_operands(leaves, avals), *carried.operands()]
         outs = _bind(checkpoint_p, ops, graph=g, prevent_cse=bool(prevent_cse),
                      name=name)
-        return pytree.tree_unflatten(out_tree[0], outs)
+        n = len(outs) - ns
+        carried.write(outs[n:])
+        return pytree.tree_unflatten(out_tree[0], outs[:n])
     return wrapped
 
 

@@ -26,6 +26,13 @@ object (an attribute rebound: `model.eval()`, a new sub-module) and when a
 cell's value changes kind, shape or dtype. A jitted call on unchanged
 state therefore compares one integer and the argument objects' identities,
 then reads the cells' values: O(cells), no walk of the object graph.
+(api._StateFast goes further: while `tensor._WRITES`, the count of cell
+value assignments, is the one its own write-back left, it passes the
+values it wrote without reading the cells.)
+
+Frames of cond / switch / while_loop / checkpoint bodies (control_flow.py)
+carry the cells their body writes as scan's do; `path_of` names a cell by
+the attribute path the enclosing jit gathered it under, for messages.
 
 Known limits: a list or dict attribute mutated in place (`seq.layers.append
 (m)`) is not seen as a structural change (assign the attribute again).
@@ -34,7 +41,7 @@ import numpy as np
 
 from .array import Array
 from .ir.core import ShapedArray, Var
-from .tensor import FRAMES, Parameter, Tensor, _EPOCH, _on_read, bump_epoch, is_traced
+from .tensor import FRAMES, Parameter, Tensor, _EPOCH, _WRITES, _on_read, bump_epoch, is_traced
 from .tracer import pytree
 from .tracer.core import Tracer
 
@@ -119,6 +126,7 @@ class Frame:
         self.created = {}        # id(cell) -> cell made while the frame is open
         self.implicit = []       # [(cell, Var)]: closure cells lifted (jit)
         self.writes = None
+        self.paths = None        # id(cell) -> "model.layers[1].running_mean" (messages)
 
     def __enter__(self):
         FRAMES.stack.append(self)
@@ -130,6 +138,7 @@ class Frame:
             if id(c) not in saved:
                 saved[id(c)] = (c, c._value)
             c._value = v
+        _WRITES[0] += 1
 
     def note_write(self, cell):
         if id(cell) not in self.saved:
@@ -145,7 +154,18 @@ class Frame:
         self.writes = [(c, c._value) for c in self.written.values() if id(c) not in made]
         for c, v in self.saved.values():
             c._value = v
+        _WRITES[0] += 1
         return False
+
+
+def path_of(cell):
+    """The attribute path of `cell` for messages: where an open frame's
+    transform reached it ("model.layers[1].running_mean"), else its holder's
+    class and attribute ("BatchNorm1d.running_mean")."""
+    for f in reversed(FRAMES.stack):
+        if f.paths is not None and id(cell) in f.paths:
+            return f.paths[id(cell)]
+    return cell._name or "a Tensor"
 
 
 def _read_hook(cell, v):
@@ -169,6 +189,7 @@ def _read_hook(cell, v):
     t = Tracer(tr, var, f"the state cell {cell._name or 'Tensor'}")
     bottom.saved.setdefault(cid, (cell, v))
     cell._value = t
+    _WRITES[0] += 1
     bottom.implicit.append((cell, var))
     return t
 

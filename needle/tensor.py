@@ -59,6 +59,16 @@ _EPOCH = [0]
 TENSOR_COUNT = [0]
 
 
+# Bumped on every assignment of a cell's value (whatever the cell; a cached
+# jitted call's own write-back bumps it once and records the count,
+# api._StateFast): while the count is the one it recorded, the cells still
+# hold the values it left there, so its next call passes them without
+# reading each cell. Code that assigns `_value` of an existing Tensor
+# outside `_write`, `_write_back`, `_settle` and the frames of state.py must
+# bump it too.
+_WRITES = [0]
+
+
 def epoch():
     return _EPOCH[0]
 
@@ -184,8 +194,10 @@ class Tensor:
         if FRAMES.stack:            # made inside a transform: never an implicit input
             FRAMES.stack[0].created[id(self)] = self
 
-    def __del__(self):
-        TENSOR_COUNT[0] -= 1
+    def __del__(self, _count=TENSOR_COUNT):
+        # the list is bound here: at interpreter exit the module's globals
+        # may already be None when the last Tensors are collected
+        _count[0] -= 1
 
     _register_subclass = None      # state.py: subclasses become pytree nodes
 
@@ -268,6 +280,7 @@ class Tensor:
     def _settle(self):
         """Realize a lazy value and hold the array."""
         v = self._value = concrete(self._value)
+        _WRITES[0] += 1
         return v
 
     def realize_cached_data(self):
@@ -299,6 +312,7 @@ class Tensor:
             if type(old) is not type(v) or old.shape != v.shape or old.dtype != v.dtype:
                 _EPOCH[0] += 1
         self._value = v
+        _WRITES[0] += 1
 
     def _write_back(self, v):
         """A jitted call's write of its result into this cell (no frame is
@@ -307,6 +321,7 @@ class Tensor:
         if type(old) is not type(v) or old.shape != v.shape or old.dtype != v.dtype:
             _EPOCH[0] += 1
         self._value = v
+        _WRITES[0] += 1
 
     @property
     def data(self):

@@ -320,8 +320,10 @@ def test_scan_body_writes_become_carries():
         b(x)
     np.testing.assert_allclose(a.running_mean.numpy(), b.running_mean.numpy(), rtol=1e-5)
     np.testing.assert_allclose(a.running_var.numpy(), b.running_var.numpy(), rtol=1e-5)
-    with pytest.raises(needle.StateWriteError, match="running_mean"):
-        lax.cond(True, lambda x: a(x).sum(), lambda x: x.sum(), xs[0])
+    # a cond branch's write is carried too (tests/test_control_flow_state.py)
+    lax.cond(True, lambda x: a(x).sum(), lambda x: x.sum(), xs[0])
+    b(xs[0])
+    np.testing.assert_allclose(a.running_mean.numpy(), b.running_mean.numpy(), rtol=1e-5)
 
 
 def test_tensor_input_gives_tensor_output_under_jit():
@@ -398,3 +400,87 @@ def test_freezing_a_parameter_retraces_a_cached_jitted_step():
     m.weight.requires_grad = True
     assert step(m, opt, x).weight is not None
     assert not np.array_equal(m.weight.numpy(), w)
+
+
+# --- the cached call path (needle/api.py _StateFast) -----------------------------------
+
+def _sgd_linear_ref(W, b, x, y, lr):
+    """One SGD step on sum((x @ W + b - y)^2) in numpy (float64)."""
+    x = x.astype(np.float64)
+    r = x @ W + b - y
+    return (r ** 2).sum(), W - lr * 2 * x.T @ r, b - lr * 2 * r.sum(0, keepdims=True)
+
+
+@needle.jit
+def _linear_step(model, opt, x, y):
+    loss, g = needle.value_and_grad(lambda m: ((m(x) - y) ** 2).sum())(model)
+    opt.step(g)
+    return loss
+
+
+def _no_full_path(monkeypatch):
+    def full(*a, **k):
+        raise AssertionError("the call took the full path (pytree walk and cache key)")
+    monkeypatch.setattr(needle.api.Jitted, "_key", full)
+
+
+def test_fresh_tensor_batches_take_the_cached_path_and_match_numpy(monkeypatch):
+    """A DataLoader hands a new Tensor per step: a bare Tensor the step only
+    reads is passed like an array (no gather, no retrace)."""
+    model = nn.Linear(3, 2)
+    opt = needle.optim.SGD(model.parameters(), lr=0.05)
+    W, b = model.weight.numpy().astype(np.float64), model.bias.numpy().astype(np.float64)
+    rng = np.random.default_rng(0)
+    batches = [(rng.standard_normal((4, 3)).astype(np.float32),
+                rng.standard_normal((4, 2)).astype(np.float32)) for _ in range(6)]
+    traces = needle.cache_info().traces
+    for k, (x, y) in enumerate(batches):
+        if k == 2:
+            _no_full_path(monkeypatch)      # warmed up: every later call is the cached one
+        loss = _linear_step(model, opt, Tensor(x, requires_grad=False),
+                            Tensor(y, requires_grad=False))
+        want, W, b = _sgd_linear_ref(W, b, x, y, 0.05)
+        np.testing.assert_allclose(float(loss), want, rtol=1e-5)
+        np.testing.assert_allclose(model.weight.numpy(), W, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(model.bias.numpy(), b, rtol=1e-5, atol=1e-6)
+    assert needle.cache_info().traces - traces <= 1
+
+
+def test_a_bare_tensor_the_step_writes_is_written_not_swapped():
+    @needle.jit
+    def double(t, s):
+        t.data = t * 2.0 + s
+        return s
+    t1, t2 = Tensor(np.ones(3, np.float32)), Tensor(np.full(3, 5.0, np.float32))
+    for _ in range(3):
+        double(t1, np.float32(1.0))
+    np.testing.assert_allclose(t1.numpy(), 15.0)          # 1 -> 3 -> 7 -> 15
+    double(t2, np.float32(0.0))
+    np.testing.assert_allclose(t2.numpy(), 10.0)
+    np.testing.assert_allclose(t1.numpy(), 15.0)
+
+
+def test_cells_written_by_another_function_or_the_user_between_cached_calls():
+    """Two jitted functions over the same cells, and user writes, in between
+    cached calls: each call reads the cells' current values."""
+    model = nn.Linear(3, 2)
+    opt = needle.optim.SGD(model.parameters(), lr=0.05)
+
+    @needle.jit
+    def shrink(model):
+        model.weight.data = model.weight * 0.5
+    W, b = model.weight.numpy().astype(np.float64), model.bias.numpy().astype(np.float64)
+    rng = np.random.default_rng(1)
+    for k in range(8):
+        x = rng.standard_normal((4, 3)).astype(np.float32)
+        y = rng.standard_normal((4, 2)).astype(np.float32)
+        want, W, b = _sgd_linear_ref(W, b, x, y, 0.05)
+        np.testing.assert_allclose(float(_linear_step(model, opt, x, y)), want, rtol=1e-5)
+        if k % 3 == 0:
+            shrink(model)
+            W = W * 0.5
+        elif k % 3 == 1:
+            model.bias.data = np.full((1, 2), float(k), np.float32)
+            b = np.full((1, 2), float(k))
+        np.testing.assert_allclose(model.weight.numpy(), W, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(model.bias.numpy(), b, rtol=1e-5, atol=1e-6)
