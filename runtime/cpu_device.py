@@ -17,6 +17,14 @@ chunks on the runtime's threads (runtime/parallel.py); otherwise it is
 called once over all its rows. Buffers come from the pool
 (runtime/memory.py).
 
+A launch (kernel_step) is a step generated once per arity (inputs, outputs,
+trailing arguments): one lookup per argument, no list built per call. Its
+first call goes through Numba's dispatcher, which checks every argument
+against the kernel's signature; later calls go to the compiled entry point
+of that one overload directly (no typing of the arguments: the slots hold
+the same types every call, each input prepared to its exact dtype and
+layout by prepare_input, each intermediate allocated by the runtime).
+
 A scan or while_loop whose bodies are kernels and views only (no library
 call, no host step, no kernel split across threads) runs as one generated
 Numba function (`generated_loop`: codegen/cpu/loop_emit.py through
@@ -24,13 +32,11 @@ backend.emit_loop, loaded through the kernel cache like a kernel); the
 `kernels` stage prints it as a "generated loop" and its groups as kernels
 inside it (they count in kernel_count, the loop's driver does not).
 """
-import operator
-
 import numpy as np
 
 from ..ir.core import ClosedGraph, Lit
 from . import compile_workers, memory, parallel
-from .executable import _warn_donation_once, no_resource_report, prepare_input
+from .executable import _warn_donation_once, no_resource_report, prepare_checked, prepare_input
 from .kernel_cache import load_kernel
 from .loops import CPU_OPS
 
@@ -195,6 +201,7 @@ class CpuDevice:
         arguments taken first (`donation`: an argument's buffer shared with
         another argument, a view of it, is seen before it is copied)."""
         dts = [a.dtype for a in exe.in_avals]
+        shapes = [a.shape for a in exe.in_avals]
         n, name = len(dts), exe.name
         take = cls.donation(exe) if donation else None
 
@@ -203,7 +210,8 @@ class CpuDevice:
                 raise TypeError(f"{name} takes {n} arrays, got {len(args)}")
             if take is not None:
                 args = take(args)
-            return list(map(prepare_input, args, dts))
+            return [prepare_checked(x, dt, shape, name, k)
+                    for k, (x, dt, shape) in enumerate(zip(args, dts, shapes))]
         return prepare
 
     @staticmethod
@@ -249,49 +257,83 @@ class CpuDevice:
         no_resource_report(exe)
 
 
+# How a kernel step calls its kernel: 'entry' (always, in needle), the
+# compiled entry point of the kernel's one overload, the first call of each
+# step through Numba's dispatcher, which checks every argument's type against
+# the signature; 'dispatcher': every call through the dispatcher (for
+# benchmarks/bench_launch.py and tests, which compare the two). Read when a
+# step is built.
+LAUNCH = {"mode": "entry"}
+
+
+def entry_point(fn):
+    """The compiled entry of Numba dispatcher `fn` (its one overload, the
+    function the dispatcher itself calls once it has typed the arguments),
+    or None (LAUNCH's mode 'dispatcher', not a dispatcher, several
+    overloads). The entry checks only each array's itemsize: a caller
+    passes exactly the signature's types (kernel_step: after one call
+    through the dispatcher)."""
+    overloads = getattr(fn, "overloads", None)
+    if LAUNCH["mode"] != "entry" or not overloads or len(overloads) != 1:
+        return None
+    return next(iter(overloads.values())).entry_point
+
+
+_step_makers = {}       # (inputs, output kinds, tail length) -> the step's factory
+
+
+def _step_maker(n_in, kinds, n_tail):
+    """The factory of a kernel step for `n_in` inputs, outputs of `kinds`
+    ('a': allocated per call, 'p': written into the buffer of a slot), and
+    `n_tail` trailing arguments (dims, lits, rows): generated once per
+    arity, each slot and allocator a variable of its closure, so a call does
+    one lookup per argument and builds no list (the Python part of a
+    launch: benchmarks/bench_launch.py)."""
+    key = (n_in, kinds, n_tail)
+    make = _step_makers.get(key)
+    if make is not None:
+        return make
+    rs = [f"r{k}" for k in range(len(kinds))]
+    params = ["fn", "entry"] + [f"i{k}" for k in range(n_in)] + \
+        [f"o{k}" for k in range(len(kinds))] + \
+        [f"{'a' if c == 'a' else 'p'}{k}" for k, c in enumerate(kinds)] + \
+        [f"t{k}" for k in range(n_tail)]
+    args = [f"env[i{k}]" for k in range(n_in)] + rs + [f"t{k}" for k in range(n_tail)]
+    body = [f"r{k} = a{k}()" if c == "a" else f"r{k} = env[p{k}]"
+            for k, c in enumerate(kinds)]
+    body.append(f"call({', '.join(args)})")
+    body += [f"env[o{k}] = r{k}" for k in range(len(kinds))]
+    src = (f"def make({', '.join(params)}):\n"
+           "    call = fn\n"
+           "    if entry is not None:\n"
+           "        def call(*args):\n"        # the first call: the dispatcher checks the types
+           "            nonlocal call\n"
+           "            fn(*args)\n"
+           "            call = entry\n"
+           "    def step(env):\n" + "".join(f"        {ln}\n" for ln in body) +
+           "    return step\n")
+    ns = {}
+    exec(compile(src, f"<needle kernel step {key}>", "exec"), ns)
+    make = _step_makers[key] = ns["make"]
+    return make
+
+
 def kernel_step(fn, ins, outs, out_specs, dims, inplace=None, lits=None, rows=()):
     """Launch: allocate outputs, call the kernel with inputs, outputs, dims
     (and the float literals, when the kernel has any, and `rows`: the
     (lo, hi) range of a splittable CPU kernel called in one piece). `inplace`
     maps an output position to the input slot whose buffer it reuses (a
-    donated argument read only element-for-element)."""
+    donated argument read only element-for-element, a loop body's carry or
+    row of ys: runtime/loops.py). The kernel is called through its entry
+    point (entry_point) after a first call through its dispatcher."""
     inplace = inplace or {}
-    allocs = [memory.allocator(shape, dt) for shape, dt in out_specs]
     tail = ((dims,) if lits is None else (dims, lits)) + tuple(rows)
-    if len(outs) == 1 and not inplace:
-        (o,), (alloc,) = outs, allocs
-        if len(ins) == 1:
-            (i0,) = ins
-
-            def step(env):
-                r = alloc()
-                fn(env[i0], r, *tail)
-                env[o] = r
-            return step
-
-        def step(env):
-            r = alloc()
-            fn(*[env[i] for i in ins], r, *tail)
-            env[o] = r
-        return step
-    if len(outs) == 1 and len(ins) > 1 and list(inplace) == [0]:
-        # one result written into a given buffer (a loop body's carry or row
-        # of ys: runtime/loops.py), the hot case of a loop
-        (o,), src, get = outs, inplace[0], operator.itemgetter(*ins)
-
-        def step(env):
-            r = env[src]
-            fn(*get(env), r, *tail)
-            env[o] = r
-        return step
-
-    def step(env):
-        rs = [env[inplace[k]] if k in inplace else alloc()
-              for k, alloc in enumerate(allocs)]
-        fn(*[env[i] for i in ins], *rs, *tail)
-        for o, r in zip(outs, rs):
-            env[o] = r
-    return step
+    kinds = "".join("p" if k in inplace else "a" for k in range(len(outs)))
+    # per output: the slot whose buffer it is written into, else its allocator
+    parts = [inplace[k] if k in inplace else memory.allocator(shape, dt)
+             for k, (shape, dt) in enumerate(out_specs)]
+    make = _step_maker(len(ins), kinds, len(tail))
+    return make(fn, entry_point(fn), *ins, *outs, *parts, *tail)
 
 
 def call_step(fn, ins, out, params):

@@ -27,6 +27,7 @@ import os
 import sys
 import threading
 from collections import OrderedDict
+from functools import partial
 
 import numpy as np
 
@@ -116,9 +117,10 @@ def allocator(shape, dtype):
     dtype = np.dtype(dtype)
     shape = tuple(shape)
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    # partial, not a lambda: no Python frame per allocation (about 0.1 us)
     if nbytes < MIN_BYTES:
-        return lambda: np.empty(shape, dtype)
-    return lambda: _pooled(nbytes, shape, dtype)      # sizes worked out once, here
+        return partial(np.empty, shape, dtype)
+    return partial(_pooled, nbytes, shape, dtype)      # sizes worked out once, here
 
 
 def pool_info():

@@ -7,6 +7,7 @@ CUDA executables are lowered on any machine (lower() needs no GPU); they run
 only in Numba's simulator (NUMBA_ENABLE_CUDASIM=1) or on a GPU, and refuse
 to run elsewhere.
 """
+import importlib.util
 import warnings
 
 import numpy as np
@@ -32,18 +33,28 @@ def args(seed=0):
         rng.standard_normal((4, 5)).astype(np.float32)
 
 
+def lower_for_cuda(fn, *a):
+    """fn lowered for CUDA, or a skip (after the test's CPU part ran) where
+    numba-cuda is not installed (the CPU stage of CI)."""
+    if importlib.util.find_spec("numba_cuda") is None:
+        pytest.skip("numba-cuda is not installed: the CUDA half of this test")
+    return needle.jit(fn, device="cuda").lower(*a)
+
+
 def cuda_runs():
     from needle.runtime.devices import cuda_status
     return cuda_status()[0]
 
 
+@pytest.mark.on_device      # also in CI's simulator stage, where numba-cuda is installed
 def test_cpu_and_cuda_lower_to_the_one_executable_class():
     x, w = args()
     cpu = needle.jit(f).lower(x, w)
-    cuda = needle.jit(f, device="cuda").lower(x, w)
-    assert type(cpu.executable) is Executable and type(cuda.executable) is Executable
-    assert (cpu.device, cuda.device) == ("cpu", "cuda")
+    assert type(cpu.executable) is Executable and cpu.device == "cpu"
     assert cpu.executable.stage_names() == ["fused", "kernels"]
+    assert cpu.executable.host_arrays and "kernel" in cpu.as_text("kernels")
+    cuda = lower_for_cuda(f, x, w)
+    assert type(cuda.executable) is Executable and cuda.device == "cuda"
     assert cuda.executable.stage_names() == ["fused", "kernels", "ptx"]
     assert cpu.executable.host_arrays and not cuda.executable.host_arrays
     # dot_general: a BLAS call on CPU, a kernel on CUDA
@@ -52,13 +63,14 @@ def test_cpu_and_cuda_lower_to_the_one_executable_class():
     assert "kernel" in cuda.as_text("kernels") and "kernel" in cpu.as_text("kernels")
 
 
+@pytest.mark.on_device      # also in CI's simulator stage, where numba-cuda is installed
 def test_calls_match_numpy_on_every_device():
     x, w = args(1)
     want = f_ref(x, w)
     got = needle.jit(f)(x, w)
     assert type(got) is np.ndarray
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-    cuda = needle.jit(f, device="cuda").lower(x, w)
+    cuda = lower_for_cuda(f, x, w)
     if cuda_runs():
         (r,) = cuda(x, w)                       # Lowered: the flat results
         assert isinstance(r, needle.Array)
@@ -83,6 +95,7 @@ def test_to_device_and_run_split_a_call():
     np.testing.assert_allclose(r1, f_ref(x, w), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.on_device      # also in CI's simulator stage, where numba-cuda is installed
 def test_a_wrong_argument_count_names_the_function():
     x, w = args()
 
@@ -92,7 +105,7 @@ def test_a_wrong_argument_count_names_the_function():
     exe = needle.jit(two).lower(x, w).executable
     with pytest.raises(TypeError, match="two takes 2 arrays, got 1"):
         exe(x)
-    cuda = needle.jit(two, device="cuda").lower(x, w).executable
+    cuda = lower_for_cuda(two, x, w).executable
     if cuda_runs():
         with pytest.raises(TypeError, match="two takes 2 arrays, got 3"):
             cuda(x, w, w)
@@ -127,3 +140,20 @@ def test_call_prepared_donation_never_overwrites_a_shared_argument():
         r, _ = exe.call_prepared([y, x])        # alone: written in place
     assert np.shares_memory(r, y)
     np.testing.assert_array_equal(r, 3.0)
+
+
+def test_a_call_with_another_shape_is_refused_not_misread():
+    # the kernels' loop bounds and signatures are the compiled shapes: a
+    # larger array was read in part (a silent wrong sum), another rank
+    # crashed; jit itself retraces for a new shape
+    g = needle.jit(lambda x: nnp.sum(x * 2.0, axis=0))
+    x = np.ones((3, 4), np.float32)
+    lo = g.lower(x)
+    for bad in (np.ones((5, 4), np.float32), np.ones(12, np.float32),
+                np.ones((3, 4, 1), np.float32), [[1.0] * 4] * 5):
+        for call in (lo, lo.executable, lambda a: lo.executable.to_device(a)):
+            with pytest.raises(TypeError, match=r"argument 0 has shape .*compiled for shape \(3, 4\)"):
+                call(bad)
+    np.testing.assert_array_equal(g(np.ones((5, 4), np.float32)), np.full(4, 10.0))
+    (r,) = lo(np.ones((3, 4), np.float64))          # another dtype of the same shape: cast
+    np.testing.assert_array_equal(r, np.full(4, 6.0))
