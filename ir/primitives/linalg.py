@@ -94,30 +94,42 @@ def _dot_aval(a, b, *, dimension_numbers):
     return [ShapedArray(tuple(shape), a.dtype, a.weak_type and b.weak_type)]
 
 
+def dot_general_plan(a_shape, b_shape, dimension_numbers):
+    """How dot_general contracts operands of these shapes as one matmul:
+    (lhs permutation or None, lhs matmul shape, rhs permutation or None,
+    rhs matmul shape, matmul result shape, result shape). The operands are
+    transposed to (batch, M, K) and (batch, K, N); without batch axes they
+    stay 2-D, so a transposed operand is a strided view BLAS reads as is
+    (a 3-D reshape of it would copy)."""
+    dn = DotDimensionNumbers.of(dimension_numbers)
+    lc, rc, lb, rb = dn.lhs_contract, dn.rhs_contract, dn.lhs_batch, dn.rhs_batch
+    fa, fb = _free(len(a_shape), lc, lb), _free(len(b_shape), rc, rb)
+
+    def size(shape, dims):
+        return int(np.prod([shape[d] for d in dims], dtype=np.int64))
+    nb, k = size(a_shape, lb), size(a_shape, lc)
+    mm, nn = size(a_shape, fa), size(b_shape, fb)
+    lead = (nb,) if lb else ()
+    pa, pb = list(lb) + fa + list(lc), list(rb) + list(rc) + fb
+    out_shape = tuple(a_shape[d] for d in lb) + tuple(a_shape[d] for d in fa) + \
+        tuple(b_shape[d] for d in fb)
+    return (None if pa == sorted(pa) else tuple(pa), lead + (mm, k),
+            None if pb == sorted(pb) else tuple(pb), lead + (k, nn), lead + (mm, nn), out_shape)
+
+
 def dot_general_numpy(a, b, dimension_numbers, empty=None):
     """Contract by transposing to (batch, M, K) @ (batch, K, N) and calling
     numpy's matmul (BLAS for float32/float64). `empty(shape, dtype)`, when
     given, allocates the result (the runtime passes its buffer pool)."""
-    dn = DotDimensionNumbers.of(dimension_numbers)
-    lc, rc, lb, rb = dn.lhs_contract, dn.rhs_contract, dn.lhs_batch, dn.rhs_batch
-    fa, fb = _free(a.ndim, lc, lb), _free(b.ndim, rc, rb)
-    bshape = [a.shape[d] for d in lb]
-    m = [a.shape[d] for d in fa]
-    n = [b.shape[d] for d in fb]
-    k = int(np.prod([a.shape[d] for d in lc], dtype=np.int64))
-    nb = int(np.prod(bshape, dtype=np.int64))
-    mm, nn = int(np.prod(m, dtype=np.int64)), int(np.prod(n, dtype=np.int64))
-    # Without batch axes, stay 2-D: a transposed operand is then a strided
-    # view that BLAS reads as is (a 3-D reshape of it would copy).
-    lead = (nb,) if lb else ()
-    a3 = np.transpose(a, list(lb) + fa + list(lc)).reshape(lead + (mm, k))
-    b3 = np.transpose(b, list(rb) + list(rc) + fb).reshape(lead + (k, nn))
+    pa, sa, pb, sb, so, out_shape = dot_general_plan(a.shape, b.shape, dimension_numbers)
+    a3 = (a if pa is None else np.transpose(a, pa)).reshape(sa)
+    b3 = (b if pb is None else np.transpose(b, pb)).reshape(sb)
     if empty is not None and a.dtype.kind == "f":
-        out = empty(lead + (mm, nn), a.dtype)
+        out = empty(so, a.dtype)
         np.matmul(a3, b3, out=out)
     else:
         out = np.matmul(a3, b3)
-    return out.reshape(bshape + m + n).astype(a.dtype, copy=False)
+    return out.reshape(out_shape).astype(a.dtype, copy=False)
 
 
 dot_general_p.abstract_eval = _dot_aval
