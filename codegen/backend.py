@@ -50,6 +50,12 @@ class Backend:
         runtime runs the compiled plans of its bodies (runtime/loops.py)."""
         return eqn.prim.kind == "control"
 
+    def lowering_settings(self):
+        """A hashable value of whatever else (besides its plain attributes)
+        decides this backend's fusion and code: part of the plan cache's
+        key (needle/lowering.py)."""
+        return ()
+
     def judge(self, sub):
         """Why the kernel group with sub-Graph `sub` is not acceptable, or
         None if it is."""

@@ -130,6 +130,9 @@ OPTIONS = [
            "root folder of the kernel cache; read at each kernel load or compile"),
     Option("log_compiles", "NEEDLE_LOG_COMPILES", _bool, False,
            "log every trace and why the cache missed, and kernel-cache repairs"),
+    Option("plan_cache", "NEEDLE_PLAN_CACHE", _bool, True,
+           "keep each program's fused graph in the kernel cache, so that a new "
+           "process lowering the same program skips the passes and fusion"),
     Option("dump", "NEEDLE_DUMP", _path, None,
            "folder to which every stage of every compiled function is written",
            optional=True),

@@ -7,6 +7,10 @@ Executable, whose own stages ('kernels', and 'ptx' on CUDA) print too.
 
     traced -> folded -> simplified -> hoisted -> cse -> dce -> fused -> kernels -> executable
 
+A program lowered before (by this or an earlier process: the plan cache,
+runtime/plan_cache.py, keyed by the traced graph's structure) skips from
+traced to fused: its fused graph is read from disk.
+
 The Graph -> Graph part is passes.pipeline.PIPELINE; fusion is an ordinary
 entry that receives the device's Backend (codegen) as a value; the runtime
 compiles the fused graph with the same Backend. This module may import every
@@ -18,17 +22,20 @@ the CPU, its Executable cached by the identity of its sub-graphs and the
 operands' types.
 """
 import collections
+import collections.abc
+import os
 import threading
 
 import numpy as np
 
-from . import runtime
+from . import codegen, ir, passes, runtime
 from .codegen import backend_for
 from .ir.check import check_graph
 from .ir.config import config
 from .ir.core import ClosedGraph, Eqn, Graph, Var, aval_of
 from .passes.fusion import fuse
 from .passes.pipeline import PIPELINE
+from .runtime import plan_cache
 
 
 def stages(backend):
@@ -52,12 +59,13 @@ def compile_graph(fused, backend, name="f", donated=()):
     return runtime.compile_program(fused, backend, device_for(backend), name, donated)
 
 
-def _run_stages(cg, backend, name, check):
+def _run_stages(cg, backend, name, check, entries=None):
     """(fused ClosedGraph, {stage: Graph}); with `check` (default:
-    config.checks, NEEDLE_CHECKS), ir.check_graph runs after every pass."""
+    config.checks, NEEDLE_CHECKS), ir.check_graph runs after every pass.
+    `entries`: the stages to run (default: all of `stages(backend)`)."""
     check = config.checks if check is None else check
     graphs = {"traced": cg.graph}
-    for stage, fn in stages(backend):
+    for stage, fn in entries or stages(backend):
         cg = fn(cg)
         if check:
             try:
@@ -71,10 +79,75 @@ def _run_stages(cg, backend, name, check):
 
 
 def lower(cg, device="cpu", name="f", donated=(), check=None):
-    """({stage: Graph}, Executable) of the traced ClosedGraph `cg`."""
+    """({stage: Graph}, Executable) of the traced ClosedGraph `cg`. With
+    config.plan_cache (NEEDLE_PLAN_CACHE) the fused graph of a program that
+    a process lowered before comes from the plan cache (runtime/plan_cache.py):
+    no pass and no fusion runs, and the stages between 'traced' and 'fused'
+    are lowered only when one is read."""
     backend = backend_for(device)
-    cg, graphs = _run_stages(cg, backend, name, check)
-    return graphs, compile_graph(cg, backend, name, donated)
+    key = _plan_key(cg, backend, name) if config.plan_cache else None
+    fused = plan_cache.load(key, cg, backend.name) if key else None
+    if fused is None:
+        fused, graphs = _run_stages(cg, backend, name, check)
+        if key:
+            plan_cache.save(key, cg, fused, backend.name)
+    else:
+        if config.checks if check is None else check:
+            check_graph(fused.graph)
+        graphs = _LazyStages(cg, fused, backend, name, check)
+    return graphs, compile_graph(fused, backend, name, donated)
+
+
+# What decides a fused graph besides the traced program: the source of the
+# stages that lower it (this file and the plan format included), and the
+# settings fusion reads.
+_LOWERING_SOURCES = (ir.__path__[0], passes.__path__[0], codegen.__path__[0],
+                     plan_cache.__file__, os.path.abspath(__file__))
+
+
+def _plan_key(cg, backend, name):
+    """The plan cache's key of `cg`: besides the program and the source, the
+    passes now in the pipeline (by name and function) and the backend's
+    tuning (its plain attributes: a test or user may change them)."""
+    version = plan_cache.source_version(_LOWERING_SOURCES)
+    passes_now = tuple((s, f"{fn.__module__}.{fn.__qualname__}") for s, fn in PIPELINE)
+    tuning = {}
+    for klass in reversed(type(backend).__mro__):
+        tuning.update(vars(klass))
+    tuning.update(vars(backend))
+    tuning = tuple(sorted((k, v) for k, v in tuning.items()
+                          if type(v) in (bool, int, float, str) and not k.startswith("__")))
+    settings = (config.parallel_min_size, passes_now, tuning, backend.lowering_settings())
+    return plan_cache.key(cg, backend.name, name, settings, version)
+
+
+class _LazyStages(collections.abc.Mapping):
+    """{stage: Graph} of a program whose fused graph came from the plan
+    cache: 'traced' and 'fused' at once, the passes' stages in between
+    computed (once, all together, without fusion) when one is first read."""
+
+    def __init__(self, cg, fused, backend, name, check):
+        self._names = ["traced"] + [s for s, _ in stages(backend)]
+        self._known = {"traced": cg.graph, "fused": fused.graph}
+        self._args = (cg, backend, name, check)
+        self._lock = threading.Lock()
+
+    def __getitem__(self, stage):
+        if stage not in self._names:
+            raise KeyError(stage)
+        with self._lock:
+            if stage not in self._known and self._args is not None:
+                cg, backend, name, check = self._args
+                for s, g in _run_stages(cg, backend, name, check, PIPELINE)[1].items():
+                    self._known.setdefault(s, g)
+                self._args = None           # every stage known: the traced consts may go
+            return self._known[stage]       # KeyError if the pipeline lost it since
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self):
+        return len(self._names)
 
 
 def fuse_for(cg, device):

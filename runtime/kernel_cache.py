@@ -166,6 +166,13 @@ def _kernel_dir(backend):
         return d
 
 
+def kernel_folder(backend):
+    """The checked folder `backend`'s kernels load from (a private temporary
+    one when the cache cannot be trusted); runtime/plan_cache.py keeps its
+    plans in its __pycache__."""
+    return _kernel_dir(backend)
+
+
 # --- files ---------------------------------------------------------------------------
 
 def _write_atomic(path, data):
@@ -178,6 +185,9 @@ def _write_atomic(path, data):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+write_atomic = _write_atomic
 
 
 def _sha256(path):

@@ -39,7 +39,8 @@ F32 = np.float32
 def test_defaults_from_an_empty_environment():
     c = Config({"XDG_CACHE_HOME": "/xdg"})
     assert c.values() == {
-        "cache_dir": "/xdg/needle", "log_compiles": False, "dump": None, "checks": False,
+        "cache_dir": "/xdg/needle", "log_compiles": False, "plan_cache": True, "dump": None,
+        "checks": False,
         "debug_nans": False, "trace_cache_size": 64, "pool_bytes": None,
         "parallel_min_size": 65536, "num_threads": None, "compile_workers": None,
         "compile_timeout": 600.0, "cuda_cc": None, "prewarm": True}
@@ -51,9 +52,9 @@ def test_values_parsed_from_the_environment():
                 "NEEDLE_TRACE_CACHE_SIZE": "5", "NEEDLE_POOL_BYTES": "5e6",
                 "NEEDLE_PARALLEL_MIN_SIZE": "1024", "NEEDLE_CUDA_CC": "sm_80",
                 "NEEDLE_COMPILE_WORKERS": "0", "NEEDLE_PREWARM": "0",
-                "NEEDLE_COMPILE_TIMEOUT": "2.5"})
+                "NEEDLE_COMPILE_TIMEOUT": "2.5", "NEEDLE_PLAN_CACHE": "0"})
     assert c.values() == {
-        "cache_dir": "/c", "log_compiles": True, "dump": "/d", "checks": True,
+        "cache_dir": "/c", "log_compiles": True, "plan_cache": False, "dump": "/d", "checks": True,
         "debug_nans": True, "trace_cache_size": 5, "pool_bytes": 5_000_000,
         "parallel_min_size": 1024, "num_threads": None, "compile_workers": 0,
         "compile_timeout": 2.5, "cuda_cc": (8, 0), "prewarm": False}

@@ -20,7 +20,7 @@ Other groups are judged by the CPU rules.
 """
 from ...ir.core import Var
 from ..cpu.backend import CpuBackend
-from . import kernels, linalg
+from . import emit as emit_mod, kernels, linalg
 from .strategy import emit_kernel
 
 
@@ -43,6 +43,10 @@ class CudaBackend(CpuBackend):
     parallel_min_size = 1 << 62        # a CUDA kernel is parallel by construction
     # Primitives with no CUDA kernel: compiling one raises, naming it (linalg.py).
     unsupported = frozenset(linalg.NO_KERNEL)
+
+    def lowering_settings(self):
+        # the block kernels' fixed shapes: the simulator's, a GPU's, a test's
+        return (repr(emit_mod.tuning()),)
 
     def judge(self, sub):
         eqns = sub.eqns
