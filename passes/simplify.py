@@ -26,6 +26,7 @@ from ..ir.primitives import (DotDimensionNumbers, broadcast_in_dim_p, convert_el
                              reshape_p, transpose_p)
 from .layout import (REDUCTIONS, plan_layouts, relayout_elementwise, relayout_reduce,
                      transpose_as_reshape)
+from .pad_concat import pads_to_concatenate
 from .subgraphs import is_control, map_subgraphs
 
 
@@ -176,6 +177,7 @@ RULES = {
     "slice": [_same_shape], "pad": [_same_shape], "reduce_sum": [_same_shape],
     "rev": [_rev_trivial], "dot_general": [_dot_of_transpose],
 }
+RULES["add"].append(pads_to_concatenate)   # zero pads tiling an axis (passes/pad_concat.py)
 # regions of elementwise work change layout where that removes transposes
 # (passes/layout.py: the plan is made at the start of each round)
 for _p in PRIMITIVES.values():
