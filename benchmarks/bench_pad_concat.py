@@ -65,29 +65,11 @@ def main():
         runs[label] = dict(fn=step, state=out[1:], batch=batch, first=first,
                            loss0=float(out[0]), kernels=lo.kernel_count,
                            concat=_count(g, "concatenate"), pad=_count(g, "pad"))
-    try:
-        import torch
-    except ImportError:
-        torch = None
-    if torch is not None:
-        import bench_models_peers as peers
-        torch.manual_seed(0)
-        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-        _, state, batch = bm.lstm(bm.NeedleOps(), np.random.default_rng(0), a.small, T=a.T)
-        fn, b = peers.TORCH["lstm"](torch, bm._copy_tree(state), batch, a.small)
-        t0 = time.perf_counter()
-        out = fn(*b)
-        runs["torch eager"] = dict(fn=fn, state=(), batch=b, first=time.perf_counter() - t0,
-                                   loss0=float(out[0]), kernels="-", concat="-", pad="-")
-    times = {k: [] for k in runs}
-    for _ in range(a.repeats):
-        for k, r in runs.items():
-            t0 = time.perf_counter()
-            out = r["fn"](*r["state"], *r["batch"])
-            float(out[0])
-            times[k].append(time.perf_counter() - t0)
-            if k != "torch eager":
-                r["state"] = out[1:]
+    from bench_scan_accumulate import time_interleaved, torch_lstm_run
+    torch_run = torch_lstm_run(bm, a.small, a.T)
+    if torch_run is not None:
+        runs["torch eager"] = dict(torch_run, kernels="-", concat="-", pad="-")
+    times = time_interleaved(runs, a.repeats)
     sizes = "small" if a.small else f"vocab 64, E 64, H 128, T {a.T or 32}, b16"
     print(f"LSTM LM step ({sizes}), median of {a.repeats} interleaved rounds, "
           f"load {os.getloadavg()[0]:.1f}")

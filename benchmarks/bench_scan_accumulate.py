@@ -39,6 +39,39 @@ def _reverse_body_dots(lo):
     return None
 
 
+def torch_lstm_run(bm, small, T):
+    """PyTorch eager's step of bench_models' LSTM LM from the same initial
+    weights and data, as a run of `time_interleaved`, or None without torch."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    import bench_models_peers as peers
+    torch.manual_seed(0)
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    _, state, batch = bm.lstm(bm.NeedleOps(), np.random.default_rng(0), small, T=T)
+    fn, b = peers.TORCH["lstm"](torch, bm._copy_tree(state), batch, small)
+    t0 = time.perf_counter()
+    out = fn(*b)
+    return dict(fn=fn, state=(), batch=b, first=time.perf_counter() - t0, loss0=float(out[0]),
+                stateless=True)
+
+
+def time_interleaved(runs, repeats):
+    """{label: [seconds per step]}: one step of each run per round, each
+    needle run fed the state its last step returned."""
+    times = {k: [] for k in runs}
+    for _ in range(repeats):
+        for k, r in runs.items():
+            t0 = time.perf_counter()
+            out = r["fn"](*r["state"], *r["batch"])
+            float(out[0])
+            times[k].append(time.perf_counter() - t0)
+            if not r.get("stateless"):
+                r["state"] = out[1:]
+    return times
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--small", action="store_true")
@@ -64,30 +97,12 @@ def main():
         runs[label] = dict(fn=step, state=out[1:], batch=batch, first=first,
                            loss0=float(out[0]), kernels=lo.kernel_count,
                            blas=lo.library_call_count, rev_dots=_reverse_body_dots(lo))
-    try:
-        import torch
-    except ImportError:
-        torch = None
+    torch_run = torch_lstm_run(bm, a.small, a.T)
+    if torch_run is None:
         print("torch is not installed: no PyTorch column", file=sys.stderr)
-    if torch is not None:
-        import bench_models_peers as peers
-        torch.manual_seed(0)
-        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-        _, state, batch = bm.lstm(bm.NeedleOps(), np.random.default_rng(0), a.small, T=a.T)
-        fn, b = peers.TORCH["lstm"](torch, bm._copy_tree(state), batch, a.small)
-        t0 = time.perf_counter()
-        out = fn(*b)
-        runs["torch eager"] = dict(fn=fn, state=(), batch=b, first=time.perf_counter() - t0,
-                                   loss0=float(out[0]))
-    times = {k: [] for k in runs}
-    for _ in range(a.repeats):
-        for k, r in runs.items():
-            t0 = time.perf_counter()
-            out = r["fn"](*r["state"], *r["batch"])
-            float(out[0])
-            times[k].append(time.perf_counter() - t0)
-            if k != "torch eager":
-                r["state"] = out[1:]
+    else:
+        runs["torch eager"] = torch_run
+    times = time_interleaved(runs, a.repeats)
     base = float(np.median(times["torch eager"])) if "torch eager" in runs else None
     sizes = "small" if a.small else f"vocab 64, E 64, H 128, T {a.T or 32}, b16"
     print(f"LSTM LM step ({sizes}), median of {a.repeats} interleaved rounds, "

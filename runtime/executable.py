@@ -142,15 +142,7 @@ class Executable:
         CUDA operations (needle/array.py) pass device Arrays."""
         if self._donate is not None:
             args = self._donate(args)
-        env = self._template
-        env = (self._make_template() if env is None else env).copy()
-        span = self._in_span
-        if span is not None:
-            env[span[0]:span[1]] = args
-        else:
-            for slot, x in zip(self._in_slots, args):
-                env[slot] = x
-        return self._run(env)
+        return self._start(args)
 
     run_arrays = call_prepared
 

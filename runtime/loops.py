@@ -39,6 +39,7 @@ Each run of a body reuses one slot list (its env) for all iterations.
 import numpy as np
 
 from . import memory
+from .executable import run_plan
 
 
 class CpuLoopOps:
@@ -102,15 +103,8 @@ class Body:
         """run(env): every step of the plan, releasing intermediates as
         planned (not the inputs: the next iteration overwrites them)."""
         keep = set(self.in_slots)
-        plan = [(step, [s for s in release if s not in keep] or ())
-                for step, release in self.p["plan"]]
-
-        def run(env):
-            for step, release in plan:
-                step(env)
-                for s in release:
-                    env[s] = None
-        return run
+        return run_plan([(step, [s for s in release if s not in keep] or ())
+                         for step, release in self.p["plan"]])
 
     def result(self, env, j):
         """The value at result position j (after a run)."""
