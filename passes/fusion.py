@@ -56,6 +56,7 @@ import numpy as np
 
 from ..ir.core import ClosedGraph, Eqn, Graph, Var
 from ..ir.primitives import kernel_p
+from .exact_compare import exact_values
 from .subgraphs import effectful, inline_checkpoints, map_subgraphs
 from .unroll import unroll_scans
 
@@ -246,6 +247,9 @@ def fuse(cg, backend):
     def apart(e):                       # a step of its own, never in a kernel
         return backend.is_library(e) or backend.is_host(e) or backend.is_control(e)
 
+    # values an equality test compares with something computed from them:
+    # stored once, never recomputed (passes/exact_compare.py)
+    exact = exact_values(g, apart)
     for e in reversed(g.eqns):
         if apart(e):
             continue
@@ -261,7 +265,7 @@ def fuse(cg, backend):
         placed = False
         # a root with a loop of its own (cumsum, a scatter) absorbs producers
         # but is never inlined into a consumer
-        if not e.prim.traits.own_loop and cgroups:
+        if not e.prim.traits.own_loop and cgroups and not any(v in exact for v in e.outs):
             if len(cgroups) == 1 and not stored:
                 placed = try_add(cgroups[0], e)
             elif (_cheap(e) or (e.prim.kind == "elementwise" and len(cgroups) <= 2)) and \
@@ -279,7 +283,7 @@ def fuse(cg, backend):
         groups_of.setdefault(e, []).append(gr)
     groups.reverse()
     others = [e for e in g.eqns if apart(e) or e in views]
-    groups = _Merger(groups, others, order, graph_outs, judge).run()
+    groups = _Merger(groups, others, order, graph_outs | exact, judge).run()
     return _build(cg, groups, others, order, backend, judge)
 
 

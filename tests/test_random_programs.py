@@ -201,11 +201,12 @@ def test_reduced_size1_axis_output_cache_regression():
     np.testing.assert_allclose(needle.grad(f)(b), want, rtol=1e-12)
 
 
-@pytest.mark.xfail(strict=True, reason="known silent wrong gradient under jit (found by the "
-                   "random-program hunt, present before the layout pass): a fused kernel with "
-                   "reshapes (1,2,3)->(2,1,3) and reductions over size-1 axes gives a wrong first "
-                   "row; open, see the closing note")
-def test_known_wrong_gradient_reshape_size1_reductions():
+def test_min_gradient_mask_sees_the_bits_the_reduction_saw():
+    # Regression (found by the random-program hunt): reduce_min's gradient
+    # mask eq(q, broadcast(min(q))) with q = x / sum(x) recomputed in four
+    # loop nests of one fastmath kernel; LLVM rounded one copy differently,
+    # the mask missed the minimum and the first row's gradient was wrong.
+    # Now q is stored once (passes/exact_compare.py).
     prog = ([(1, 2, 3), (1, 2, 3)],
             [("normalize", 0, 0), ("unary", 0, 0), ("unary", 0, 0), ("layout", 202, 1)],
             1, np.float32)
