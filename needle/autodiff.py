@@ -61,7 +61,8 @@ class _Traced:
         trees = {}
 
         def flat_f(*leaves):
-            out = f(*pytree.tree_unflatten(self.in_tree, leaves))
+            trees["args"] = pytree.tree_unflatten(self.in_tree, leaves)
+            out = f(*trees["args"])
             if has_aux:
                 if not (isinstance(out, (tuple, list)) and len(out) == 2):
                     raise TypeError(f"{what}({_fname(f)}, has_aux=True): the function must "
@@ -81,11 +82,14 @@ class _Traced:
         with ad_context(), _state.Frame(what, self.name) as fr:
             self.cg, _ = trace_to_graph(flat_f, self.in_avals, _fname(f), self.paths)
         if fr.writes:
-            cells = ", ".join(c._name or "a Tensor" for c, _ in fr.writes)
+            # (a module argument is rebuilt around the traced values: its
+            # cells are those of the rebuilt copy)
+            cells = ", ".join(_written_paths(f, trees["args"], [c for c, _ in fr.writes]))
             raise _state.StateWriteError(
                 f"{what}({self.name}): the function writes the state cell(s) {cells}, "
                 f"which {what} cannot write back; use needle.grad / value_and_grad, or "
                 f"put the modules in eval mode")
+        trees.pop("args", None)          # the traced copies: not kept alive
         self.out_tree, self.aux_tree = trees["out"], trees["aux"]
         self.out_avals = self.cg.graph.out_avals[:self.n_out]
         self.out_wrt = [i < self.n_out for i in range(len(self.cg.graph.outvars))]
@@ -94,6 +98,17 @@ class _Traced:
         out = pytree.tree_unflatten(self.out_tree, outs[:self.n_out])
         aux = pytree.tree_unflatten(self.aux_tree, outs[self.n_out:]) if self.has_aux else None
         return out, aux
+
+
+def _written_paths(f, args, cells):
+    """Where `f` reaches each of `cells`, for messages: through its arguments
+    ("argument 0.modules[1].running_mean") or by closure ("model.running_mean");
+    a cell reached neither way is named by its holder's class and attribute."""
+    flat, tree = pytree.tree_flatten(tuple(args), is_leaf=_state.is_state)
+    named = [(p, x) for x, p in zip(flat, _arg_paths_flat(tree, range(len(args))))
+             if _state.is_state(x)] + _state.closure_objects(f)
+    g = _state.gather([x for _, x in named], [p for p, _ in named])
+    return [g.paths[g.index[id(c)]] if id(c) in g.index else _state.path_of(c) for c in cells]
 
 
 def _concrete(vals, avals):

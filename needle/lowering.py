@@ -22,6 +22,7 @@ the CPU, its Executable cached by the identity of its sub-graphs and the
 operands' types.
 """
 import collections
+import hashlib
 import collections.abc
 import os
 import threading
@@ -34,6 +35,7 @@ from .ir.check import check_graph
 from .ir.config import config
 from .ir.core import ClosedGraph, Eqn, Graph, Var, aval_of
 from .passes.fusion import fuse
+from .passes.simplify import RULES as SIMPLIFY_RULES
 from .passes.pipeline import PIPELINE
 from .runtime import plan_cache
 
@@ -105,10 +107,25 @@ _LOWERING_SOURCES = (ir.__path__[0], passes.__path__[0], codegen.__path__[0],
                      plan_cache.__file__, os.path.abspath(__file__))
 
 
+_RULES_SEEN = [None, None]
+
+
+def _rule_names():
+    """simplify's rule table by name (benchmarks and tests switch rules
+    in-process), named again only when the table changed."""
+    now = tuple((p, tuple(rs)) for p, rs in SIMPLIFY_RULES.items())
+    if now != _RULES_SEEN[0]:
+        names = sorted((p, tuple(f"{r.__module__}.{r.__qualname__}" for r in rs))
+                       for p, rs in now)
+        _RULES_SEEN[:] = [now, hashlib.sha1(repr(names).encode()).hexdigest()]
+    return _RULES_SEEN[1]
+
+
 def _plan_key(cg, backend, name):
     """The plan cache's key of `cg`: besides the program and the source, the
-    passes now in the pipeline (by name and function) and the backend's
-    tuning (its plain attributes: a test or user may change them)."""
+    passes now in the pipeline (by name and function), simplify's rules now
+    in its table, and the backend's tuning (its plain attributes: a test or
+    user may change them)."""
     version = plan_cache.source_version(_LOWERING_SOURCES)
     passes_now = tuple((s, f"{fn.__module__}.{fn.__qualname__}") for s, fn in PIPELINE)
     tuning = {}
@@ -117,7 +134,8 @@ def _plan_key(cg, backend, name):
     tuning.update(vars(backend))
     tuning = tuple(sorted((k, v) for k, v in tuning.items()
                           if type(v) in (bool, int, float, str) and not k.startswith("__")))
-    settings = (config.parallel_min_size, passes_now, tuning, backend.lowering_settings())
+    settings = (config.parallel_min_size, passes_now, _rule_names(), tuning,
+                backend.lowering_settings())
     return plan_cache.key(cg, backend.name, name, settings, version)
 
 

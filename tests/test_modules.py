@@ -284,6 +284,23 @@ def test_module_api():
     assert model.to("cpu") is model
 
 
+def test_vjp_and_jvp_state_writes_name_the_path():
+    # vjp / jvp cannot write state back: the error names where the function
+    # reached each cell, through an argument or by closure
+    model = _mlp_bn()
+    x = _x(5, 4)
+    with pytest.raises(needle.StateWriteError,
+                       match=r"vjp\(f\).*argument 0\.modules\[1\]\.running_mean"):
+        def f(m, x):
+            return m(x).sum()
+        needle.vjp(f, model, x)
+    with pytest.raises(needle.StateWriteError, match=r"jvp.*model\.modules\[1\]\.running_var"):
+        needle.jvp(lambda x: model(x).sum(), (x,), (x,))
+    model.eval()
+    out, _ = needle.jvp(lambda x: model(x).sum(), (x,), (np.ones_like(x),))
+    np.testing.assert_allclose(out, np.asarray(model(x)).sum(), rtol=1e-5)
+
+
 # --- vmap and scan -------------------------------------------------------------------
 
 def test_vmap_state_write_into_an_unbatched_cell_names_the_path():

@@ -209,6 +209,20 @@ def test_the_key_names_the_program_the_backend_and_the_settings():
     assert k not in others and len(set(others)) == len(others)
 
 
+def test_a_simplify_rule_switched_in_process_changes_the_key(cache, monkeypatch):
+    # benchmarks (bench_layout, bench_pad_concat) lower a program with a rule
+    # taken out of simplify's table: that lowering must not reuse the plan
+    from needle.passes.simplify import RULES
+    from needle.passes.pad_concat import pads_to_concatenate
+    from needle.codegen import backend_for
+    cg = needle.jit(twice).trace(X)
+    before = lowering._plan_key(cg, backend_for("cpu"), "f")
+    monkeypatch.setitem(RULES, "add", [r for r in RULES["add"] if r is not pads_to_concatenate])
+    assert lowering._plan_key(cg, backend_for("cpu"), "f") != before
+    monkeypatch.undo()
+    assert lowering._plan_key(cg, backend_for("cpu"), "f") == before
+
+
 WARM = textwrap.dedent("""
     import json, sys
     import numpy as np
