@@ -15,7 +15,14 @@ C_out > 2 C_in keep the old path (CONV_VJP_MAX_STRIDE, CONV_VJP_MAX_GROWTH),
 which those rows show is faster there.
 Both paths' gradients are checked against each other before timing.
 
-Run: python benchmarks/bench_conv.py [--small] [--repeats N]
+A second table (--table im2col) times conv's im2col itself, each row's
+default path (no override): the patches as one gather of C_in-element rows
+(needle.nn.functional.IM2COL_GATHER = True) against a stack of K strided
+slices (False; what the rows above use on both paths before it), for the
+forward alone, the gradient of both operands and of the kernel alone, all
+in one process, interleaved.
+
+Run: python benchmarks/bench_conv.py [--small] [--repeats N] [--table rule|im2col|both]
 (OPENBLAS_NUM_THREADS / NUMBA_NUM_THREADS as you want them: set them to 1
 for the one-thread rows of issue 13.)
 """
@@ -88,6 +95,40 @@ def child_steps(shape, repeats):
     print(json.dumps({"new": t[True], "old": t[False]}))
 
 
+def child_im2col(shape, repeats):
+    """{case: {gather, slices}} median step seconds, default paths."""
+    import needle
+    import needle.numpy as nnp
+    import needle.nn.functional as F
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from common import timeit_side_by_side
+    b, h, w_, ci, co, k, s = shape
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((b, h, w_, ci)).astype(np.float32)
+    w = (rng.standard_normal((k, k, ci, co)) / np.sqrt(k * k * ci)).astype(np.float32)
+
+    def loss(x, w):
+        return nnp.sum(F.conv(x, w, stride=s, padding=1) ** 2)
+    cases = {"fwd": lambda: needle.jit(lambda x, w: F.conv(x, w, stride=s, padding=1)),
+             "grad x,w": lambda: needle.jit(needle.grad(loss, argnums=(0, 1))),
+             "grad w": lambda: needle.jit(needle.grad(loss, argnums=1))}
+    res = {}
+    for case, make in cases.items():
+        fns, outs = {}, {}
+        for gather in (True, False):
+            F.IM2COL_GATHER = gather            # read when the function is traced
+            f = make()
+            r = f(x, w)
+            outs[gather] = [np.asarray(v) for v in (r if isinstance(r, (tuple, list)) else [r])]
+            fns[gather] = (lambda f=f: f(x, w))
+        F.IM2COL_GATHER = True
+        for a, b_ in zip(outs[True], outs[False]):
+            np.testing.assert_allclose(a, b_, rtol=2e-3, atol=2e-3 * np.abs(b_).max())
+        t = timeit_side_by_side(fns, repeats=repeats)
+        res[case] = {"gather": t[True], "slices": t[False]}
+    print(json.dumps(res))
+
+
 def _run(args):
     env = dict(os.environ)
     with tempfile.TemporaryDirectory() as d:
@@ -102,15 +143,32 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--small", action="store_true")
     ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--table", choices=("rule", "im2col", "both"), default="both")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
         kind, shape, extra = json.loads(a.child)
         if kind == "cold":
             child_cold(tuple(shape), extra)
+        elif kind == "im2col":
+            child_im2col(tuple(shape), extra)
         else:
             child_steps(tuple(shape), extra)
         return
+    if a.table in ("rule", "both"):
+        _rule_table(a)
+    if a.table in ("im2col", "both"):
+        print("\n| shape (B,H,W,Cin,Cout,k,s) | fwd gather | fwd slices | grad x,w gather | "
+              "grad x,w slices | grad w gather | grad w slices | slices/gather (fwd, x,w, w) |")
+        print("|---|---|---|---|---|---|---|---|")
+        for shape in (SMALL if a.small else SHAPES):
+            r = _run(["--child", json.dumps(["im2col", shape, a.repeats])])
+            cells = [f"{r[c][p] * 1e3:.2f} ms" for c in r for p in ("gather", "slices")]
+            ratios = ", ".join(f"{r[c]['slices'] / r[c]['gather']:.2f}" for c in r)
+            print(f"| {tuple(shape)} | " + " | ".join(cells) + f" | {ratios} |", flush=True)
+
+
+def _rule_table(a):
     print("| shape (B,H,W,Cin,Cout,k,s) | cold new | cold old | kernels new/old | "
           "BLAS new/old | step new | step old | old/new step |")
     print("|---|---|---|---|---|---|---|---|")

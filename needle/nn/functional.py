@@ -173,21 +173,24 @@ def conv(x, w, stride=1, padding=0, dilation=1):
     "VALID" or "SAME" (the output size ceil(in / stride), extra on the high
     side as in JAX / TensorFlow).
 
-    Written as im2col from needle's primitives: the padded input's strided
-    slices, one per kernel offset, are stacked into a (batch, *out, K * C_in)
-    array (one fused kernel) and multiplied with w as a (K * C_in, C_out)
-    matrix (one BLAS call on CPU); jit, vmap and the CUDA backend come from
-    those primitives' rules. Under reverse-mode differentiation (grad, vjp,
-    jacrev) its backward is made of convolutions too (`_conv_vjp`): the
-    input's gradient is a convolution of the stride-dilated, padded output
-    gradient with the flipped, in/out-transposed kernel, and the kernel's
-    gradient one matmul of the forward's patches with the output gradient,
-    so forward and backward share the im2col kernels and BLAS calls instead
-    of differentiating im2col into col2im scatters. Elsewhere (forward mode,
-    a vmap or loop body being differentiated from outside) the gradient
-    comes from the primitives' rules, as for strided convolutions and those
-    with C_out > 2 C_in, where they are faster (CONV_VJP_MAX_STRIDE,
-    CONV_VJP_MAX_GROWTH)."""
+    Written as im2col from needle's primitives: the (batch, *out, K * C_in)
+    patches are one gather of C_in-element rows of the input (its spatial
+    grid flattened, a zero row appended where a window reaches into the
+    padding; `_patch_rows` holds the static row table), one fused kernel,
+    multiplied with w as a (K * C_in, C_out) matrix (one BLAS call on CPU);
+    jit, vmap and the CUDA backend come from those primitives' rules. Under
+    reverse-mode differentiation (grad, vjp, jacrev) its backward is a
+    custom_vjp (`_conv_vjp`): the kernel's gradient one matmul of the
+    forward's patches with the output gradient; the input's gradient a
+    convolution of the stride-dilated, padded output gradient with the
+    flipped, in/out-transposed kernel, so forward and backward share the
+    im2col kernels and BLAS calls instead of col2im scatters, except for
+    strided convolutions and those with C_out > 2 C_in (CONV_VJP_MAX_STRIDE,
+    CONV_VJP_MAX_GROWTH), where the transpose of im2col by strided slices
+    (col2im) of the patches' gradient is faster. Elsewhere (forward mode,
+    a vmap or loop body being differentiated from outside) autodiff
+    differentiates im2col, written then as K strided slices (the gather's
+    transpose would be a serial scatter-add)."""
     x, w = asarray(x), asarray(w)
     xs, ws = tuple(nnp.shape(x)), tuple(nnp.shape(w))
     n = len(xs) - 2
@@ -202,21 +205,114 @@ def conv(x, w, stride=1, padding=0, dilation=1):
     k = ws[:n]
     pads = _resolve_padding(padding, xs, k, stride, dilation, "conv")
     x, w = promote(x, w)
-    if typeof(x)[0].kind == "f" and max(stride) <= CONV_VJP_MAX_STRIDE and \
-            ws[-1] <= CONV_VJP_MAX_GROWTH * ws[-2] and _reverse_mode_only():
-        return _conv_vjp(xs[1:-1], stride, tuple(pads), dilation)(x, w)
+    if typeof(x)[0].kind == "f" and _reverse_mode_only():
+        as_conv = max(stride) <= CONV_VJP_MAX_STRIDE and ws[-1] <= CONV_VJP_MAX_GROWTH * ws[-2]
+        return _conv_vjp(xs[1:-1], stride, tuple(pads), dilation, as_conv)(x, w)
     return _im2col_conv(x, w, stride, pads, dilation)[0]
 
 
-def _im2col_conv(x, w, stride, pads, dilation):
-    """(the convolution, its (batch, *out, K * C_in) patches)."""
+def _im2col_conv(x, w, stride, pads, dilation, gather=None):
+    """(the convolution, its (batch, *out, K * C_in) patches). pads may be
+    negative (a crop). The patches are one gather of rows (`_patch_rows`)
+    unless `gather` is False, or None while an autodiff trace is on (which
+    may transpose them; IM2COL_GATHER_UNDER_AD), then K strided slices."""
     ws = tuple(nnp.shape(w))
     n = len(ws) - 2
-    cols, out = _windows(x, ws[:n], stride, dilation, pads, 0, "conv")
-    patches = cols[0] if len(cols) == 1 else nnp.stack(cols, axis=-2)   # (B, *out, K, C)
     kc = int(np.prod(ws[:n])) * ws[-2]
-    patches = nnp.reshape(patches, (nnp.shape(x)[0],) + tuple(out) + (kc,))
+    if gather is None:
+        gather = IM2COL_GATHER and (IM2COL_GATHER_UNDER_AD or not _ad_active())
+    if gather:
+        patches, out = _gather_patches(x, ws[:n], stride, dilation, pads)
+        patches = nnp.reshape(patches, (nnp.shape(x)[0],) + tuple(out) + (kc,))
+    else:
+        patches = _slice_patches(x, ws[:n], stride, dilation, pads)
     return nnp.matmul(patches, nnp.reshape(w, (kc, ws[-1]))), patches
+
+
+def _slice_patches(x, k, stride, dilation, pads):
+    """im2col as a stack of K strided slices of the padded x: (batch, *out,
+    K * C_in)."""
+    cols, out = _windows(x, k, stride, dilation, pads, 0, "conv")
+    patches = cols[0] if len(cols) == 1 else nnp.stack(cols, axis=-2)   # (B, *out, K, C)
+    kc = int(np.prod(k)) * nnp.shape(x)[-1]
+    return nnp.reshape(patches, (nnp.shape(x)[0],) + tuple(out) + (kc,))
+
+
+# im2col as one gather of C-element rows (a generated kernel with one index
+# load per row and a contiguous, vectorised copy of its C_in channels)
+# instead of a stack of K strided slices (a concatenate: every element's
+# code computes all K candidates, each a clamped, masked read, and selects
+# one). In the ConvNet step of benchmarks/bench_models.py a 32x32x32x16
+# im2col kernel took 5.5-7.3 ms as slices, 2.0-2.5 ms as a gather (the first
+# layer's 32x32x32x3: 9.6 -> 1.9 ms); bench_conv.py --table im2col times it.
+IM2COL_GATHER = True
+# Where autodiff differentiates im2col itself (under jvp / jacfwd / hessian,
+# a conv in a vmap or loop body differentiated from outside, CONV_VJP =
+# False), the gather's transpose is a serial scatter-add, slower than the
+# slices' transpose (pads summed: 6.4 vs 3.9 ms for both gradients of a
+# stride-2 32x16x16x32 -> 64 conv), so the slices are kept unless this is set.
+IM2COL_GATHER_UNDER_AD = False
+
+
+def _ad_active():
+    from ..autodiff import ad_active
+    return ad_active()
+
+
+def _patch_rows(spatial, k, stride, dilation, pads):
+    """(rows, out): for each output position and kernel offset (row-major:
+    (*out, *k)), the row of the input's flattened spatial grid
+    (prod(spatial) rows of C_in) that it reads, prod(spatial) (a zero row
+    appended) where it falls in the padding; out: the output's spatial
+    shape. pads: (lo, hi) per dim, negative to crop."""
+    key = (tuple(spatial), tuple(k), tuple(stride), tuple(dilation),
+           tuple(tuple(p) for p in pads))
+    hit = _PATCH_ROWS.get(key)
+    if hit is not None:
+        return hit
+    n = len(spatial)
+    out = tuple((size + lo + hi - d * (kk - 1) - 1) // s + 1 for size, (lo, hi), d, kk, s
+                in zip(spatial, pads, dilation, k, stride))
+    if any(o < 1 for o in out):
+        return None, out, False
+    flat = np.zeros(out + tuple(k), np.int64)
+    valid = np.ones(out + tuple(k), bool)
+    step = 1
+    for i in reversed(range(n)):
+        coord = (np.arange(out[i]).reshape(-1, 1) * stride[i] - pads[i][0]
+                 + np.arange(k[i]).reshape(1, -1) * dilation[i]).reshape(
+                     [out[i] if a == i else k[i] if a == n + i else 1 for a in range(2 * n)])
+        valid = valid & (coord >= 0) & (coord < spatial[i])
+        flat = flat + coord * step
+        step *= spatial[i]
+    total = int(np.prod(spatial))
+    rows = np.where(valid, flat, total).reshape(-1)
+    rows = rows.astype(np.int32 if total < 2 ** 31 - 1 else np.int64)
+    rows.flags.writeable = False
+    if len(_PATCH_ROWS) > 256:
+        _PATCH_ROWS.clear()
+    _PATCH_ROWS[key] = hit = (rows, out, bool(not valid.all()))
+    return hit
+
+
+_PATCH_ROWS = {}
+
+
+def _gather_patches(x, k, stride, dilation, pads):
+    """im2col by one gather: ((batch, prod(out) * K, C_in) patches, out)."""
+    xs = tuple(nnp.shape(x))
+    spatial = xs[1:-1]
+    rows, out, padded = _patch_rows(spatial, k, stride, dilation, pads)
+    if any(o < 1 for o in out):
+        raise ValueError(f"conv: the window {tuple(k)} (dilation {tuple(dilation)}) does not "
+                         f"fit the padded input {xs} (padding {list(pads)})")
+    total = int(np.prod(spatial))
+    xr = nnp.reshape(x, (xs[0], total, xs[-1]))
+    if len(rows) == total and np.array_equal(rows, np.arange(total)):
+        return xr, out                          # a 1x1 kernel, stride 1: x itself
+    if padded:
+        xr = nnp.pad(xr, [(0, 0), (0, 1), (0, 0)])
+    return nnp.take(xr, rows, axis=1), out
 
 
 _REVERSE_KINDS = {"grad", "value_and_grad", "vjp", "jacrev"}
@@ -278,38 +374,53 @@ def _dilate(g, stride):
     return g
 
 
-def _conv_vjp(x_sp, stride, pads, dilation):
+def _conv_vjp(x_sp, stride, pads, dilation, as_conv=True):
     """conv(x, w) with these static parameters as a needle.custom_vjp whose
     backward is convolutions (see `conv`); residuals: the forward's patches
-    (for the kernel's gradient) and w (for the input's)."""
-    from ..autodiff import custom_vjp
+    (for the kernel's gradient) and w (for the input's). as_conv=False
+    (strided convolutions, C_out > 2 C_in): the input's gradient is instead
+    the transpose of im2col by strided slices (what autodiff of the slices
+    gives: col2im as K padded reads) of the patches' gradient g @ w^T, while
+    the forward still gathers its patches (whose own transpose, a serial
+    scatter-add, is slower); x is then a residual too. An input's gradient
+    nobody reads is dropped, as autodiff's would be."""
+    from ..autodiff import custom_vjp, vjp
+
+    g_ = IM2COL_GATHER          # im2col is never differentiated here
 
     @custom_vjp
     def f(x, w):
-        return _im2col_conv(x, w, stride, pads, dilation)[0]
+        return _im2col_conv(x, w, stride, pads, dilation, g_)[0]
 
     def f_fwd(x, w):
-        y, patches = _im2col_conv(x, w, stride, pads, dilation)
-        return y, (patches, w)
+        y, patches = _im2col_conv(x, w, stride, pads, dilation, g_)
+        return y, (patches, w) if as_conv else (patches, w, x)
 
     def f_bwd(res, g):
-        patches, w = res
+        patches, w = res[:2]
         ws = tuple(nnp.shape(w))
         n = len(ws) - 2
         k = ws[:n]
         out = tuple(nnp.shape(g))[1:-1]
+        axes = tuple(range(n + 1))
+        dw = nnp.reshape(nnp.tensordot(patches, g, axes=(axes, axes)), ws)
+        if not as_conv:
+            kc = int(np.prod(k)) * ws[-2]
+            dp = nnp.matmul(g, nnp.transpose(nnp.reshape(w, (kc, ws[-1]))))
+            _, pull = vjp(lambda x: _slice_patches(x, k, stride, dilation, pads), res[2])
+            return pull(dp)[0], dw
         # the input's gradient: the output gradient, dilated by the stride
         # and padded by (K-1)*d - lo (cropped where negative), correlated
         # (stride 1, the forward's dilation) with w flipped and in/out swapped
-        gp = _pad_or_crop(_dilate(g, stride), [
-            ((kk - 1) * d - lo, size - o * s + lo)
-            for kk, d, (lo, _), size, o, s in zip(k, dilation, pads, x_sp, out, stride)])
+        gpads = [((kk - 1) * d - lo, size - o * s + lo)
+                 for kk, d, (lo, _), size, o, s in zip(k, dilation, pads, x_sp, out, stride)]
         wt = nnp.flip(w, axis=tuple(range(n)))
         wt = nnp.transpose(wt, tuple(range(n)) + (n + 1, n))
-        dx = _im2col_conv(gp, wt, (1,) * n, [(0, 0)] * n, dilation)[0]
-        # the kernel's gradient: patches^T @ g, contracting batch and space
-        axes = tuple(range(n + 1))
-        dw = nnp.reshape(nnp.tensordot(patches, g, axes=(axes, axes)), ws)
+        if g_:      # the gather pads / crops by itself
+            dx = _im2col_conv(_dilate(g, stride), wt, (1,) * n, gpads, dilation, True)[0]
+        else:
+            gp = _pad_or_crop(_dilate(g, stride), gpads)
+            dx = _im2col_conv(gp, wt, (1,) * n, [(0, 0)] * n, dilation, False)[0]
         return dx, dw
 
     f.defvjp(f_fwd, f_bwd)
