@@ -155,8 +155,8 @@ OPTIONS = [
     Option("compile_workers", "NEEDLE_COMPILE_WORKERS", _nonnegative_int, None,
            "CPU kernels a new program compiles at once when two or more are missing "
            "from the disk cache: this process and N-1 worker processes (None: "
-           "num_threads, else the cores this process may use; 0 or 1: in-process, "
-           "one after another)", optional=True),
+           "the cores this process may use, whatever num_threads is; 0 or 1: "
+           "in-process, one after another)", optional=True),
     Option("compile_timeout", "NEEDLE_COMPILE_TIMEOUT", _positive_float, 600.0,
            "seconds a compile worker may take to start or to compile one kernel; "
            "after that it is killed and the kernel compiled in this process, "

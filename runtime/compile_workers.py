@@ -19,8 +19,11 @@ itself). The worker writes the files an in-process compile writes (module,
 Numba's files, needle's sha256 record): the parent's load checks them as
 usual (runtime/kernel_cache.py).
 
-How many: config.compile_workers (NEEDLE_COMPILE_WORKERS; None: num_threads,
-else the cores this process may use) kernels at once, at most one per
+How many: config.compile_workers (NEEDLE_COMPILE_WORKERS; None: the cores
+this process may use, whatever NEEDLE_NUM_THREADS says: that caps the
+threads a kernel runs on, while compiling is a burst of one-thread
+processes; as PyTorch's compile_threads, which ignores its
+set_num_threads) kernels at once, at most one per
 missing kernel: this process compiles from the same list as N-1 workers (so
 it starts at once, while the workers start: a program never waits for a
 worker's start-up); 0 or 1 compiles in-process as before. Off for a single missing kernel, for CUDA
@@ -70,10 +73,9 @@ def worker_count():
     n = config.compile_workers
     if n is None:
         try:
-            cores = len(os.sched_getaffinity(0))
+            n = len(os.sched_getaffinity(0))
         except (AttributeError, OSError):
-            cores = os.cpu_count() or 1
-        n = config.num_threads or cores
+            n = os.cpu_count() or 1
     return n
 
 

@@ -43,19 +43,21 @@ import numpy as np
 from ..ir.core import Lit, Var
 from .executable import Executable
 from .host import HOST_STEPS, host_step
+from .kernel_cache import fewer_full_collections
 from .loops import control_step
 
 
 def compile_program(fused, backend, device, name="f", donated=()):
     precompile = getattr(device, "precompile", None)
-    if precompile is None:
-        p = plan_program(fused, backend, device, name, donated)
-    else:                               # CPU: missing kernels compile in worker processes
-        try:
-            precompile(fused, backend, name)
+    with fewer_full_collections():      # Numba allocates much: kernel_cache.py
+        if precompile is None:
             p = plan_program(fused, backend, device, name, donated)
-        finally:
-            device.done_compiling()
+        else:                           # CPU: missing kernels compile in worker processes
+            try:
+                precompile(fused, backend, name)
+                p = plan_program(fused, backend, device, name, donated)
+            finally:
+                device.done_compiling()
     del p["dest_slots"], p["direct"], p["scratch"]
     return Executable(device, **p)
 

@@ -258,6 +258,10 @@ class KernelEmitter(SortRoots, Emitter):
         # for denormals) nor 'afn' (pow(x, float(int)) becomes powi, a libcall
         # llvmlite leaves unresolved: the kernel segfaults).
         flags = ("{'reassoc', 'contract', 'nsz'}")
+        # no_cfunc_wrapper: the runtime calls a kernel through its CPython
+        # wrapper (runtime/cpu_device.py entry_point); the C-callable wrapper
+        # Numba also builds by default was never called, and cost 4-6% of a
+        # model's cold compile (bench_models.py's kernels, one process)
         uses_fast = any(h + "(" in ln for ln in body
                         for h in list(FAST32.values()) + ["_f2i", "_i2f", "_f2l", "_l2f"])
         src = "\n".join([
@@ -272,7 +276,7 @@ class KernelEmitter(SortRoots, Emitter):
             HELPERS if uses_fast else "",
             "",
             f"@numba.njit({sig!r}, cache=True, error_model='numpy', nogil=True,",
-            f"           fastmath={flags})",
+            f"           no_cfunc_wrapper=True, fastmath={flags})",
             f"def {self.name}({', '.join(params)}):",
             *body,
             "",
