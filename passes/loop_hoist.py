@@ -13,12 +13,15 @@ What is hoisted: the values the rest of the body reads that depend on a
 matrix product, a reduction or an expensive function (the work worth
 batching); cheap elementwise chains stay in the body, where they fuse
 into its kernel instead of being stored for every step. Effects and nested
-loops are never hoisted. Bodies are processed innermost first.
+loops are never hoisted. Bodies are processed innermost first. Then a
+product by a constant matrix's transpose reads a transposed copy made once
+before the loop (passes/loop_operands.py).
 """
 from ..ir.core import ClosedGraph, Eqn, Graph, Lit, Var
 from ..ir.primitives import scan_p
 from ..tracer.core import trace_to_graph
 from .batching import batch_graph
+from .loop_operands import pretranspose_operands
 from .subgraphs import map_subgraphs
 
 
@@ -105,7 +108,7 @@ def hoist_loop_invariants(cg):
     for e in g.eqns:
         if e.prim is scan_p and e.params["length"] > 0:
             outer = []
-            new = _hoist_scan(e, new_consts, outer)
+            new = pretranspose_operands(_hoist_scan(e, new_consts, outer), outer)
             eqns += outer + [new]
         else:
             eqns.append(e)
