@@ -997,6 +997,18 @@ class Jitted:
     def trace(self, *args, **kwargs):
         return self._trace(args, kwargs)[0]
 
+    def profile(self, *args, repeats=10, warmup=1, **kwargs):
+        """Call the function `warmup` + `repeats` times with these arguments
+        (as calls would: state is written back, donated arrays are taken)
+        and time each step of its compiled program: a runtime.profile.Profile
+        (print it for a table of the slowest kernels, library calls and
+        loops, with shapes; `.rows`, `.by_kind()`, `.total`, `.wall`)."""
+        from .codegen import backend_for
+        from .runtime.profile import profile
+        exe = self.lower(*args, **kwargs).executable
+        return profile(exe, backend_for(exe.device), lambda: self(*args, **kwargs),
+                       repeats=repeats, warmup=warmup)
+
     def clear_cache(self):
         with self._lock:
             for entry in self._cache.values():

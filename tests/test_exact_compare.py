@@ -14,6 +14,8 @@ import needle.numpy as nnp
 from needle.ir import run_numpy
 from needle.passes.exact_compare import exact_values
 
+from helpers import jit
+
 
 def _stored(f, *args):
     """(Vars the rule pins in the graph fusion saw, Vars the fused graph's
@@ -73,6 +75,7 @@ def _fd(f, x, eps=1e-6):
     return g
 
 
+@pytest.mark.on_device
 @given(shape=st.lists(st.integers(1, 4), min_size=2, max_size=3),
        axis=st.integers(0, 2), seed=st.integers(0, 2**16))
 def test_extremum_gradients_match_interpreter(shape, axis, seed):
@@ -87,12 +90,13 @@ def test_extremum_gradients_match_interpreter(shape, axis, seed):
     g = needle.grad(f)
     cg = needle.make_ir(g)(x)
     want = run_numpy(cg.graph, cg.consts, [x])[0]
-    np.testing.assert_allclose(needle.jit(g)(x), want, rtol=2e-4, atol=2e-5)
+    np.testing.assert_allclose(jit(g)(x), want, rtol=2e-4, atol=2e-5)
     np.testing.assert_allclose(g(x), want, rtol=2e-4, atol=2e-5)
     x64 = x.astype(np.float64)
-    np.testing.assert_allclose(needle.jit(g)(x64), _fd(f, x64), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(jit(g)(x64), _fd(f, x64), rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.on_device
 @pytest.mark.parametrize("padding", ["VALID", "SAME"])
 def test_max_pool_gradient_of_a_computed_input(padding):
     rng = np.random.default_rng(1)
@@ -102,9 +106,9 @@ def test_max_pool_gradient_of_a_computed_input(padding):
     def f(x):
         y = nnn.relu(x * s + 0.1)
         return nnp.sum(nnn.max_pool(y, (2, 2), (1, 1), padding) ** 2)
-    np.testing.assert_allclose(needle.jit(needle.grad(f))(x), _fd(f, x), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(jit(needle.grad(f))(x), _fd(f, x), rtol=1e-5, atol=1e-7)
     g = needle.grad(f)
     x32 = x.astype(np.float32)
     cg = needle.make_ir(g)(x32)
     want = run_numpy(cg.graph, cg.consts, [x32])[0]
-    np.testing.assert_allclose(needle.jit(g)(x32), want, rtol=2e-4, atol=2e-5)
+    np.testing.assert_allclose(jit(g)(x32), want, rtol=2e-4, atol=2e-5)
