@@ -23,6 +23,9 @@ Per model, each number from its own fresh Python process:
 - warm: the first call in a new process with that cache (kernels loaded from
   disk; tracing and fusion run again);
 - step: the median of --repeats calls after the first (in the warm process);
+- cores: CPU seconds per wall second over those calls (the threads a step
+  really used; JAX's process is pinned to --threads cores, since XLA's CPU
+  client ignores its thread flags and used both cores of this machine);
 - groups: kernel launches of one step (kernel groups, loop bodies' included);
   distinct: how many different kernels those are (the content-hash cache
   compiles each once: identical layers share theirs); compiled: the kernels
@@ -407,6 +410,7 @@ def child(model, peer, small, repeats):
         return child_side_by_side(model, peer[4:].split(","), small, repeats)
     t0 = time.perf_counter()
     if peer == "jax":
+        _pin_to_thread_count()
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         from common import try_jax
         jax = try_jax()
@@ -428,15 +432,18 @@ def child(model, peer, small, repeats):
     loss0 = float(out[0])
     state = out[1:]
     times = []
+    c0, w0 = time.process_time(), time.perf_counter()
     for _ in range(repeats):
         t0 = time.perf_counter()
         out = step(*state, *batch)
         F.block(out[0])
         times.append(time.perf_counter() - t0)
         state = out[1:]
+    # CPU seconds per wall second over the steps: the threads a step really used
+    cores = (time.process_time() - c0) / max(time.perf_counter() - w0, 1e-9) if times else None
     r = dict(model=model, peer=peer, import_s=t_import, first_s=first, first_cpu_s=first_cpu,
              step_s=float(np.median(times)) if times else None, loss0=loss0,
-             loss=float(out[0]))
+             loss=float(out[0]), step_cores=cores)
     if peer in ("needle", "module"):
         lo = step.lower(*state, *batch)
         keys = re.findall(r"nk_([0-9a-f]+)\.py", lo.as_text("kernels"))
@@ -487,6 +494,21 @@ def child_side_by_side(model, contestants, small, repeats):
             run[1] = out[1:]
     r["step_s"] = {k: float(np.median(v)) if v else None for k, v in times.items()}
     print("RESULT " + json.dumps(r))
+
+
+def _pin_to_thread_count():
+    """Run this process on NEEDLE_NUM_THREADS of its cores (thread_env sets
+    it). For JAX: its CPU client (jax 0.10) ignores XLA_FLAGS' Eigen thread
+    settings and ran a 256x784 @ 784x512 product on both cores of this
+    machine (CPU time 2x wall time, ~200 GFLOP/s, above one core's peak), so
+    its "one thread" rows were two-core rows; affinity is the one cap it
+    obeys. (Not used for needle: its compile workers follow the cores this
+    process may use.)"""
+    n = os.environ.get("NEEDLE_NUM_THREADS")
+    if n and hasattr(os, "sched_setaffinity"):
+        cores = sorted(os.sched_getaffinity(0))
+        if int(n) < len(cores):
+            os.sched_setaffinity(0, cores[:int(n)])
 
 
 def thread_env(threads):
@@ -635,20 +657,25 @@ def _print_side_by_side(sbs_rows, repeats):
         print("".join(f"{v:>{w}s}" for v, w in zip(vals, widths)), flush=True)
 
 
+def _cores(r):
+    c = r.get("step_cores")
+    return "-" if c is None else f"{c:.2f}"
+
+
 def _print_row(model, cold, warm, jx, header, has_jax):
-    cols = ["model", "cold first call", "(CPU)", "warm first call", "step", "groups",
-            "distinct", "compiled"] + (["jax first call", "jax step"] if has_jax else []) + \
-        ["load"]
-    widths = [20, 16, 10, 16, 10, 7, 9, 9] + ([15, 10] if has_jax else []) + [6]
+    cols = ["model", "cold first call", "(CPU)", "warm first call", "step", "cores", "groups",
+            "distinct", "compiled"] + (["jax first call", "jax step", "cores"] if has_jax
+                                       else []) + ["load"]
+    widths = [20, 16, 10, 16, 10, 6, 7, 9, 9] + ([15, 10, 6] if has_jax else []) + [6]
     if header:
         print("".join(f"{c:>{w}s}" for c, w in zip(cols, widths)))
         print("-" * sum(widths))
     vals = [model, _fmt(cold.get("first_s")), _fmt(cold.get("first_cpu_s")),
             _fmt(warm.get("first_s")),
-            _fmt(warm.get("step_s"), "ms"), str(warm.get("groups", "-")),
+            _fmt(warm.get("step_s"), "ms"), _cores(warm), str(warm.get("groups", "-")),
             str(warm.get("distinct", "-")), str(cold.get("compiled", "-"))]
     if has_jax:
-        vals += [_fmt(jx.get("first_s")), _fmt(jx.get("step_s"), "ms")]
+        vals += [_fmt(jx.get("first_s")), _fmt(jx.get("step_s"), "ms"), _cores(jx)]
     vals.append(f"{os.getloadavg()[0]:.1f}")
     print("".join(f"{v:>{w}s}" for v, w in zip(vals, widths)), flush=True)
 
