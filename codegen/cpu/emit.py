@@ -51,6 +51,12 @@ from .fastmath import FAST32, HELPERS
 from .sort import SortRoots
 
 
+# A kernel group whose one result is a concatenation along a non-leading
+# axis stores each part in loops of its own (`_concat_by_parts`) instead of
+# selecting among all parts' values per element.
+CONCAT_BY_PARTS = True
+
+
 class KernelEmitter(SortRoots, Emitter):
     rules = rules
     backend = "CPU"
@@ -100,6 +106,57 @@ class KernelEmitter(SortRoots, Emitter):
             scope.header = f"for {var} in range({ext}):"
             return None
         return int(ext[1:])
+
+    # -- a concatenation stored by its parts -----------------------------------------
+    def emit_body(self):
+        outs = self.g.outvars
+        e = self.producer.get(outs[0]) if len(outs) == 1 else None
+        if e is None or e.prim.name != "concatenate" or not 1 <= e.params["dimension"] or \
+                not CONCAT_BY_PARTS:
+            return super().emit_body()
+        self._concat_by_parts(e)
+
+    def _concat_by_parts(self, e):
+        """A group whose one result is a concatenation along axis d >= 1
+        (an LSTM gradient's gates, `concatenate_mul`): the loops of the axes
+        before d are shared (the first one split across threads as usual),
+        and under them each part has its own loops over axes d.. (axis d
+        over the part's extent), storing its values at the part's offset.
+        As one loop over the whole axis, every element computed all K parts'
+        values (clamped reads) and selected one: K times the work and a
+        select chain LLVM does not vectorise (the LSTM step's 16x512 gates
+        gradient: see CONCAT_BY_PARTS)."""
+        out = e.outs[0]
+        d, nd = e.params["dimension"], out.aval.ndim
+        self.domain_shape = out.aval.shape
+        self.domain_idx = None          # no output shares an input's buffer (aligned_inputs)
+        outer, scope = [], self.root
+        for k in range(d):              # CPU _domain's split rule: the first top loop
+            i = self.fresh("i")
+            ext = self.dim(out, k)
+            split = scope is self.root and self.split_loop is None
+            scope = self.open_loop(scope, i, ext)
+            if split:
+                scope.header = f"for {i} in range(lo, hi):"
+                self.split_loop = (scope, i, ext)
+            outer.append(Idx(i, scope))
+        off = "0"
+        for m, x in enumerate(e.inputs):
+            n = self.dim(x, d)
+            inner, part = scope, list(outer)
+            store = list(outer)
+            for k in range(d, nd):
+                i = self.fresh("i")
+                inner = self.open_loop(inner, i, n if k == d else self.dim(out, k))
+                part.append(Idx(i, inner))
+                store.append(Idx(i if k > d or off == "0" else f"{off} + {i}", inner))
+            self.cur = inner
+            val, _ = self.value_at(x, tuple(part))
+            self._store("o0", store, val, inner)
+            self._close(scope, inner)
+            if m + 1 < len(e.inputs):
+                off = n if off == "0" else self._named(f"{off} + {n}", self.root, prefix="n")
+        self.cur = scope
 
     # -- reductions: the CPU's strategies ----------------------------------------------
     def _emit_reduction(self, e, idx, axes):
