@@ -154,3 +154,22 @@ def mode_cases(eager, jit):
             out.append(pytest.param(mode, *c, id="-".join(
                 [mode] + [getattr(v, "name", str(v)) for v in c])))
     return out
+
+
+def conv_pads(spatial, k, stride, padding, dilation):
+    """(lo, hi) zero padding per spatial axis of a convolution, written out
+    as JAX's conv_general_dilated reads `padding`: "VALID", "SAME" (out =
+    ceil(in / stride), the extra on the high side), an int, or per-axis ints
+    or pairs."""
+    n = len(k)
+    if padding == "VALID":
+        return [(0, 0)] * n
+    if padding == "SAME":
+        out = []
+        for size, kk, s, d in zip(spatial, k, stride, dilation):
+            total = max((-(-size // s) - 1) * s + (kk - 1) * d + 1 - size, 0)
+            out.append((total // 2, total - total // 2))
+        return out
+    if isinstance(padding, int):
+        return [(padding, padding)] * n
+    return [tuple(p) if not isinstance(p, int) else (p, p) for p in padding]

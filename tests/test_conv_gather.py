@@ -19,22 +19,9 @@ import needle.nn.functional as F
 import needle.numpy as nnp
 from needle.nn import conv
 
+from helpers import conv_pads
+
 rng = np.random.default_rng(13)
-
-
-def np_pads(spatial, k, stride, padding, dil):
-    n = len(spatial)
-    if padding == "VALID":
-        return [(0, 0)] * n
-    if padding == "SAME":
-        out = []
-        for size, kk, s, d in zip(spatial, k, stride, dil):
-            total = max((-(-size // s) - 1) * s + (kk - 1) * d + 1 - size, 0)
-            out.append((total // 2, total - total // 2))
-        return out
-    if isinstance(padding, int):
-        return [(padding, padding)] * n
-    return [tuple(p) for p in padding]
 
 
 def np_im2col(x, k, stride, pads, dil):
@@ -61,7 +48,7 @@ def np_conv(x, w, stride=1, padding=0, dil=1):
     stride = (stride,) * n if isinstance(stride, int) else tuple(stride)
     dil = (dil,) * n if isinstance(dil, int) else tuple(dil)
     k = w.shape[:n]
-    p = np_im2col(x, k, stride, np_pads(x.shape[1:-1], k, stride, padding, dil), dil)
+    p = np_im2col(x, k, stride, conv_pads(x.shape[1:-1], k, stride, padding, dil), dil)
     return p @ np.asarray(w, np.float64).reshape(-1, w.shape[-1])
 
 

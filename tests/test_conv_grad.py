@@ -18,22 +18,9 @@ import needle.numpy as nnp
 import needle.nn.functional as F
 from needle.nn import conv
 
+from helpers import conv_pads
+
 rng = np.random.default_rng(0)
-
-
-def _pads(padding, spatial, k, stride, dil):
-    n = len(spatial)
-    if padding == "VALID":
-        return [(0, 0)] * n
-    if padding == "SAME":                      # JAX / TensorFlow: ceil(in / s) outputs
-        out = []
-        for size, kk, s, d in zip(spatial, k, stride, dil):
-            total = max((-(-size // s) - 1) * s + (kk - 1) * d + 1 - size, 0)
-            out.append((total // 2, total - total // 2))
-        return out
-    if isinstance(padding, int):
-        return [(padding, padding)] * n
-    return [tuple(p) for p in padding]
 
 
 def np_conv(x, w, stride, padding, dil=1):
@@ -42,7 +29,7 @@ def np_conv(x, w, stride, padding, dil=1):
     stride = (stride,) * n if isinstance(stride, int) else stride
     dil = (dil,) * n if isinstance(dil, int) else dil
     k = w.shape[:n]
-    pads = _pads(padding, x.shape[1:-1], k, stride, dil)
+    pads = conv_pads(x.shape[1:-1], k, stride, padding, dil)
     xp = np.pad(x, [(0, 0)] + pads + [(0, 0)])
     out = [(xp.shape[1 + i] - (k[i] - 1) * dil[i] - 1) // stride[i] + 1 for i in range(n)]
     y = np.zeros((x.shape[0],) + tuple(out) + (w.shape[-1],))

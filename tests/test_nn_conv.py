@@ -12,27 +12,11 @@ from numpy.lib.stride_tricks import sliding_window_view
 import needle
 import needle.nn as nn
 import needle.numpy as nnp
-from helpers import MODES, assert_close, run
+from helpers import MODES, assert_close, conv_pads, run
 
 pytestmark = pytest.mark.on_device      # also run on $NEEDLE_TEST_DEVICE (conftest.py)
 
 rng = np.random.default_rng(5)
-
-
-def _pads(x_shape, k, stride, padding, dilation):
-    n = len(k)
-    if padding == "VALID":
-        return [(0, 0)] * n
-    if padding == "SAME":       # TensorFlow / JAX: out = ceil(in / stride), extra at the end
-        out = []
-        for size, s, kk, d in zip(x_shape[1:-1], stride, k, dilation):
-            span = d * (kk - 1) + 1
-            total = max((-(-size // s) - 1) * s + span - size, 0)
-            out.append((total // 2, total - total // 2))
-        return out
-    if isinstance(padding, int):
-        return [(padding, padding)] * n
-    return [tuple(p) if not isinstance(p, int) else (p, p) for p in padding]
 
 
 def reference(x, w, stride, padding, dilation):
@@ -41,7 +25,7 @@ def reference(x, w, stride, padding, dilation):
     k = w.shape[:n]
     st = (stride,) * n if isinstance(stride, int) else tuple(stride)
     dl = (dilation,) * n if isinstance(dilation, int) else tuple(dilation)
-    xp = np.pad(np.asarray(x, np.float64), [(0, 0)] + _pads(x.shape, k, st, padding, dl)
+    xp = np.pad(np.asarray(x, np.float64), [(0, 0)] + conv_pads(x.shape[1:-1], k, st, padding, dl)
                 + [(0, 0)])
     span = [d * (kk - 1) + 1 for d, kk in zip(dl, k)]
     wd = np.zeros(tuple(span) + w.shape[n:])
@@ -140,7 +124,7 @@ def test_max_and_avg_pool(mode):
     got = run(lambda x: [nn.max_pool(x, 2), nn.max_pool(x, (3, 2), (2, 1), "SAME"),
                          nn.avg_pool(x, 2), nn.avg_pool(x, 3, 2, ((1, 1), (0, 1))),
                          nn.avg_pool(x, 3, 1, "SAME", count_include_pad=False)], (x,), mode)
-    same = _pads(x.shape, (3, 2), (2, 1), "SAME", (1, 1))
+    same = conv_pads(x.shape[1:-1], (3, 2), (2, 1), "SAME", (1, 1))
     wants = [_pool_reference(x, (2, 2), (2, 2), [(0, 0)] * 2, "max"),
              _pool_reference(x, (3, 2), (2, 1), same, "max"),
              _pool_reference(x, (2, 2), (2, 2), [(0, 0)] * 2, "mean"),

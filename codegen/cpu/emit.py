@@ -77,14 +77,15 @@ class KernelEmitter(SortRoots, Emitter):
     def __init__(self, graph, name="kernel"):
         super().__init__(graph, name)
         self.split_loop = None          # (Scope, index, extent) of the loop over rows lo..hi
+        self.tiled_rows = False         # the split loop steps over row tiles (_tiled_transpose)
 
     # -- the domain: its first loop may be split across threads ---------------------
-    def _domain(self, shape_var, skip_axis=None):
-        """Open the loops of the domain (the shape of `shape_var`). The first
-        loop opened at the top of the function is the candidate split loop
-        (`split_slot` decides)."""
+    def _domain(self, shape_var, skip_axis=None, upto=None):
+        """Open the loops of the domain (the shape of `shape_var`; only its
+        axes before `upto` if given). The first loop opened at the top of
+        the function is the candidate split loop (`split_slot` decides)."""
         idx, scope = [], self.root
-        for d in range(shape_var.aval.ndim):
+        for d in range(shape_var.aval.ndim if upto is None else upto):
             if d == skip_axis:
                 idx.append(None)
                 continue
@@ -113,7 +114,7 @@ class KernelEmitter(SortRoots, Emitter):
                     if isinstance(it, str) for ln in it.split("\n")) and \
             all(v.aval.ndim for v in self.g.outvars)
         if not ok:
-            if getattr(self, "tiled_rows", False):      # _tiled_transpose's row tiles
+            if self.tiled_rows:
                 scope.header = f"for {var} in range(0, {ext}, {TRANSPOSE_TILE}):"
                 self.root.items.insert(0, f"hi = {ext}")
             else:
@@ -146,16 +147,8 @@ class KernelEmitter(SortRoots, Emitter):
         nd, t = out.aval.ndim, TRANSPOSE_TILE
         self.domain_shape = out.aval.shape
         self.domain_idx = None
-        idx, scope = [], self.root
-        for k in range(nd - 2):         # batch axes; the first is split across threads
-            i = self.fresh("i")
-            ext = self.dim(out, k)
-            split = scope is self.root and self.split_loop is None
-            scope = self.open_loop(scope, i, ext)
-            if split:
-                scope.header = f"for {i} in range(lo, hi):"
-                self.split_loop = (scope, i, ext)
-            idx.append(i)
+        batch, scope = self._domain(out, upto=nd - 2)   # the first is split across threads
+        idx = [i.text for i in batch]
         rows, cols = self.dim(out, nd - 2), self.dim(out, nd - 1)
         rb, cb, r, c = self.fresh("rb"), self.fresh("cb"), self.fresh("i"), self.fresh("i")
         if scope is self.root:          # a matrix: its row tiles are split across threads
@@ -189,16 +182,7 @@ class KernelEmitter(SortRoots, Emitter):
         d, nd = e.params["dimension"], out.aval.ndim
         self.domain_shape = out.aval.shape
         self.domain_idx = None          # no output shares an input's buffer (aligned_inputs)
-        outer, scope = [], self.root
-        for k in range(d):              # CPU _domain's split rule: the first top loop
-            i = self.fresh("i")
-            ext = self.dim(out, k)
-            split = scope is self.root and self.split_loop is None
-            scope = self.open_loop(scope, i, ext)
-            if split:
-                scope.header = f"for {i} in range(lo, hi):"
-                self.split_loop = (scope, i, ext)
-            outer.append(Idx(i, scope))
+        outer, scope = self._domain(out, upto=d)
         off = "0"
         for m, x in enumerate(e.inputs):
             n = self.dim(x, d)
