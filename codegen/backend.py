@@ -35,6 +35,9 @@ class Backend:
     def is_library(self, eqn):
         return eqn.prim.name in self.library
 
+    def is_library_prim(self, prim):
+        return prim.name in self.library
+
     def is_view(self, eqn):
         return eqn.prim.name in self.views
 
@@ -71,11 +74,22 @@ class Backend:
         `judged` left for emitting it serves `sub` (CPU: codegen/emissions.py).
         Nothing here."""
 
-    def library_call(self, eqn, allocator):
+    def library_call(self, eqn, allocator, kernels=None):
         """The host function computing library equation `eqn`; `allocator`
         ((shape, dtype) -> function returning a fresh array) is the runtime's
-        pooled allocation, passed down."""
-        return self.library[eqn.prim.name](eqn, allocator)
+        pooled allocation, passed down. A routine that is itself a generated
+        kernel (the CPU convolutions: `needs_kernels`) also gets `kernels`,
+        the runtime's kernel services: `load(KernelSource)` -> the compiled
+        kernel (the kernel cache), `split(kernel, extent, work)` -> a
+        callable running its rows 0..extent (the kernel takes lo, hi last)
+        in chunks on threads."""
+        make = self.library[eqn.prim.name]
+        if getattr(make, "needs_kernels", False):
+            if kernels is None:
+                raise RuntimeError(f"{eqn.prim.name}: this runtime gives library calls no "
+                                   f"kernel services")
+            return make(eqn, allocator, kernels)
+        return make(eqn, allocator)
 
     def __repr__(self):
         return f"<needle backend {self.name}>"

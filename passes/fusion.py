@@ -44,8 +44,10 @@ Control flow: fusion stops at loop boundaries. A scan, while or cond is a
 step of its own (its operands are stored, its results loaded), and its
 bodies are fused recursively for the same backend, so the fused dump shows
 kernel groups inside `body=`; a kernel next to a loop says so in its `why`.
-checkpoint equations are inlined first (subgraphs.inline_checkpoints): they
-matter only to autodiff, which has run; then a scan with `unroll=k` becomes
+Convolutions the backend has no routine for are first written out as im2col
+(conv_expand.py). checkpoint equations are inlined next
+(subgraphs.inline_checkpoints): they matter only to autodiff, which has
+run; then a scan with `unroll=k` becomes
 a scan of k chained copies of its body (passes/unroll.py), which fuse.
 """
 import functools
@@ -56,6 +58,7 @@ import numpy as np
 
 from ..ir.core import ClosedGraph, Eqn, Graph, Var
 from ..ir.primitives import kernel_p
+from .conv_expand import expand_convs
 from .exact_compare import exact_values
 from .subgraphs import effectful, inline_checkpoints, map_subgraphs
 from .unroll import unroll_scans
@@ -219,7 +222,7 @@ def _candidate(eqns, outs):
 def fuse(cg, backend):
     """The ClosedGraph `cg` partitioned into kernel groups, library calls,
     views, host steps and control steps for `backend` (a codegen Backend)."""
-    cg = unroll_scans(inline_checkpoints(cg))
+    cg = unroll_scans(inline_checkpoints(expand_convs(cg, backend)))
     g = cg.graph
     judge = _Judge(backend)
     order = {e: k for k, e in enumerate(g.eqns)}

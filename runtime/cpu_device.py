@@ -154,6 +154,12 @@ class CpuDevice:
                            lits, rows)
 
     @staticmethod
+    def library_kernels(backend, context):
+        """The kernel services a library call that is a generated kernel
+        gets (codegen/backend.py `library_call`)."""
+        return _LibraryKernels(backend, context)
+
+    @staticmethod
     def library_step(fn, ins, out, into=None):
         """A library call; with `into` (a slot: a loop body's destination or
         scratch buffer) the call writes its result there (fn(*operands,
@@ -362,3 +368,21 @@ def view_step(i, out, shape):
 
 
 DEVICE = CpuDevice()
+
+
+class _LibraryKernels:
+    """`load`: a KernelSource's kernel from the kernel cache; `split`: the
+    kernel (which takes lo, hi last) over rows 0..extent, in as many chunks
+    on threads as the backend's rule gives for `work` elements."""
+
+    def __init__(self, backend, context):
+        self.backend, self.context = backend, context
+
+    def load(self, ks):
+        return load_kernel(ks, "cpu", context=self.context)
+
+    def split(self, fn, extent, work):
+        n = self.backend.chunks_for(extent, work)
+        if n > 1:
+            return parallel.splitter(fn, extent, n)
+        return lambda *args: fn(*args, 0, extent)

@@ -117,7 +117,9 @@ def plan_program(fused, backend, device, name="f", donated=(), dests=False, pref
             kernels.append((e.params["name"], ks))
         elif backend.is_library(e):
             ins = [slot_or_value(slots, x) for x in e.inputs]
-            fn = backend.library_call(e, device.allocator)
+            services = getattr(device, "library_kernels", None)
+            fn = backend.library_call(e, device.allocator, services and services(
+                backend, f" (library call {e.prim.name} of {name}, from {e.source})"))
             into = {}
             if dests and not e.prim.multiple_results and getattr(fn, "writes_into", False):
                 j = first_pos.get(e.outs[0])        # fn(*operands, out): into place

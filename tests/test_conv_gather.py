@@ -172,7 +172,10 @@ def _kernel_prims(lowered):
             for e in lowered._graphs["fused"].eqns if e.prim.name == "kernel"]
 
 
-def test_kernels_gather_rows_and_never_scatter():
+def test_kernels_gather_rows_and_never_scatter(monkeypatch):
+    # the im2col path's structure (stride-1 convolutions are otherwise the conv
+    # primitive: tests/test_conv_direct.py)
+    monkeypatch.setattr(F, "DIRECT_CONV", False)
     x = np.ones((2, 8, 8, 4), np.float32)
     fwd = needle.jit(lambda x, w: conv(x, w, 1, 1)).lower(x, np.ones((3, 3, 4, 4), np.float32))
     prims = _kernel_prims(fwd)

@@ -10,6 +10,7 @@ import pytest
 
 import needle
 import needle.nn as nn
+import needle.nn.functional as F
 import needle.numpy as nnp
 import nn_refs as ref
 from helpers import jit, mode_cases, run
@@ -169,7 +170,10 @@ def _chain():
                          nn.Conv(4, 5, 3, stride=2))
 
 
-def test_conv_bn_relu_conv_has_no_transpose_kernels():
+def test_conv_bn_relu_conv_has_no_transpose_kernels(monkeypatch):
+    # the im2col path's structure (stride-1 convolutions are otherwise the conv
+    # primitive: tests/test_conv_direct.py)
+    monkeypatch.setattr(F, "DIRECT_CONV", False)
     model, x = _chain(), rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
     nchw, nhwc = (2, 4, 6, 6), (2, 6, 6, 4)
     fwd = needle.jit(lambda m, x: m(x)).lower(model, x)

@@ -248,14 +248,19 @@ def test_reshape_maps_runs_of_axes_without_division():
     np.testing.assert_allclose(g(x), np.exp(x.reshape(12, 18)) + 1.0, rtol=1e-6)
 
 
-def test_conv_forward_backward_kernel_count():
-    # conv's reverse rule (nn.functional._conv_vjp): im2col of x, the relu
-    # mask, the flipped / transposed kernel, im2col of the output gradient: 4
-    # kernels, no col2im; forward, dW, dX: 3 BLAS calls (dW comes out of the
-    # BLAS call in w's layout: no transpose kernel)
+@pytest.mark.parametrize("direct", [True, False])
+def test_conv_forward_backward_kernel_count(direct, monkeypatch):
+    # the conv primitive (direct): the relu mask and the flipped / transposed
+    # kernel: 2 kernels; forward, dX (conv), dW (conv_wgrad): 3 library calls.
+    # As im2col, conv's reverse rule (nn.functional._conv_vjp): im2col of x,
+    # the relu mask, the flipped / transposed kernel, im2col of the output
+    # gradient: 4 kernels, no col2im; forward, dW, dX: 3 BLAS calls (dW comes
+    # out of the BLAS call in w's layout: no transpose kernel)
+    monkeypatch.setattr(nnn.functional, "DIRECT_CONV", direct)
     x = rng.standard_normal((2, 6, 6, 3)).astype(np.float32)
     w = rng.standard_normal((3, 3, 3, 4)).astype(np.float32)
     f = needle.jit(needle.grad(lambda x, w: nnp.sum(nnn.relu(nnn.conv(x, w, 1, 1))),
                                argnums=(0, 1)))
     lo = f.lower(x, w)
-    assert (lo.kernel_count, lo.library_call_count) == (4, 3), lo.as_text("fused")
+    want = (2, 3) if direct else (4, 3)
+    assert (lo.kernel_count, lo.library_call_count) == want, lo.as_text("fused")

@@ -166,4 +166,4 @@ def test_every_linalg_primitive_is_tested_here():
     from needle.ir import PRIMITIVES
     from needle.ir.primitives import LINALG_DECOMPOSITIONS     # test_numpy_linalg_decomp.py
     assert {n for n, p in PRIMITIVES.items() if p.kind == "linalg"} == \
-        {"dot_general", *LINALG_DECOMPOSITIONS}
+        {"dot_general", *LINALG_DECOMPOSITIONS, "conv", "conv_wgrad"}   # test_conv_direct.py

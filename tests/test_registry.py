@@ -24,6 +24,7 @@ from needle.ir.primitives import (BINARY, COMPARE, SCATTERS, DotDimensionNumbers
 from needle.passes import run_pipeline
 from needle.passes.autodiff import JVP_RULES, NOT_DIFFERENTIABLE, TRANSPOSE_RULES
 from needle.passes.batching import BATCH_RULES
+from needle.passes.conv_expand import EXPANDED
 from needle.passes.subgraphs import INLINED
 from needle.runtime.host import HOST_STEPS
 from needle.runtime.loops import CONTROL_STEPS
@@ -147,6 +148,12 @@ def _examples():
                                ShapedArray((3, 4), np.dtype(F32)),
                                ShapedArray((3,), np.dtype(np.float64))),
                            "vmap_method": "sequential"})],   # (tests/test_batching_rules.py)
+        # the direct convolutions (ir/primitives/conv.py; tests/test_conv_direct.py)
+        "conv": [((sym(1, 4, 5, 2), sym(3, 2, 2, 3)), {"padding": ((1, 1), (0, 1))}),
+                 ((sym(2, 5, 3, dtype=np.float64), sym(2, 3, 4, dtype=np.float64)),
+                  {"padding": ((-1, 1),)})],
+        "conv_wgrad": [((sym(1, 4, 5, 2), sym(1, 4, 5, 3)),
+                        {"kernel": (3, 2), "padding": ((1, 1), (0, 1))})],
         "dot_general": [((sym(3, 4), sym(4, 2)), {"dimension_numbers": (((1,), (0,)),
                                                                        ((), ()))}),
                         ((sym(2, 3, 4), sym(2, 4, 5)),
@@ -256,6 +263,7 @@ def _runs_as(p, device):
     """How backend `device` runs primitive p: 'emit' (in a kernel), 'library',
     'view', 'host' (a step between kernels), 'control' (a loop or branch step
     running its bodies' plans), 'inlined' (spliced in before fusion),
+    'expanded' (a convolution without a library call, written out as im2col),
     'unsupported' (declared by the backend: compiling it raises an error
     naming it, e.g. eigh on CUDA), or None."""
     r, b = EMIT_RULES[device], backend_for(device)
@@ -271,6 +279,8 @@ def _runs_as(p, device):
         return "control"                # a step running its bodies' plans
     if p.kind == "control" and p.name in INLINED:
         return "inlined"                # spliced in before fusion
+    if p.name in EXPANDED:
+        return "expanded"               # written out before fusion (passes/conv_expand.py)
     if p.name in getattr(b, "unsupported", ()):
         return "unsupported"            # an error naming it (tests_cuda/test_cuda_linalg.py)
     return None

@@ -20,6 +20,7 @@ import numpy as np
 
 from ...ir.config import config
 from ...ir.primitives.linalg import dot_general_numpy, dot_general_plan
+from .conv import conv_call, conv_wgrad_call
 from ..backend import Backend
 from ..emissions import Emissions
 from .emit import cost_emitter, emit_kernel
@@ -86,7 +87,8 @@ def dot_general_call(e, allocator):
 
 class CpuBackend(Backend):
     name = "cpu"
-    library = {"dot_general": dot_general_call, **LINALG_CALLS}     # BLAS; LAPACK / numpy
+    library = {"dot_general": dot_general_call, **LINALG_CALLS,    # BLAS; LAPACK / numpy
+               "conv": conv_call, "conv_wgrad": conv_wgrad_call}   # conv.py
     @property
     def parallel_min_size(self):
         """Elements of work per thread below which a kernel's rows are not
@@ -100,8 +102,14 @@ class CpuBackend(Backend):
         this process may run on), at most one per row; 1: one call."""
         if ks.split is None:
             return 1
+        return self.chunks_for(ks.dims[ks.split], work)
+
+    def chunks_for(self, extent, work):
+        """Chunks of `extent` independent rows, touching `work` elements
+        in all, to run on threads (split_count's rule; the convolution
+        library calls use it too)."""
         threads = config.num_threads or _cores()
-        return max(1, min(threads, ks.dims[ks.split], work // max(1, self.parallel_min_size)))
+        return max(1, min(threads, extent, work // max(1, self.parallel_min_size)))
 
     @property
     def emissions(self):

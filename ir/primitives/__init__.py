@@ -23,3 +23,4 @@ from .debug import *  # noqa: F401,F403
 from .control import *  # noqa: F401,F403
 from .sort import *  # noqa: F401,F403
 from .callback import *  # noqa: F401,F403
+from .conv import *  # noqa: F401,F403

@@ -31,6 +31,7 @@ from .simplify import cleanup, simplify  # noqa: F401
 from . import control  # noqa: F401  (the control-flow rules register themselves)
 from . import rules_sort  # noqa: F401  (and sort's, the scans')
 from . import rules_linalg  # noqa: F401  (so do the decompositions' rules)
+from . import rules_conv  # noqa: F401  (and the convolutions')
 from . import rules_callback  # noqa: F401  (pure_callback's: an error naming it)
 from .partial_eval import PARTIAL_EVAL_RULES  # noqa: F401
 from .transform import Linearized, jvp_eval, jvp_graph, linearize  # noqa: F401

@@ -71,4 +71,5 @@ def _apply(e, vals, flags, size, name):
 from . import control  # noqa: E402,F401
 from . import rules_sort  # noqa: E402,F401  (sort and the scans' rules)
 from . import rules_linalg  # noqa: E402,F401  (the decompositions' rules)
+from . import rules_conv  # noqa: E402,F401  (the convolutions')
 from . import rules_callback  # noqa: E402,F401  (pure_callback's vmap_method)
