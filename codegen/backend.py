@@ -85,9 +85,6 @@ class Backend:
         in chunks on threads."""
         make = self.library[eqn.prim.name]
         if getattr(make, "needs_kernels", False):
-            if kernels is None:
-                raise RuntimeError(f"{eqn.prim.name}: this runtime gives library calls no "
-                                   f"kernel services")
             return make(eqn, allocator, kernels)
         return make(eqn, allocator)
 

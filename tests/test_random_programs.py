@@ -12,7 +12,10 @@ Transposes are mixed in (simplify sinks them below elementwise operations
 and reductions, passes/layout.py): alone, and as a layer working in another
 layout (transpose, elementwise work with broadcasts and a reduction, the
 inverse transpose), as the course's NCHW layers around channels-last
-convolutions.
+convolutions. Products by a constant matrix (BLAS, or the CPU's blocked
+small-product kernel for N = 8, 16) and 1-d convolutions of (batch, length,
+channels) values (the conv primitive: direct kernels on the CPU, im2col on
+CUDA) join them.
 """
 import itertools
 import os
@@ -96,6 +99,14 @@ def build(ops, n_out):
                     u = BINARY[i % len(BINARY)](u, y)
                 u = u - REDUCE[(i + j) % 4](t, axis=_axis(t, i), keepdims=True)
                 pool.append(nnp.transpose(u, tuple(np.argsort(p))))
+            elif kind == "matmul" and nd:          # by a constant (K, N): BLAS or the small-
+                k, n = nnp.shape(x)[-1], 8 + 8 * (j % 2)    # product kernel (gemm.py)
+                w = ((np.arange(k * n).reshape(k, n) * (i % 5 + 1)) % 7 - 3) * 0.2
+                pool.append(nnp.matmul(x, w.astype(np.dtype(x.dtype))))
+            elif kind == "conv" and nd == 3:       # (batch, length, channels): a 1-d conv
+                c, n, kk = nnp.shape(x)[-1], 1 + j % 9, 1 + i % 3
+                w = ((np.arange(kk * c * n).reshape(kk, c, n) * (j % 5 + 1)) % 5 - 2) * 0.3
+                pool.append(nnn.conv(x, w.astype(np.dtype(x.dtype)), padding="SAME"))
             elif kind == "sumsq" and nd:           # reduce, then square, then reduce again
                 v = nnp.sum(nnp.sqrt(nnp.abs(x) + 0.25), axis=-1)
                 pool.append(nnp.sum(v * v) * 0.96 + nnp.mean(v))
@@ -111,7 +122,7 @@ def programs(draw):
     second = tuple(1 if draw(st.booleans()) else n for n in shape)
     in_shapes = [shape] + ([second] if draw(st.booleans()) else [])
     kinds = ["unary", "binary", "reduce", "center", "normalize", "softmax", "expand", "sumsq",
-             "transpose", "layout"]
+             "transpose", "layout", "matmul", "conv"]
     ops = [(draw(st.sampled_from(kinds)), draw(st.integers(0, 1000)), draw(st.integers(0, 1000)))
            for _ in range(draw(st.integers(1, 6)))]
     dtype = draw(st.sampled_from([np.float32, np.float64]))

@@ -193,7 +193,7 @@ def kernel(x, g, dw, rowbase, taps, dims, lo, hi):
 '''
 
 
-def _lanes(dtype, co):
+def lanes(dtype, co):
     """The widest vector (a power of two, at most 64 bytes) dividing co."""
     v = 64 // np.dtype(dtype).itemsize
     while co % v:
@@ -207,14 +207,14 @@ def _signature(dtype):
 
 
 def fwd_source(dtype, co):
-    v = _lanes(dtype, co)
+    v = lanes(dtype, co)
     src = _HEADER.format(what=f"conv_{np.dtype(dtype).name}_v{v}", v=v) + \
         _FWD.format(r=FWD_ROWS, sig=_signature(dtype))
     return loops.KernelSource(f"conv_v{v}", src, _signature(dtype))
 
 
 def wgrad_source(dtype, ci, co):
-    v = _lanes(dtype, co)
+    v = lanes(dtype, co)
     rc = min(WGRAD_CHANNELS, max(ci, 1))
     src = _HEADER.format(what=f"conv_wgrad_{np.dtype(dtype).name}_v{v}", v=v) + \
         _WGRAD.format(rc=rc, tail=ci % rc, sig=_signature(dtype))
@@ -272,8 +272,15 @@ def _padder(shape, dtype, padding, allocator):
     return pad
 
 
+def _need(kernels, e):
+    if kernels is None:
+        raise RuntimeError(f"{e.prim.name}: this runtime gives library calls no kernel "
+                           f"services (codegen/backend.py library_call)")
+
+
 def conv_call(e, allocator, kernels):
     """conv(x, w, padding): the blocked direct kernel (module docstring)."""
+    _need(kernels, e)
     x, w = e.inputs
     xs, ws = x.aval.shape, w.aval.shape
     padding = e.params["padding"]
@@ -304,6 +311,7 @@ def conv_call(e, allocator, kernels):
 def conv_wgrad_call(e, allocator, kernels):
     """conv_wgrad(x, g, kernel, padding): per tap, blocked reductions over
     every output position (module docstring)."""
+    _need(kernels, e)
     x, g = e.inputs
     xs, gs = x.aval.shape, g.aval.shape
     kernel, padding = e.params["kernel"], e.params["padding"]
