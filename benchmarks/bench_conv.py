@@ -15,14 +15,21 @@ C_out > 2 C_in keep the old path (CONV_VJP_MAX_STRIDE, CONV_VJP_MAX_GROWTH),
 which those rows show is faster there.
 Both paths' gradients are checked against each other before timing.
 
-A second table (--table im2col) times conv's im2col itself, each row's
+The first table (--table direct): stride-1 convolutions as the conv
+primitive (needle.nn.functional.DIRECT_CONV = True, the default: blocked
+direct kernels on the CPU, codegen/cpu/conv.py) against the im2col path
+the other tables measure, forward and both gradients, interleaved. The
+rule and im2col tables pin DIRECT_CONV = False.
+
+A further table (--table im2col) times conv's im2col itself, each row's
 default path (no override): the patches as one gather of C_in-element rows
 (needle.nn.functional.IM2COL_GATHER = True) against a stack of K strided
 slices (False; what the rows above use on both paths before it), for the
 forward alone, the gradient of both operands and of the kernel alone, all
 in one process, interleaved.
 
-Run: python benchmarks/bench_conv.py [--small] [--repeats N] [--table rule|im2col|both]
+Run: python benchmarks/bench_conv.py [--small] [--repeats N]
+[--table direct|rule|im2col|both|all]
 (OPENBLAS_NUM_THREADS / NUMBA_NUM_THREADS as you want them: set them to 1
 for the one-thread rows of issue 13.)
 """
@@ -63,6 +70,7 @@ def _program(shape):
 
 def _set_path(fast):
     import needle.nn.functional as F
+    F.DIRECT_CONV = False         # these tables compare im2col paths
     F.CONV_VJP = fast
     F.CONV_VJP_MAX_STRIDE = 3     # the rule on every row (not the default for
     F.CONV_VJP_MAX_GROWTH = 8     # strided convs and C_out > 2 C_in)
@@ -113,6 +121,7 @@ def child_im2col(shape, repeats):
              "grad x,w": lambda: needle.jit(needle.grad(loss, argnums=(0, 1))),
              "grad w": lambda: needle.jit(needle.grad(loss, argnums=1))}
     res = {}
+    F.DIRECT_CONV = False
     for case, make in cases.items():
         fns, outs = {}, {}
         for gather in (True, False):
@@ -126,6 +135,40 @@ def child_im2col(shape, repeats):
             np.testing.assert_allclose(a, b_, rtol=2e-3, atol=2e-3 * np.abs(b_).max())
         t = timeit_side_by_side(fns, repeats=repeats)
         res[case] = {"gather": t[True], "slices": t[False]}
+    print(json.dumps(res))
+
+
+def child_direct(shape, repeats):
+    """{case: {direct, im2col}} median step seconds: the conv primitive's
+    direct kernels (DIRECT_CONV, stride 1) against the default im2col path."""
+    import needle
+    import needle.numpy as nnp
+    import needle.nn.functional as F
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from common import timeit_side_by_side
+    b, h, w_, ci, co, k, s = shape
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((b, h, w_, ci)).astype(np.float32)
+    w = (rng.standard_normal((k, k, ci, co)) / np.sqrt(k * k * ci)).astype(np.float32)
+
+    def loss(x, w):
+        return nnp.sum(F.conv(x, w, stride=s, padding=1) ** 2)
+    cases = {"fwd": lambda: needle.jit(lambda x, w: F.conv(x, w, stride=s, padding=1)),
+             "grad x,w": lambda: needle.jit(needle.grad(loss, argnums=(0, 1)))}
+    res = {}
+    for case, make in cases.items():
+        fns, outs = {}, {}
+        for direct in (True, False):
+            F.DIRECT_CONV = direct              # read when the function is traced
+            f = make()
+            r = f(x, w)
+            outs[direct] = [np.asarray(v) for v in (r if isinstance(r, (tuple, list)) else [r])]
+            fns[direct] = (lambda f=f: f(x, w))
+        F.DIRECT_CONV = True
+        for a, b_ in zip(outs[True], outs[False]):
+            np.testing.assert_allclose(a, b_, rtol=2e-3, atol=2e-3 * np.abs(b_).max())
+        t = timeit_side_by_side(fns, repeats=repeats)
+        res[case] = {"direct": t[True], "im2col": t[False]}
     print(json.dumps(res))
 
 
@@ -143,7 +186,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--small", action="store_true")
     ap.add_argument("--repeats", type=int, default=15)
-    ap.add_argument("--table", choices=("rule", "im2col", "both"), default="both")
+    ap.add_argument("--table", choices=("rule", "im2col", "direct", "both", "all"),
+                    default="all")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
@@ -152,12 +196,25 @@ def main():
             child_cold(tuple(shape), extra)
         elif kind == "im2col":
             child_im2col(tuple(shape), extra)
+        elif kind == "direct":
+            child_direct(tuple(shape), extra)
         else:
             child_steps(tuple(shape), extra)
         return
-    if a.table in ("rule", "both"):
+    if a.table in ("direct", "all"):
+        print("| shape (B,H,W,Cin,Cout,k,s) | fwd direct | fwd im2col | grad x,w direct | "
+              "grad x,w im2col | im2col/direct (fwd, x,w) |")
+        print("|---|---|---|---|---|---|")
+        for shape in (SMALL if a.small else SHAPES):
+            if shape[-1] != 1:
+                continue                        # the conv primitive is stride 1
+            r = _run(["--child", json.dumps(["direct", shape, a.repeats])])
+            cells = [f"{r[c][p] * 1e3:.2f} ms" for c in r for p in ("direct", "im2col")]
+            ratios = ", ".join(f"{r[c]['im2col'] / r[c]['direct']:.2f}" for c in r)
+            print(f"| {tuple(shape)} | " + " | ".join(cells) + f" | {ratios} |", flush=True)
+    if a.table in ("rule", "both", "all"):
         _rule_table(a)
-    if a.table in ("im2col", "both"):
+    if a.table in ("im2col", "both", "all"):
         print("\n| shape (B,H,W,Cin,Cout,k,s) | fwd gather | fwd slices | grad x,w gather | "
               "grad x,w slices | grad w gather | grad w slices | slices/gather (fwd, x,w, w) |")
         print("|---|---|---|---|---|---|---|---|")

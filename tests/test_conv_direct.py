@@ -303,3 +303,16 @@ def test_empty_batches_and_channels(xs, ws):
     g = rng.standard_normal(y.shape).astype(np.float32)
     dw = jit(lambda x, g: conv_wgrad_p.bind(x, g, kernel=(3, 3), padding=pads))(x, g)
     np.testing.assert_array_equal(dw, np_wgrad(x, g, (3, 3), pads).astype(np.float32))
+
+
+@pytest.mark.parametrize("xs,k", [((3, 40, 30, 5), (3, 3)), ((2, 700, 3), (4,)),
+                                  ((1, 9, 9, 9, 17), (2, 3, 2))])
+def test_weight_gradient_summed_in_chunks(xs, k):
+    """conv_wgrad adds ~512 output positions at a time into dw (several
+    chunks here, one row per chunk where a row is longer)."""
+    x = rng.standard_normal(xs).astype(np.float32)
+    pads = tuple((1, 0) for _ in k)
+    out = tuple(s + 1 - kk + 1 for s, kk in zip(xs[1:-1], k))
+    g = rng.standard_normal((xs[0],) + out + (16,)).astype(np.float32)
+    dw = jit(lambda x, g: conv_wgrad_p.bind(x, g, kernel=k, padding=pads))(x, g)
+    np.testing.assert_allclose(dw, np_wgrad(x, g, k, pads), rtol=2e-4, atol=2e-3)
