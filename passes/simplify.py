@@ -21,7 +21,7 @@ own (passes/subgraphs.py).
 """
 import numpy as np
 
-from ..ir.core import PRIMITIVES, ClosedGraph, Eqn, Graph, Lit, Var
+from ..ir.core import PRIMITIVES, ClosedGraph, Eqn, Graph, Lit, ShapedArray, Var
 from ..ir.primitives import (DotDimensionNumbers, broadcast_in_dim_p, convert_element_type_p,
                              reshape_p, transpose_p)
 from .layout import (REDUCTIONS, plan_layouts, relayout_elementwise, relayout_reduce,
@@ -164,6 +164,43 @@ def _same_shape(e, ctx):
     return x if _same_type(x, e.outs[0]) else None          # slice/pad/sum keeping the shape -> x
 
 
+def _slice_of_conv(e, ctx):
+    """slice(conv(x, w, p)) over spatial axes only, unit strides ->
+    conv(x, w, p') with each padding shrunk by what the slice cuts off (a
+    negative entry crops x): the output positions dropped are never
+    computed. The transpose of a padded input's convolution is one (pad's
+    transpose slices the full-size input gradient)."""
+    p = ctx.producer(e.inputs[0])
+    if p is None or p.prim.name != "conv":
+        return None
+    start, limit = e.params["start_indices"], e.params["limit_indices"]
+    strides = e.params.get("strides") or (1,) * len(start)
+    shape = e.inputs[0].aval.shape
+    if any(st != 1 for st in strides) or start[0] != 0 or limit[0] != shape[0] \
+            or start[-1] != 0 or limit[-1] != shape[-1]:
+        return None
+    padding = tuple((lo - a, hi - (n - b)) for (lo, hi), a, b, n in
+                    zip(p.params["padding"], start[1:-1], limit[1:-1], shape[1:-1]))
+    x, w = p.inputs
+    q = ctx.producer(x)
+    if q is not None and q.prim.name == "pad":
+        # slice(conv(pad(y, Q), w, 0)): one pad of y by Q + the new padding
+        cfg = q.params["padding_config"]
+        inner = cfg[1:-1]
+        grown = [(qlo + lo, qhi + hi) for (qlo, qhi, _), (lo, hi) in zip(inner, padding)]
+        if all(it == 0 for _, _, it in cfg) and cfg[0] == cfg[-1] == (0, 0, 0) and \
+                all(lo >= 0 and hi >= 0 for lo, hi in grown):
+            ys = q.inputs[0].aval.shape
+            full = (ys[0],) + tuple(n + lo + hi for n, (lo, hi) in zip(ys[1:-1], grown)) \
+                + ys[-1:]
+            v = Var(ShapedArray(full, x.aval.dtype, x.aval.weak_type))
+            config = ((0, 0, 0),) + tuple((lo, hi, 0) for lo, hi in grown) + ((0, 0, 0),)
+            return [Eqn(q.prim, list(q.inputs), {"padding_config": config}, [v], q.source),
+                    Eqn(p.prim, [v, w], {"padding": tuple((0, 0) for _ in grown)},
+                        list(e.outs), e.source)]
+    return Eqn(p.prim, list(p.inputs), {"padding": padding}, list(e.outs), e.source)
+
+
 def _rev_trivial(e, ctx):
     x = e.inputs[0]                                         # reversing axes of size <= 1 -> x
     return x if all(x.aval.shape[d] <= 1 for d in e.params["dimensions"]) else None
@@ -174,7 +211,8 @@ RULES = {
     "div": [_binary_identity], "neg": [_neg_neg], "integer_pow": [_integer_pow_one],
     "select": [_select_same], "reshape": [_reshape], "transpose": [_transpose],
     "broadcast_in_dim": [_broadcast], "convert_element_type": [_convert],
-    "slice": [_same_shape], "pad": [_same_shape], "reduce_sum": [_same_shape],
+    "slice": [_same_shape, _slice_of_conv], "pad": [_same_shape],
+    "reduce_sum": [_same_shape],
     "rev": [_rev_trivial], "dot_general": [_dot_of_transpose],
 }
 RULES["add"].append(pads_to_concatenate)   # zero pads tiling an axis (passes/pad_concat.py)

@@ -316,3 +316,36 @@ def test_weight_gradient_summed_in_chunks(xs, k):
     g = rng.standard_normal((xs[0],) + out + (16,)).astype(np.float32)
     dw = jit(lambda x, g: conv_wgrad_p.bind(x, g, kernel=k, padding=pads))(x, g)
     np.testing.assert_allclose(dw, np_wgrad(x, g, k, pads), rtol=2e-4, atol=2e-3)
+
+
+@pytest.mark.parametrize("index", [
+    (slice(None), slice(1, -1), slice(2, None), slice(None)),   # spatial: folded into padding
+    (slice(None), slice(0, 3), slice(None), slice(None)),
+    (slice(1, 2), slice(1, -1), slice(None), slice(None)),      # batch too: kept a slice
+    (slice(None), slice(None), slice(None), slice(1, 3)),       # channels: kept
+    (slice(None), slice(None, None, 2), slice(None), slice(None)),   # strided: kept
+])
+def test_slices_of_a_convolution(index):
+    """passes/simplify.py: slice(conv(x, w, p)) over spatial axes is a conv
+    with less padding (a crop where negative), also of a padded input."""
+    x = rng.standard_normal((2, 6, 7, 3))
+    w = rng.standard_normal((3, 2, 3, 5))
+    for padding in ("SAME", "VALID", ((2, 1), (0, 2))):
+        got = jit(lambda x, w: F.conv(x, w, padding=padding)[index])(x, w)
+        want = np_conv(x, w, _pads(x, w, padding))[index]
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.skipif(DEVICE != "cpu", reason="the CPU program's structure")
+def test_input_gradient_convolves_a_padded_cotangent_without_a_crop():
+    x = rng.standard_normal((2, 8, 8, 4)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 4, 4)).astype(np.float32)
+    lo = needle.jit(needle.grad(lambda x, w: nnp.sum(F.relu(F.conv(x, w, padding=1))),
+                                argnums=(0, 1))).lower(x, w)
+    eqns = lo._graphs["fused"].eqns
+    convs = [e for e in eqns if e.prim.name in ("conv", "conv_wgrad")]
+    assert all(e.params["padding"] == ((0, 0), (0, 0)) for e in convs), lo.as_text("fused")
+    # every conv computes exactly its result: no output cropped afterwards
+    assert not any(e.prim.name == "slice" for e in eqns)
+    assert [tuple(e.inputs[0].aval.shape) for e in convs if e.prim.name == "conv"] == \
+        [(2, 10, 10, 4)] * 2

@@ -215,7 +215,14 @@ def conv(x, w, stride=1, padding=0, dilation=1):
     pads = _resolve_padding(padding, xs, k, stride, dilation, "conv")
     x, w = promote(x, w)
     if DIRECT_CONV and typeof(x)[0].kind == "f" and max(stride) == 1 and max(dilation) == 1:
-        return conv_p.bind(x, w, padding=tuple(tuple(p) for p in pads))
+        pads = tuple(tuple(p) for p in pads)
+        if all(lo >= 0 and hi >= 0 for lo, hi in pads) and any(lo or hi for lo, hi in pads):
+            # the zero padding as its own op: fused into the kernel producing x
+            # and shared with the weight gradient's conv_wgrad; the input
+            # gradient's crop of it folds into its conv (passes/simplify.py)
+            x = nnp.pad(x, [(0, 0)] + [list(p) for p in pads] + [(0, 0)])
+            pads = tuple((0, 0) for _ in pads)
+        return conv_p.bind(x, w, padding=pads)
     if typeof(x)[0].kind == "f" and _reverse_mode_only():
         as_conv = max(stride) <= CONV_VJP_MAX_STRIDE and ws[-1] <= CONV_VJP_MAX_GROWTH * ws[-2]
         return _conv_vjp(xs[1:-1], stride, tuple(pads), dilation, as_conv)(x, w)

@@ -13,8 +13,11 @@ where flipT reverses the kernel's spatial axes and swaps its channel axes,
 and K - 1 - p is (K - 1 - lo, K - 1 - hi) per dim (a negative entry crops):
 the "full" correlation of the output gradient, cut to x's extent.
 """
-from ...ir.primitives import conv_p, conv_wgrad_p, rev_p, transpose_p
-from .rules import JVP_RULES, TRANSPOSE_RULES, UndefinedPrimal, add_tangents, shape_of
+import numpy as np
+
+from ...ir.primitives import conv_p, conv_wgrad_p, pad_p, rev_p, transpose_p
+from .rules import (JVP_RULES, TRANSPOSE_RULES, UndefinedPrimal, add_tangents, dtype_of,
+                    shape_of)
 
 
 def _flip_t(w):
@@ -43,7 +46,14 @@ def _conv_T(ct, x, w, *, padding):
         raise TypeError("autodiff: conv of two tangents is not linear")
     if isinstance(x, UndefinedPrimal):
         kernel = shape_of(w)[:-2]
-        return [conv_p.bind(ct, _flip_t(w), padding=_full(kernel, padding)), None]
+        full = _full(kernel, padding)
+        if all(lo >= 0 and hi >= 0 for lo, hi in full):
+            # the padding as its own op: fused into the kernel producing ct
+            # (passes/simplify.py folds a crop of the result into it)
+            config = ((0, 0, 0),) + tuple((lo, hi, 0) for lo, hi in full) + ((0, 0, 0),)
+            ct = pad_p.bind(ct, np.zeros((), dtype_of(ct)), padding_config=config)
+            full = tuple((0, 0) for _ in full)
+        return [conv_p.bind(ct, _flip_t(w), padding=full), None]
     kernel = w.aval.shape[:-2]
     return [None, conv_wgrad_p.bind(x, ct, kernel=kernel, padding=padding)]
 
