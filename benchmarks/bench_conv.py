@@ -103,44 +103,11 @@ def child_steps(shape, repeats):
     print(json.dumps({"new": t[True], "old": t[False]}))
 
 
-def child_im2col(shape, repeats):
-    """{case: {gather, slices}} median step seconds, default paths."""
-    import needle
-    import needle.numpy as nnp
-    import needle.nn.functional as F
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from common import timeit_side_by_side
-    b, h, w_, ci, co, k, s = shape
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((b, h, w_, ci)).astype(np.float32)
-    w = (rng.standard_normal((k, k, ci, co)) / np.sqrt(k * k * ci)).astype(np.float32)
-
-    def loss(x, w):
-        return nnp.sum(F.conv(x, w, stride=s, padding=1) ** 2)
-    cases = {"fwd": lambda: needle.jit(lambda x, w: F.conv(x, w, stride=s, padding=1)),
-             "grad x,w": lambda: needle.jit(needle.grad(loss, argnums=(0, 1))),
-             "grad w": lambda: needle.jit(needle.grad(loss, argnums=1))}
-    res = {}
-    F.DIRECT_CONV = False
-    for case, make in cases.items():
-        fns, outs = {}, {}
-        for gather in (True, False):
-            F.IM2COL_GATHER = gather            # read when the function is traced
-            f = make()
-            r = f(x, w)
-            outs[gather] = [np.asarray(v) for v in (r if isinstance(r, (tuple, list)) else [r])]
-            fns[gather] = (lambda f=f: f(x, w))
-        F.IM2COL_GATHER = True
-        for a, b_ in zip(outs[True], outs[False]):
-            np.testing.assert_allclose(a, b_, rtol=2e-3, atol=2e-3 * np.abs(b_).max())
-        t = timeit_side_by_side(fns, repeats=repeats)
-        res[case] = {"gather": t[True], "slices": t[False]}
-    print(json.dumps(res))
-
-
-def child_direct(shape, repeats):
-    """{case: {direct, im2col}} median step seconds: the conv primitive's
-    direct kernels (DIRECT_CONV, stride 1) against the default im2col path."""
+def _flag_table(shape, repeats, flag, labels, grad_w=True, pinned=()):
+    """{case: {label: median step seconds}} for the two settings of
+    needle.nn.functional's `flag` (True, False: `labels`), read when a case is
+    traced, every case's two programs checked against each other and timed
+    side by side; `pinned`: other flags set for both."""
     import needle
     import needle.numpy as nnp
     import needle.nn.functional as F
@@ -155,21 +122,38 @@ def child_direct(shape, repeats):
         return nnp.sum(F.conv(x, w, stride=s, padding=1) ** 2)
     cases = {"fwd": lambda: needle.jit(lambda x, w: F.conv(x, w, stride=s, padding=1)),
              "grad x,w": lambda: needle.jit(needle.grad(loss, argnums=(0, 1)))}
+    if grad_w:
+        cases["grad w"] = lambda: needle.jit(needle.grad(loss, argnums=1))
+    for name, value in pinned:
+        setattr(F, name, value)
     res = {}
     for case, make in cases.items():
         fns, outs = {}, {}
-        for direct in (True, False):
-            F.DIRECT_CONV = direct              # read when the function is traced
+        for on in (True, False):
+            setattr(F, flag, on)
             f = make()
             r = f(x, w)
-            outs[direct] = [np.asarray(v) for v in (r if isinstance(r, (tuple, list)) else [r])]
-            fns[direct] = (lambda f=f: f(x, w))
-        F.DIRECT_CONV = True
+            outs[on] = [np.asarray(v) for v in (r if isinstance(r, (tuple, list)) else [r])]
+            fns[on] = (lambda f=f: f(x, w))
+        setattr(F, flag, True)
         for a, b_ in zip(outs[True], outs[False]):
             np.testing.assert_allclose(a, b_, rtol=2e-3, atol=2e-3 * np.abs(b_).max())
         t = timeit_side_by_side(fns, repeats=repeats)
-        res[case] = {"direct": t[True], "im2col": t[False]}
-    print(json.dumps(res))
+        res[case] = {labels[0]: t[True], labels[1]: t[False]}
+    return res
+
+
+def child_im2col(shape, repeats):
+    """{case: {gather, slices}} median step seconds, the im2col paths."""
+    print(json.dumps(_flag_table(shape, repeats, "IM2COL_GATHER", ("gather", "slices"),
+                                 pinned=[("DIRECT_CONV", False)])))
+
+
+def child_direct(shape, repeats):
+    """{case: {direct, im2col}} median step seconds: the conv primitive's
+    direct kernels (DIRECT_CONV, stride 1) against the default im2col path."""
+    print(json.dumps(_flag_table(shape, repeats, "DIRECT_CONV", ("direct", "im2col"),
+                                 grad_w=False)))
 
 
 def _run(args):

@@ -12,6 +12,7 @@ decomposition's slices into one im2col kernel, as it always has.
 from ..ir.core import ClosedGraph, Eqn, Graph, Var
 from ..ir.primitives import conv_by_im2col, conv_p, conv_wgrad_by_im2col, conv_wgrad_p
 from ..tracer.core import trace_to_graph
+from .subgraphs import splice
 
 _DECOMPOSE = {
     conv_p: lambda x, w, *, padding: conv_by_im2col(x, w, padding),
@@ -43,19 +44,6 @@ def expand_convs(cg, backend):
         decompose = _DECOMPOSE[e.prim]
         sub, _ = trace_to_graph(lambda *a: decompose(*a, **e.params), [x.aval for x in ins],
                                 name=e.prim.name)
-        sg = sub.graph
-        inner = {}
-        for v, c in zip(sg.constvars, sub.consts):
-            inner[v] = Var(v.aval)
-            constvars.append(inner[v])
-            consts.append(c)
-        inner.update(zip(sg.invars, ins))
-        for se in sg.eqns:
-            outs = [Var(v.aval) for v in se.outs]
-            eqns.append(Eqn(se.prim, [inner.get(x, x) if isinstance(x, Var) else x
-                                      for x in se.inputs], se.params, outs, e.source))
-            inner.update(zip(se.outs, outs))
-        for v, x in zip(e.outs, sg.outvars):
-            env[v] = inner.get(x, x) if isinstance(x, Var) else x
+        env.update(zip(e.outs, splice(sub, ins, constvars, consts, eqns, e.source)))
     outvars = [read(v) for v in g.outvars]
     return ClosedGraph(Graph(constvars, list(g.invars), eqns, outvars), consts)

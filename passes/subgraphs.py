@@ -8,9 +8,9 @@ ClosedGraph param (or tuple of them) replaced by fn(sub), the equation itself
 when nothing changed; `is_control(e)`; `effectful(e)`: the equation is an
 effect or holds one in a body (a debug print inside a loop), so passes keep
 it and its order; `inline_checkpoints(cg)`: checkpoint equations replaced by
-their bodies' equations (fresh variables; body consts become graph consts),
-in bodies too: checkpoint matters only to autodiff, which runs before
-(`INLINED` names it); `known_operands(e, value_of)` / `bind_inputs(cg,
+their bodies' equations (fresh variables; body consts become graph consts;
+`splice` does one body, conv_expand.py uses it too), in bodies too:
+checkpoint matters only to autodiff, which runs before (`INLINED` names it); `known_operands(e, value_of)` / `bind_inputs(cg,
 values)`: operands known at compile time (literals, captured arrays) moved
 into the bodies, for folding.
 
@@ -83,22 +83,31 @@ def inline_checkpoints(cg):
                         if any(x in env for x in e.inputs if isinstance(x, Var)) else e)
             continue
         body = inline_checkpoints(e.params["graph"])
-        bg = body.graph
-        inner = {}
-        for v, c in zip(bg.constvars, body.consts):
-            inner[v] = Var(v.aval)
-            constvars.append(inner[v])
-            consts.append(c)
-        inner.update((v, read(x)) for v, x in zip(bg.invars, e.inputs))
-        for be in bg.eqns:
-            outs = [Var(v.aval) for v in be.outs]
-            eqns.append(Eqn(be.prim, [inner.get(x, x) if isinstance(x, Var) else x
-                                      for x in be.inputs], be.params, outs, be.source))
-            inner.update(zip(be.outs, outs))
-        for v, x in zip(e.outs, bg.outvars):
-            env[v] = inner.get(x, x) if isinstance(x, Var) else x
+        results = splice(body, [read(x) for x in e.inputs], constvars, consts, eqns)
+        env.update(zip(e.outs, results))
     outvars = [read(v) for v in g.outvars]
     return ClosedGraph(Graph(constvars, g.invars, eqns, outvars), consts)
+
+
+def splice(body, inputs, constvars, consts, eqns, source=None):
+    """Append ClosedGraph `body`'s equations, with fresh variables and
+    `inputs` for its invars, to `eqns` (its consts to `constvars` /
+    `consts`); returns the atoms standing for its outputs. `source`: the
+    user line the spliced equations carry (default: their own)."""
+    bg = body.graph
+    inner = {}
+    for v, c in zip(bg.constvars, body.consts):
+        inner[v] = Var(v.aval)
+        constvars.append(inner[v])
+        consts.append(c)
+    inner.update(zip(bg.invars, inputs))
+    for be in bg.eqns:
+        outs = [Var(v.aval) for v in be.outs]
+        eqns.append(Eqn(be.prim, [inner.get(x, x) if isinstance(x, Var) else x
+                                  for x in be.inputs], be.params, outs,
+                        be.source if source is None else source))
+        inner.update(zip(be.outs, outs))
+    return [inner.get(x, x) if isinstance(x, Var) else x for x in bg.outvars]
 
 
 

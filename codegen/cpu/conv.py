@@ -224,7 +224,7 @@ def lanes(dtype, co):
 
 
 def _signature(dtype):
-    t = {"float32": "float32", "float64": "float64"}[np.dtype(dtype).name]
+    t = np.dtype(dtype).name                    # float32 / float64: the primitives' dtypes
     return f"void({t}[::1], {t}[::1], {t}[::1], int64[::1], int64[::1], int64[::1], int64, int64)"
 
 
@@ -300,6 +300,18 @@ def _need(kernels, e):
                            f"services (codegen/backend.py library_call)")
 
 
+def _call(run, pad, alloc, rowbase, taps, dims):
+    """The host function of a conv / conv_wgrad call: x padded, the second
+    operand (w or g) and the result flat, into a pooled buffer or `out`."""
+    def call(x, y, out=None):
+        r = alloc() if out is None else out
+        run(pad(x).reshape(-1), np.ascontiguousarray(y).reshape(-1), r.reshape(-1),
+            rowbase, taps, dims)
+        return r
+    call.writes_into = True
+    return call
+
+
 def conv_call(e, allocator, kernels):
     """conv(x, w, padding): the blocked direct kernel (module docstring)."""
     _need(kernels, e)
@@ -319,15 +331,7 @@ def conv_call(e, allocator, kernels):
     rows = len(rowbase)
     work = int(np.prod(oshape)) * int(np.prod(kernel)) * ci // 16
     run = kernels.split(fn, rows, work)
-    alloc = allocator(oshape, dtype)
-
-    def call(x, w, out=None):
-        r = alloc() if out is None else out
-        run(pad(x).reshape(-1), np.ascontiguousarray(w).reshape(-1), r.reshape(-1),
-            rowbase, taps, dims)
-        return r
-    call.writes_into = True
-    return call
+    return _call(run, pad, allocator(oshape, dtype), rowbase, taps, dims)
 
 
 def conv_wgrad_call(e, allocator, kernels):
@@ -347,15 +351,7 @@ def conv_wgrad_call(e, allocator, kernels):
     fn = kernels.load(wgrad_source(dtype, ci, co))
     work = int(np.prod(gs)) * int(np.prod(kernel)) * ci // 16
     run = kernels.split(fn, len(taps), work)
-    alloc = allocator(tuple(kernel) + (ci, co), dtype)
-
-    def call(x, g, out=None):
-        r = alloc() if out is None else out
-        run(pad(x).reshape(-1), np.ascontiguousarray(g).reshape(-1), r.reshape(-1),
-            rowbase, taps, dims)
-        return r
-    call.writes_into = True
-    return call
+    return _call(run, pad, allocator(tuple(kernel) + (ci, co), dtype), rowbase, taps, dims)
 
 
 conv_call.needs_kernels = True
